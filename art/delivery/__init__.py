@@ -1,0 +1,1 @@
+"""art.delivery"""

@@ -1,0 +1,1 @@
+"""The ``art`` command-line front end (thin: all logic lives in :mod:`art`)."""

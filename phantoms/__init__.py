@@ -1,0 +1,1 @@
+"""Digital patients (phantoms) for art: anatomy, daily variation, CBCT simulation, ground truth."""

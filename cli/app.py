@@ -68,8 +68,6 @@ def phantom(
     ] = None,
 ) -> None:
     """Make a digital patient: planning CT, RTSTRUCT, protocol.toml, daily CBCTs and their ground truth (truth/)."""
-    from art_phantoms.write import write_phantom
-
     if site != "prostate":
         raise typer.BadParameter(f"unknown site {site!r}; available: prostate", param_hint="--site")
     kwargs = {}
@@ -81,6 +79,8 @@ def phantom(
         if len(values) != 3 or min(values) <= 0:
             raise typer.BadParameter("give three positive numbers 'dz,dy,dx' in mm", param_hint="--spacing")
         kwargs["spacing"] = values
+    from art_phantoms.write import write_phantom
+
     summary = write_phantom(out, seed=seed, fractions=fractions, **kwargs)
     typer.echo(f"digital patient written to {out} ({summary['n_files']} files)", err=True)
 

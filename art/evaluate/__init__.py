@@ -1,1 +1,7 @@
-"""art.evaluate"""
+"""art.evaluate: DVH, dose-volume metrics and clinical-goal evaluation (gamma and plan comparison elsewhere)."""
+
+from art.evaluate.dvh import DVH, dvh, occupancy, structure_samples
+from art.evaluate.goals import GoalResult, evaluate_goals
+from art.evaluate.metrics import evaluate_metric
+
+__all__ = ["DVH", "dvh", "occupancy", "structure_samples", "GoalResult", "evaluate_goals", "evaluate_metric"]

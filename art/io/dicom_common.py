@@ -225,7 +225,24 @@ def read_dataset(path: Path, *, stop_before_pixels: bool = False, what: str = "D
         raise
     except Exception as exc:  # pydicom raises many kinds on bad files
         raise DicomError(f"cannot read {what}: {type(exc).__name__}: {exc}", path=path) from exc
+    _ensure_transfer_syntax(ds)
     return ds
+
+
+def _ensure_transfer_syntax(ds: Any) -> None:
+    """Give a raw dataset (no file meta) the transfer syntax it was read with, so pixels decode."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and "TransferSyntaxUID" in meta:
+        return
+    implicit, little = getattr(ds, "original_encoding", (None, None))
+    if implicit is None:
+        return
+    if meta is None:
+        ds.file_meta = meta = FileMetaDataset()
+    meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else (ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
 
 
 def make_file_meta(sop_class_uid: str, sop_instance_uid: str) -> Any:

@@ -14,8 +14,8 @@ Reading (:func:`read_image_series`)
   error naming the file.
 * DICOM files that are not images (RTSTRUCT, RTPLAN, ...), localiser images
   (ImageType value 3 ``LOCALIZER``) and images of other modalities are left
-  out; if nothing of the requested modalities remains, the error says which
-  modalities were found.
+  out, and so is a DICOMDIR; if nothing of the requested modalities
+  remains, the error says which modalities were found.
 * Several series of the requested modalities and no ``series_uid``: error
   listing every series UID with its modality and slice count (no patient data).
 * Slices are sorted by the projection of ImagePositionPatient on the slice
@@ -98,6 +98,7 @@ _VOLUME_IMAGE_CLASSES = frozenset(
         "1.2.840.10008.5.1.4.1.1.130",  # Enhanced PET
     }
 )  # images that always carry a position: missing geometry means a damaged file
+_MEDIA_DIRECTORY = "1.2.840.10008.1.3.10"  # DICOMDIR: skipped
 _ORIENT_TOL = 1e-4  # direction cosines
 _POS_TOL_MM = 0.01  # absolute tolerance on positions, mm
 _REL_TOL = 0.01  # relative tolerance on spacings
@@ -183,6 +184,10 @@ def _scan_folder(folder: Path) -> tuple[list[_Header], dict[str, int]]:
             ds = _try_raw_dataset(path)
             if ds is None:
                 continue  # not DICOM: skipped silently
+        meta = getattr(ds, "file_meta", None)
+        if meta is not None and str(meta.get("MediaStorageSOPClassUID", "")) == _MEDIA_DIRECTORY:
+            others["DICOMDIR"] += 1
+            continue
         if claims_dicom and ("SOPClassUID" not in ds or "SOPInstanceUID" not in ds):
             raise DicomError("incomplete DICOM file (no SOPClassUID/SOPInstanceUID): truncated?", path=path)
         modality = str(ds.get("Modality", "") or "").upper()

@@ -197,6 +197,13 @@ def test_shuffled_names_and_junk_files(tmp_path):
     (folder / "thumb.png").write_bytes(bytes(range(256)) * 3)
     (folder / "empty").write_bytes(b"")
     (folder / "sub").mkdir()
+    dicomdir = pydicom.Dataset()  # a DICOMDIR-like file: file meta but no SOP instance
+    dicomdir.file_meta = pydicom.dataset.FileMetaDataset()
+    dicomdir.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.1.3.10"
+    dicomdir.file_meta.MediaStorageSOPInstanceUID = new_uid()
+    dicomdir.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1"
+    dicomdir.FileSetID = "ART"
+    dicomdir.save_as(folder / "DICOMDIR", enforce_file_format=True)
     back = read_image_series(folder)
     assert np.array_equal(back.volume.array, written.volume.array)
     assert back.sop_instance_uids == written.sop_instance_uids

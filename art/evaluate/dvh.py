@@ -35,6 +35,7 @@ from art.structures import Structure
 __all__ = ["DVH", "dvh", "structure_samples", "occupancy"]
 
 _MAX_BINS = 1_000_000
+_CHUNK = 1 << 21
 
 
 def occupancy(structure: Structure | Volume, dose_grid: Grid, *, supersample: int | Sequence[int] | None = None) -> Volume:
@@ -123,18 +124,26 @@ def _sample_at(dose: Volume, mask: np.ndarray, grid: Grid, name: str) -> np.ndar
     """Linear interpolation of ``dose`` at the centres of the voxels of ``mask`` (on ``grid``)."""
     from scipy import ndimage
 
-    idx = np.argwhere(mask).astype(np.float64)
-    pts = dose.grid.lps_to_index(grid.index_to_lps(idx))
+    flat = np.flatnonzero(mask)
     shape = np.asarray(dose.grid.shape, dtype=np.float64)
-    outside = np.any((pts < -0.5 - 1e-6) | (pts > shape - 0.5 + 1e-6), axis=1)
-    if outside.any():
+    arr = np.asarray(to_numpy(dose.array), dtype=np.float32)
+    out = np.empty(flat.size, dtype=np.float32)
+    n_out = 0
+    for a in range(0, flat.size, _CHUNK):  # bounded memory for large structures (e.g. BODY)
+        idx = np.stack(np.unravel_index(flat[a : a + _CHUNK], mask.shape), axis=1).astype(np.float64)
+        pts = dose.grid.lps_to_index(grid.index_to_lps(idx))
+        outside = np.any((pts < -0.5 - 1e-6) | (pts > shape - 0.5 + 1e-6), axis=1)
+        n_out += int(outside.sum())
+        if n_out:
+            continue
+        pts = np.clip(pts, 0.0, shape - 1.0)
+        out[a : a + len(pts)] = ndimage.map_coordinates(arr, pts.T, order=1, mode="nearest", prefilter=False)
+    if n_out:
         raise GeometryError(
-            f"structure {name!r} extends outside the dose grid ({int(outside.sum())} of {len(pts)} voxels): "
+            f"structure {name!r} extends outside the dose grid ({n_out} of {flat.size} voxels): "
             "compute the dose on a grid that covers it"
         )
-    pts = np.clip(pts, 0.0, shape - 1.0)
-    arr = np.asarray(to_numpy(dose.array), dtype=np.float32)
-    return ndimage.map_coordinates(arr, pts.T, order=1, mode="nearest", prefilter=False)
+    return out
 
 
 def structure_samples(

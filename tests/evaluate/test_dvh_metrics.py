@@ -270,3 +270,41 @@ def test_evaluate_metric_accepts_text():
     assert list(d) == [3.0, 2.0, 1.0]
     assert evaluate_metric("Dmean", d, w) == pytest.approx(2.0)
     assert evaluate_metric("V2Gy[cc]", d, w) == 2.0
+
+
+def test_occupancy_on_a_rotated_dose_grid():
+    r = 6.0
+    fine = Grid(shape=(32, 32, 32), spacing=(0.5, 0.5, 0.5), origin=(-7.75, -7.75, -7.75))
+    z, y, x = fine.axis_positions()
+    mask = (x[None, None, :] ** 2 + y[None, :, None] ** 2 + z[:, None, None] ** 2) <= r**2
+    s = Structure("node", mask, fine)
+    a = np.deg2rad(30.0)
+    rot = (np.cos(a), -np.sin(a), 0.0, np.sin(a), np.cos(a), 0.0, 0.0, 0.0, 1.0)
+    dgrid = Grid(shape=(10, 10, 10), spacing=(2.5, 2.5, 2.5), origin=(0.0, 0.0, 0.0), direction=rot)
+    centre = dgrid.index_to_lps(np.array([4.5, 4.5, 4.5]))
+    dgrid = Grid(shape=dgrid.shape, spacing=dgrid.spacing, origin=tuple(-centre), direction=rot)
+    occ = occupancy(s, dgrid).array
+    assert occ.sum() * dgrid.voxel_volume_cc == pytest.approx(s.volume_cc, rel=0.02)
+    # the dose interpolated onto the structure grid from a rotated grid: a linear field stays exact
+    lx, ly, lz = dgrid.lps_coordinates(np.float64)
+    dose = Volume((10.0 + 0.2 * lx + 0.1 * lz).astype(np.float32), dgrid)
+    assert dvh(dose, s).mean_gy == pytest.approx(10.0, abs=1e-3)
+
+
+def test_chunked_interpolation_gives_the_same_samples(monkeypatch):
+    import importlib
+
+    dvh_module = importlib.import_module("art.evaluate.dvh")
+
+    rng = np.random.default_rng(5)
+    dgrid = Grid(shape=(6, 7, 8), spacing=(3.0, 3.0, 3.0), origin=(0.0, 0.0, 0.0))
+    dose = Volume(rng.random(dgrid.shape).astype(np.float32) * 50, dgrid)
+    sgrid = Grid(shape=(10, 12, 14), spacing=(1.5, 1.5, 1.5), origin=(1.0, 1.0, 1.0))
+    s = Structure("S", rng.random(sgrid.shape) < 0.5, sgrid)
+    whole = structure_samples(dose, s)[0]
+    monkeypatch.setattr(dvh_module, "_CHUNK", 7)
+    chunked = structure_samples(dose, s)[0]
+    np.testing.assert_array_equal(whole, chunked)
+    far = Structure("far", np.ones(sgrid.shape, bool), Grid(shape=sgrid.shape, spacing=sgrid.spacing, origin=(100.0, 0.0, 0.0)))
+    with pytest.raises(GeometryError, match="far"):
+        structure_samples(dose, far)

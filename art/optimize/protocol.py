@@ -32,19 +32,15 @@ attribute holds the line number (1-based). ``tomllib`` reports no line numbers
 for valid TOML, so this module scans the text itself to find where each table
 and key is written.
 
-Metric grammar (case-insensitive letters, normalised on output):
+Metric grammar (case-insensitive letters, normalised on output; value unit in brackets):
 
-=================  =========================================================  ======
-metric             meaning                                                    unit
-=================  =========================================================  ======
-``D<x>%``          minimum dose to the hottest x % of the volume (0 <= x <= 100)  Gy
-``D<x>cc``         minimum dose to the hottest x cc (x > 0)                   Gy
-``Dmean``          mean dose                                                  Gy
-``Dmax``           ``D0.03cc`` (near-maximum)                                 Gy
-``Dmin``           the dose to the coldest 0.03 cc (near-minimum)             Gy
-``V<x>Gy``         percent of the volume receiving at least x Gy (x > 0)      %
-``V<x>Gy[cc]``     the same in cc                                             cc
-=================  =========================================================  ======
+* ``D<x>%``: minimum dose to the hottest x % of the volume, 0 <= x <= 100 (Gy)
+* ``D<x>cc``: minimum dose to the hottest x cc, x > 0 (Gy)
+* ``Dmean``: mean dose (Gy)
+* ``Dmax``: ``D0.03cc``, the near-maximum (Gy)
+* ``Dmin``: the dose to the coldest 0.03 cc, the near-minimum (Gy)
+* ``V<x>Gy``: percent of the volume receiving at least x Gy, x > 0 (%)
+* ``V<x>Gy[cc]``: the same in cc (cc)
 
 ``x`` is a decimal number (``D0.03cc``, ``V47.5Gy``); no exponents.
 """

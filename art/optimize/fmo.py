@@ -229,7 +229,10 @@ class OptimizationResult:
     normalization_note : str
         Why the factor was limited, if it was.
     status : str
-        ``"ok"``, ``"goals not met"`` or ``"time limit"``.
+        ``"ok"``, ``"goals not met"``, ``"time limit"`` or ``"solver problem"``.
+    warm_started : bool
+    raw_weights : ndarray of float64, shape (n_beamlets,)
+        The optimiser's weights before normalisation (what a warm start uses).
     """
 
     weights: np.ndarray
@@ -245,6 +248,7 @@ class OptimizationResult:
     normalization_note: str = ""
     status: str = "ok"
     warm_started: bool = False
+    raw_weights: np.ndarray | None = None
 
     @property
     def failed(self) -> list[GoalReport]:
@@ -437,7 +441,11 @@ def optimize_fluence(
             raise InputError(f"distance_to_target_mm must have one value per matrix row ({n_vox}), got {dist.shape}")
     w0 = None
     if warm_start is not None:
-        w0 = np.asarray(warm_start.weights if isinstance(warm_start, OptimizationResult) else warm_start, dtype=np.float64)
+        if isinstance(warm_start, OptimizationResult):
+            w0 = warm_start.raw_weights if warm_start.raw_weights is not None else warm_start.weights
+        else:
+            w0 = warm_start
+        w0 = np.asarray(w0, dtype=np.float64)
         if w0.shape != (n_b,):
             raise InputError(f"warm_start has {w0.size} weights, the matrix {n_b} beamlets")
         w0 = np.maximum(w0, 0.0)
@@ -652,6 +660,7 @@ def optimize_fluence(
 
     assert xv is not None
     weights = xv * c
+    raw_weights = weights.copy()
     dose = np.asarray(a @ weights, dtype=np.float64)
     final_slacks = slacks_of(xv)
 
@@ -706,6 +715,7 @@ def optimize_fluence(
         normalization_note=note,
         status=status,
         warm_started=w0 is not None,
+        raw_weights=raw_weights,
     )
 
 

@@ -436,17 +436,17 @@ def _sample_anatomy(rng: np.random.Generator) -> dict:
     asp_b = np.array([1.3, 1.0, 0.95]) * u(0.92, 1.08, 3)
     kb = (vol_b * 1000.0 / (4.0 / 3.0 * math.pi * float(np.prod(asp_b)))) ** (1.0 / 3.0)
     semi_b = asp_b * kb
-    yb = yc_p - u(0.0, 10.0)
+    yb = yc_p - u(6.0, 14.0)
     zb = zc + ext_z + semi_b[2] + u(0.5, 3.0)
     # seminal vesicles: base on the postero-superior prostate surface (prostate frame), direction in LPS
     rot = rotation_about_x(tilt)
     sv = []
     for side in (1.0, -1.0):
-        base_local = np.array([side * 0.3 * semi_p[0], 0.45 * semi_p[1], 0.8 * semi_p[2]])
+        base_local = np.array([side * 0.3 * semi_p[0], 0.55 * semi_p[1], 0.75 * semi_p[2]])
         base = np.array([0.0, yc_p, zc]) + rot @ base_local
-        d = np.array([side * 0.65, 0.35, 0.68]) + u(-0.1, 0.1, 3)
+        d = np.array([side * 0.65, 0.5, 0.55]) + u(-0.1, 0.1, 3)
         d /= np.linalg.norm(d)
-        sv.append({"base": base, "direction": d, "length": u(30.0, 45.0), "width": u(6.5, 9.5), "thickness": u(4.0, 6.0)})
+        sv.append({"base": base, "direction": d, "length": u(35.0, 50.0), "width": u(8.0, 11.0), "thickness": u(5.0, 7.0)})
     x_p = u(-2.0, 2.0)
     p = {
         "prostate": {"centre": [x_p, yc_p, zc], "semi_axes": semi_p, "tilt_deg": tilt, "volume_cc": vol},
@@ -562,6 +562,14 @@ def _label_points(p: dict, X: np.ndarray, Y: np.ndarray, Z: np.ndarray, gas: Seq
         paint(idx, lumen, RECTUM_CONTENT)
         for g in gas:
             paint(idx, lumen & (_sd_ellipsoid(x, y, z, g["centre"], g["semi_axes"]) <= 0), GAS)
+    # bladder
+    bl = p["bladder"]
+    idx = _cull(X, Y, Z, np.asarray(bl["centre"]) - max(bl["semi_axes"]), np.asarray(bl["centre"]) + max(bl["semi_axes"]))
+    if idx.size:
+        x, y, z = X[idx], Y[idx], Z[idx]
+        d = _sd_ellipsoid(x, y, z, bl["centre"], bl["semi_axes"])
+        paint(idx, d <= 0, BLADDER_WALL)
+        paint(idx, d <= -bl["wall"], URINE)
     # seminal vesicles
     for sv in p["seminal_vesicles"]:
         base, d, length = np.asarray(sv["base"]), np.asarray(sv["direction"]), sv["length"]
@@ -582,14 +590,6 @@ def _label_points(p: dict, X: np.ndarray, Y: np.ndarray, Z: np.ndarray, gas: Seq
     idx = _cull(X, Y, Z, np.asarray(pr["centre"]) - max(pr["semi_axes"]), np.asarray(pr["centre"]) + max(pr["semi_axes"]))
     if idx.size:
         paint(idx, _sd_ellipsoid(X[idx], Y[idx], Z[idx], pr["centre"], pr["semi_axes"], pel.rot_p) <= 0, PROSTATE)
-    # bladder
-    bl = p["bladder"]
-    idx = _cull(X, Y, Z, np.asarray(bl["centre"]) - max(bl["semi_axes"]), np.asarray(bl["centre"]) + max(bl["semi_axes"]))
-    if idx.size:
-        x, y, z = X[idx], Y[idx], Z[idx]
-        d = _sd_ellipsoid(x, y, z, bl["centre"], bl["semi_axes"])
-        paint(idx, d <= 0, BLADDER_WALL)
-        paint(idx, d <= -bl["wall"], URINE)
     # bones
     bone = pel.bone_sdf(X, Y, Z, far=1.0)
     is_bone = (bone <= 0) & muscle

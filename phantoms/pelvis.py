@@ -15,24 +15,40 @@ Daily variation (:func:`make_fraction`)
 A stationary velocity field ``v`` (mm) is built on an internal grid around the
 pelvic organs from localised components:
 
-* bladder filling: uniform scaling about a point at the bladder base
-  (``v = a (p - c0)``, ``a = ln(1 + filling) / 3``) inside a flat-top region
-  enclosing the bladder before and after, with a Gaussian fall-off (15 mm);
-  ``a`` is corrected (at most twice) so that the mean Jacobian determinant
-  over the bladder matches the requested volume ratio;
+* bladder filling: scaling about a point at the bladder base
+  (``v_i = a_i (p - c0)_i``, ``sum a_i = ln(1 + filling)``, shared 25 / 30 /
+  45 % between x, y, z so that the bladder fills mostly cranially) inside a
+  flat-top region enclosing the bladder before and after, with a Gaussian
+  fall-off (15 mm); the rate is calibrated (on a coarse grid, at most three
+  tries) so that the mean Jacobian determinant over the bladder matches the
+  requested volume ratio, and the achieved ratio is reported in the params;
 * rectal filling: radial scaling about the rectal axis (``a_r = ln(1 + r)``,
-  ``r`` the relative change in rectal radius) in a window around the prostate;
+  ``r`` the relative change in rectal radius) in a window from 25 mm below to
+  45 mm above the prostate centre;
 * prostate motion: the rigid motion ``p -> R (p - c) + c + t`` about the
   prostate centre ``c`` (``R`` a rotation about the left-right axis) written as
   a stationary field (a rotation about a shifted axis plus the translation along
   it), with weight 1 on a region that contains the prostate along its path; the
   prostate region overrides the bladder and rectal components
   (``v = w_p v_p + (1 - w_p)(v_b + v_r)``) so the prostate moves exactly;
-* bone: ``v`` is multiplied by a ramp that is 0 within 6 mm of bone and 1
-  beyond 12 mm, so bones do not deform.
+* bone: ``v`` is multiplied by a ramp of the (Gaussian-smoothed, 3 mm)
+  distance to bone that is 0 within 7 mm of bone and 1 beyond 15 mm (prostate
+  component) or 23 mm (bladder and rectal components), so bones do not deform
+  and the tissue next to them is not sheared too hard. The prostate moves
+  exactly as requested while it stays about 15 mm clear of bone (the sampled
+  motions do; the symphysis lies 20-26 mm in front of it).
+
+The fields are smooth on the scale of the grids: for the sampled daily
+variations, ``exp(-v) o exp(v)`` sampled on the output grids (3 x 2 x 2 mm)
+is the identity within 0.5 mm everywhere in the body (typically < 0.05 mm at
+the 99th percentile), and the Jacobian determinant stays above about 0.4.
+Extreme requests (prostate shifts towards bone of 7 mm or more, rectal
+filling > 30 %, bladder filling > 60 %) compress the tissue more and the
+residual grows beyond 1 mm; very large bladder fillings are limited by the
+bone and fall short of the request (see ``bladder_volume_ratio_achieved``).
 
 The deformation ``phi = exp(v)`` and its inverse ``exp(-v)`` come from scaling
-and squaring (:mod:`phantoms.deformation`). A rigid set-up error
+and squaring (:mod:`art_phantoms.deformation`). A rigid set-up error
 ``s(p) = R_s (p - iso) + iso + t_s`` (``iso`` = planned isocentre, the PTV
 centroid) follows. So the planning point ``x`` appears in the CBCT at
 ``s(phi(x))`` and the CBCT voxel ``y`` shows the planning tissue at
@@ -864,7 +880,8 @@ def make_fraction(
         U(-0.1, 0.25) (+0.15 with gas) when None.
     prostate_shift_mm : (x, y, z) or None, keyword-only
         Prostate translation in LPS mm; sampled (sd 0.7 / 2.5 / 2 mm LR/AP/SI,
-        plus an anterior push from rectal filling) when None.
+        plus an anterior push from rectal filling and a posterior-inferior one
+        from bladder filling; at most 5 mm anterior, 6 mm otherwise) when None.
     prostate_rotation_deg : float or None, keyword-only
         Prostate rotation about the left-right axis through its centre (right
         hand about +x: positive turns posterior towards superior); sampled
@@ -882,6 +899,20 @@ def make_fraction(
     DailyCase
         The CBCT and the truth (daily CT and masks on the CBCT grid, the
         deformation both ways, set-up error, parameters).
+
+    Notes
+    -----
+    The CBCT grid is axial, centred on the planned isocentre (the planning
+    PTV centroid, ``case.params["isocenter_mm"]``), ``fov_diameter_mm`` wide
+    and ``length_mm`` long, in the planning frame of reference: the anatomy
+    appears displaced by the deformation and the set-up error.
+
+    The daily CT re-synthesises the analytic anatomy at ``y + d(y)`` (no
+    resampling blur), with the gas of the day in the rectal lumen and fresh CT
+    noise. The daily masks are the same analytic shapes at ``y + d(y)``, i.e.
+    the planning shapes warped exactly; the daily PTV is the planning PTV
+    pulled through ``daily_to_planning`` (linear interpolation, >= 0.5) and
+    cut to the daily body.
     """
     if not isinstance(case, PlanningCase):
         raise InputError(f"case must be a PlanningCase, got {type(case).__name__}")
@@ -915,7 +946,7 @@ def make_fraction(
     else:
         rect = _number(rectal_filling, "rectal_filling", -0.5, 1.0)
     if prostate_shift_mm is None:
-        shift = np.clip(s_shift + np.array([0.0, -4.0 * rect + 1.0 * fill, -1.5 * fill]), -6.0, 6.0)
+        shift = np.clip(s_shift + np.array([0.0, -4.0 * rect + 1.0 * fill, -1.5 * fill]), [-3.0, -5.0, -6.0], [3.0, 6.0, 6.0])
     else:
         shift = np.asarray(_triple(prostate_shift_mm, "prostate_shift_mm"))
         if np.linalg.norm(shift) > 20.0:

@@ -173,6 +173,9 @@ def test_setup_rotation_is_rigid_about_isocentre(coarse_case):
     expected = (p - iso) @ rotation_matrix(rot).T + iso + np.array([1.0, 2.0, -1.0]) - p
     assert np.abs(day.truth.planning_to_daily[bones] - expected).max() < 0.05
     assert day.truth.params["setup_rotation_deg"] == list(rot)
+    # a purely rigid day: the two fields are exact inverses (linear fields interpolate exactly)
+    res = inverse_consistency(day.truth.planning_to_daily, coarse_case.ct.grid, day.truth.daily_to_planning, day.cbct.grid, mask=coarse_case.structures["BODY"].mask)
+    assert res.size > 1000 and res.max() < 0.05
 
 
 def test_daily_masks_match_the_field(coarse_case, coarse_day):

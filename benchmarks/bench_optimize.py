@@ -70,8 +70,10 @@ def distance_rows(im, structures, target: str) -> np.ndarray:
 def run_optimisation(name, matrix, svs, goals, rx, *, neighbours=None, distance=None, extra=None) -> dict:
     rec: dict = {"case": name, "n_voxels": int(matrix.shape[0]), "n_beamlets": int(matrix.shape[1]), "nnz": int(matrix.nnz)}
     rec.update(extra or {})
+    print(f"{name}: optimising {rec['n_voxels']} voxels x {rec['n_beamlets']} beamlets ({rec['nnz']} nnz)", flush=True)
     t = time.perf_counter()
-    r = optimize_fluence(matrix, svs, goals, rx, beamlet_neighbours=neighbours, distance_to_target_mm=distance)
+    r = optimize_fluence(matrix, svs, goals, rx, beamlet_neighbours=neighbours, distance_to_target_mm=distance,
+                         progress=lambda msg, f: print(f"  [{time.perf_counter() - t:6.1f} s] {msg}", flush=True))
     rec["cold_s"] = time.perf_counter() - t
     rec["cold"] = r.to_dict()
     t = time.perf_counter()
@@ -89,7 +91,7 @@ def run_optimisation(name, matrix, svs, goals, rx, *, neighbours=None, distance=
 
 
 def case_prostate() -> dict:
-    from art_phantoms import make_pelvis
+    from art_phantoms.pelvis import make_pelvis
 
     from art.dose.influence import influence_matrix
     from art.plan import Beam
@@ -101,7 +103,7 @@ def case_prostate() -> dict:
     angles = [0, 51, 103, 154, 206, 257, 309]
     beams = [Beam(f"B{i}", float(a), isocenter_lps=tuple(iso)) for i, a in enumerate(angles)]
     t = time.perf_counter()
-    im = influence_matrix(pc.ct, pc.structures, beams, dose_grid_mm=3.0, bixel_mm=5.0, target="PTV")
+    im = influence_matrix(pc.ct, pc.structures, beams, dose_grid_mm=3.0, bixel_mm=5.0, target="PTV", progress=True)
     t_im = time.perf_counter() - t
     rx = Prescription("PTV", 60.0, 20)
     matrix = (im.matrix * np.float32(rx.fractions)).tocsr()  # per fraction -> course
@@ -134,7 +136,7 @@ def case_cshape() -> dict:
     p = cs.protocol
     beams = [Beam(f"B{i}", float(a), isocenter_lps=(0.0, 0.0, 0.0)) for i, a in enumerate(p.beams.gantry_angles)]
     t = time.perf_counter()
-    im = influence_matrix(cs.ct, cs.structures, beams, dose_grid_mm=p.dose_grid_mm, bixel_mm=p.beams.bixel_mm, target=p.prescription.target)
+    im = influence_matrix(cs.ct, cs.structures, beams, dose_grid_mm=p.dose_grid_mm, bixel_mm=p.beams.bixel_mm, target=p.prescription.target, progress=True)
     t_im = time.perf_counter() - t
     matrix = (im.matrix * np.float32(p.prescription.fractions)).tocsr()
     svs = build_structure_voxels(im, cs.structures, names=["PTV", "Core"])

@@ -295,3 +295,13 @@ def sequence_items(ds: Any, keyword: str) -> list:
     if seq is None:
         return []
     return list(seq)
+
+
+def set_general_study(ds: Any, study_uid: str, date: str, time: str) -> None:
+    """General Study module: study UID, date and time; the type-2 identifiers left empty."""
+    ds.StudyInstanceUID = study_uid
+    ds.StudyDate = date
+    ds.StudyTime = time
+    ds.ReferringPhysicianName = ""
+    ds.StudyID = ""
+    ds.AccessionNumber = ""

@@ -66,6 +66,7 @@ from art.io.dicom_common import (
     sequence_items,
     set_character_set,
     set_equipment,
+    set_general_study,
     set_patient,
 )
 from art.io.series import ImageSeries
@@ -424,12 +425,7 @@ def structures_to_dataset(
     set_character_set(ds, image.patient.name, label, name, description, series_description, *structures.names)
     # patient, general study (the image's)
     set_patient(ds, image.patient)
-    ds.StudyInstanceUID = image.study_instance_uid
-    ds.StudyDate = image.study_date
-    ds.StudyTime = image.study_time
-    ds.ReferringPhysicianName = ""
-    ds.StudyID = ""
-    ds.AccessionNumber = ""
+    set_general_study(ds, image.study_instance_uid, image.study_date, image.study_time)
     # RT series
     ds.Modality = "RTSTRUCT"
     ds.SeriesInstanceUID = series_uid

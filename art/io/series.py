@@ -81,6 +81,7 @@ from art.io.dicom_common import (
     save_dataset,
     set_character_set,
     set_equipment,
+    set_general_study,
     set_patient,
 )
 from art.io.uids import check_uid, new_uid
@@ -616,12 +617,7 @@ def write_image_series(
         # patient
         set_patient(ds, patient)
         # general study
-        ds.StudyInstanceUID = study_uid
-        ds.StudyDate = date
-        ds.StudyTime = time
-        ds.ReferringPhysicianName = ""
-        ds.StudyID = ""
-        ds.AccessionNumber = ""
+        set_general_study(ds, study_uid, date, time)
         # general series
         ds.Modality = "CT"
         ds.SeriesInstanceUID = series_uid

@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 import typer
 from typer.exceptions import Abort, Exit, TyperException
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_GOAL_NOT_MET = 0, 1, 2, 3
+from art_cli.options import EXIT_FAILED, EXIT_GOAL_NOT_MET, EXIT_OK, EXIT_USAGE, Out, not_built  # noqa: F401
 
 app = typer.Typer(
     name="art",
@@ -29,12 +29,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-
-
-def _not_built(command: str, issue: str) -> None:
-    """Refuse a specified command whose implementation has not landed yet (exit code 2)."""
-    typer.echo(f"art: '{command}' is not built yet ({issue}).", err=True)
-    raise Exit(EXIT_USAGE)
 
 
 def _version_callback(value: bool) -> None:
@@ -52,9 +46,6 @@ def _main(
     ] = None,
 ) -> None:
     """art: adaptive radiotherapy planning engine."""
-
-
-Out = Annotated[Path, typer.Option("--out", "-o", help="Result folder (written atomically; replaced only on success).")]
 
 
 @app.command()
@@ -85,53 +76,15 @@ def phantom(
     typer.echo(f"digital patient written to {out} ({summary['n_files']} files)", err=True)
 
 
-@app.command()
-def demo(out: Out = Path("art-demo")) -> None:
-    """Make the demo patient, plan it, and adapt the plan to one daily CBCT."""
-    _not_built("demo", "the daily adaptive workflow, issue 8")
+from art_cli.commands import demo as _demo  # noqa: E402
+from art_cli.commands import dose as _dose  # noqa: E402
+from art_cli.commands import export as _export  # noqa: E402
+from art_cli.commands import plan as _plan  # noqa: E402
+from art_cli.commands import replan as _replan  # noqa: E402
+from art_cli.commands import train_contours as _train_contours  # noqa: E402
 
-
-@app.command()
-def plan(
-    ct: Annotated[Path, typer.Option(help="Planning CT series folder.")],
-    structures: Annotated[Path, typer.Option(help="RTSTRUCT file.")],
-    protocol: Annotated[Path, typer.Option(help="Protocol TOML file (prescription, beams, clinical goals).")],
-    out: Out,
-) -> None:
-    """Make the reference plan: RTPLAN, RTDOSE, RTSTRUCT, report.html, summary.json."""
-    _not_built("plan", "plan optimisation, issue 4")
-
-
-@app.command()
-def dose(
-    ct: Annotated[Path, typer.Option(help="CT series folder.")],
-    plan: Annotated[Path, typer.Option("--plan", help="RT Plan file.")],
-    out: Out,
-    structures: Annotated[Optional[Path], typer.Option(help="RTSTRUCT file (optional).")] = None,
-) -> None:
-    """Recompute the dose of a given RT Plan on a CT (independent check)."""
-    _not_built("dose", "DICOM-RT plan import and export, issue 5")
-
-
-@app.command()
-def replan(
-    reference: Annotated[Path, typer.Option(help="Reference folder: planning CT, RTSTRUCT, RTPLAN and protocol.toml.")],
-    cbct: Annotated[Path, typer.Option(help="Daily CBCT series folder.")],
-    out: Out,
-) -> None:
-    """The daily adaptive re-plan: scheduled vs adapted plan, export files and QA report."""
-    _not_built("replan", "the daily adaptive workflow, issue 8")
-
-
-@app.command()
-def export(
-    folder: Annotated[Path, typer.Argument(help="Result folder to send.")],
-    host: Annotated[str, typer.Option(help="DICOM peer host.")],
-    port: Annotated[int, typer.Option(help="DICOM peer port.")],
-    ae_title: Annotated[str, typer.Option("--ae-title", help="Called AE title of the peer.")],
-) -> None:
-    """Send a result folder to a DICOM peer by C-STORE."""
-    _not_built("export", "DICOM networking, issue 5")
+for _mod in (_demo, _plan, _dose, _replan, _export, _train_contours):
+    app.command(_mod.NAME)(_mod.command)
 
 
 def run(argv: list[str]) -> int:

@@ -3,12 +3,37 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from art_cli.options import Json, Out, not_built
+import typer
+from typer.exceptions import Exit
+
+from art_cli.options import EXIT_GOAL_NOT_MET, Json, Out
 
 NAME = "demo"
 
 
-def command(out: Out = Path("art-demo"), json: Json = False) -> None:
-    """Make the demo patient, plan it, and adapt the plan to one daily CBCT."""
-    not_built("demo", "the daily adaptive workflow, issue 8")
+def command(
+    out: Out = Path("art-demo"),
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the demo patient.")] = 0,
+    json: Json = False,
+) -> None:
+    """Make the demo patient, plan it, and adapt the plan to one daily CBCT (full bladder, rectal gas, prostate shift)."""
+    from art.jobs import demo_job, goal_comparison_table
+    from art.summary import dumps
+
+    summary = demo_job(out, seed=seed, show=True)
+    if json:
+        typer.echo(dumps(summary))
+    typer.echo("", err=True)
+    typer.echo(goal_comparison_table(summary), err=True)
+    rec = summary["adaptive"]["recommendation"]
+    typer.echo(f"\nrecommended today: the {rec['plan']} plan ({rec['reason']})", err=True)
+    typer.echo(f"total time {summary['total_time_s']:.0f} s", err=True)
+    typer.echo(
+        f"outputs in {out}/: patient/ (digital patient), reference/ (reference plan), adapted/ "
+        "(RTPLAN.dcm, RTDOSE.dcm, RTSTRUCT.dcm, REG.dcm, report.html, summary.json)",
+        err=True,
+    )
+    if not summary["adaptive"]["priority1_met"]:
+        raise Exit(EXIT_GOAL_NOT_MET)

@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.exceptions import Exit
 
-from art_cli.options import Json, Out, not_built
+from art_cli.options import EXIT_GOAL_NOT_MET, Json, Out
 
 NAME = "plan"
 
@@ -19,5 +20,18 @@ def command(
     out: Out,
     json: Json = False,
 ) -> None:
-    """Make the reference plan: RTPLAN, RTDOSE, RTSTRUCT, report.html, summary.json."""
-    not_built("plan", "plan optimisation, issue 4")
+    """Make the reference plan: RTPLAN, RTDOSE, RTSTRUCT, report.html, summary.json.
+
+    Exit code 3 when a priority-1 goal is not met by the delivered (sequenced) plan.
+    """
+    from art.jobs import plan_job
+    from art.summary import dumps
+
+    summary = plan_job(ct, structures, protocol, out, show=True)
+    if json:
+        typer.echo(dumps(summary))
+    typer.echo(f"reference plan written to {out}", err=True)
+    if not summary["priority1_met"]:
+        failed = [f"{g['structure']} {g['metric']}" for g in summary["plans"]["reference"]["goals"] if g["priority"] == 1 and not g["met"]]
+        typer.echo(f"art: priority-1 goal(s) not met: {', '.join(failed)}", err=True)
+        raise Exit(EXIT_GOAL_NOT_MET)

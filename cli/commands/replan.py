@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
+from typer.exceptions import Exit
 
-from art_cli.options import Json, Out, not_built
+from art_cli.options import EXIT_GOAL_NOT_MET, Json, Out
 
 NAME = "replan"
 
@@ -16,7 +17,23 @@ def command(
     reference: Annotated[Path, typer.Option(help="Reference folder: planning CT, RTSTRUCT, RTPLAN and protocol.toml.")],
     cbct: Annotated[Path, typer.Option(help="Daily CBCT series folder.")],
     out: Out,
+    contour_model: Annotated[
+        Optional[Path], typer.Option("--contour-model", help="A TorchScript segmentation model with its JSON card (default: the shipped model).")
+    ] = None,
     json: Json = False,
 ) -> None:
-    """The daily adaptive re-plan: scheduled vs adapted plan, export files and QA report."""
-    not_built("replan", "the daily adaptive workflow, issue 8")
+    """The daily adaptive re-plan: scheduled vs adapted plan, export files and QA report.
+
+    Exit code 3 when the adapted plan still fails a priority-1 goal.
+    """
+    from art.jobs import goal_comparison_table, replan_job
+    from art.summary import dumps
+
+    summary = replan_job(reference, cbct, out, show=True, contour_model=contour_model)
+    if json:
+        typer.echo(dumps(summary))
+    typer.echo(goal_comparison_table(summary), err=True)
+    rec = summary["recommendation"]
+    typer.echo(f"recommended: {rec['plan']} plan ({rec['reason']}); results in {out}", err=True)
+    if not summary["priority1_met"]:
+        raise Exit(EXIT_GOAL_NOT_MET)

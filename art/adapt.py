@@ -1,0 +1,240 @@
+"""The daily adaptive re-plan (``art replan``) as a sequence of stages.
+
+::
+
+    rigid registration → AI contours on the CBCT → deformable registration (guided by the AI organs)
+    → contour propagation → synthetic CT of the day → scheduled plan (reference segments and MU on
+    today's anatomy) → adapted plan (re-optimised, warm-started, sequenced) → evaluation of both
+    → independent recalculation and gamma
+
+Units: dose in Gy (course totals), MU per fraction, lengths in mm, LPS, arrays (z, y, x).
+
+Today's structures (on the CBCT grid): organs-at-risk come from the AI model where its
+confidence passes the threshold, otherwise from the deformable propagation (and the
+structure is flagged for review); targets (CTV, PTV, prostate, seminal vesicles) are
+always propagated through the deformation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from art.geometry import Volume
+from art.plan import Beam, Plan
+from art.progress import Stages
+from art.structures import Structure, StructureSet
+
+TARGET_TYPES = {"PTV", "CTV", "GTV"}
+
+
+@dataclass
+class AdaptResult:
+    """What the daily re-plan produced (see module docstring)."""
+
+    rigid: Any
+    deformable: Any
+    contours: Any
+    daily_structures: StructureSet
+    structure_sources: dict
+    propagated: StructureSet
+    synthetic_ct: Volume
+    isocenter_lps: np.ndarray
+    scheduled_plan: Plan
+    scheduled_dose: Volume
+    scheduled_goals: list
+    adapted: Any  # PlanResult
+    independent_dose: Volume
+    gamma: Any
+    contour_qa: list = field(default_factory=list)
+    flagged: list = field(default_factory=list)
+
+
+def _mapped_point(matrix_cbct_to_ct: np.ndarray, point_ct: np.ndarray) -> np.ndarray:
+    """A planning-CT point in CBCT (today's) coordinates: inverse of the rigid CBCT→CT map."""
+    m = np.asarray(matrix_cbct_to_ct, dtype=np.float64)
+    p = np.append(np.asarray(point_ct, dtype=np.float64), 1.0)
+    return (np.linalg.inv(m) @ p)[:3]
+
+
+def _shift_plan(plan: Plan, isocenter_lps: np.ndarray) -> Plan:
+    """The same beams, segments and MU about another isocentre (the couch-shift correction)."""
+    beams = [
+        Beam(
+            b.name,
+            b.gantry_deg,
+            b.collimator_deg,
+            b.couch_deg,
+            isocenter_lps=tuple(isocenter_lps),
+            energy=b.energy,
+            segments=list(b.segments),
+            sad_mm=b.sad_mm,
+        )
+        for b in plan.beams
+    ]
+    return Plan(beams=beams, fractions=plan.fractions, machine_name=plan.machine_name)
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    s = int(a.sum()) + int(b.sum())
+    return float(2.0 * np.logical_and(a, b).sum() / s) if s else 1.0
+
+
+def daily_structures(
+    reference: StructureSet,
+    propagated: StructureSet,
+    contours: Any,
+    *,
+    confidence_threshold: float,
+) -> tuple[StructureSet, dict, list[dict], list[str]]:
+    """Assemble today's structure set from AI contours and propagated ones.
+
+    Returns
+    -------
+    structures : StructureSet on the CBCT grid
+    sources : dict name → "ai" | "propagated"
+    qa : list of dicts {structure, source, confidence, dice_ai_vs_propagated, flagged}
+    flagged : list of structure names a person must review
+    """
+    grid = propagated.grid
+    ai = {s.name.lower(): s for s in (contours.structures if contours is not None else [])}
+    conf = {k.lower(): float(v) for k, v in (contours.confidence.items() if contours is not None else [])}
+    ai_flagged = {n.lower() for n in (contours.flagged if contours is not None else [])}
+    out, sources, qa, flagged = [], {}, [], []
+    for s in propagated:
+        key = s.name.lower()
+        ref = reference.find(s.name)
+        roi_type = ref.roi_type if ref is not None else s.roi_type
+        a = ai.get(key)
+        row = {"structure": s.name, "source": "propagated", "confidence": None, "dice_ai_vs_propagated": None, "flagged": False}
+        if a is not None and roi_type.upper() not in TARGET_TYPES and roi_type.upper() != "EXTERNAL":
+            d = _dice(a.mask, s.mask)
+            c = conf.get(key, 0.0)
+            row.update(confidence=round(c, 3), dice_ai_vs_propagated=round(d, 3))
+            if c >= confidence_threshold and key not in ai_flagged:
+                out.append(Structure(s.name, a.mask, grid, roi_type, color=ref.color if ref is not None else a.color))
+                row["source"] = "ai"
+            else:
+                out.append(s)
+                row["flagged"] = True
+                flagged.append(s.name)
+        else:
+            out.append(s)
+        sources[s.name] = row["source"]
+        qa.append(row)
+    return StructureSet(grid, out), sources, qa, flagged
+
+
+def adapt(
+    reference: Any,
+    cbct: Any,
+    *,
+    machine: Any = None,
+    stages: Stages | None = None,
+    contour_model: Any = None,
+    confidence_threshold: float = 0.8,
+    optimizer_options: dict | None = None,
+) -> AdaptResult:
+    """Re-plan today's fraction.
+
+    Parameters
+    ----------
+    reference : art.reference.Reference
+        Planning CT, structures, reference plan and protocol.
+    cbct : ImageSeries
+        Today's CBCT (HU as stored).
+    machine : Machine, optional, keyword-only
+    stages : Stages, optional, keyword-only
+    contour_model : optional, keyword-only
+        A loaded segmentation model (default: the shipped one).
+    confidence_threshold : float, keyword-only
+        AI contours below it are replaced by the propagated ones and flagged.
+
+    Returns
+    -------
+    AdaptResult
+    """
+    from art.contouring import segment
+    from art.dose import dose as plan_dose
+    from art.dose import load_machine
+    from art.evaluate import evaluate_goals
+    from art.evaluate.gamma import gamma_index
+    from art.registration import propagate_structures, register_deformable, register_rigid, synthetic_ct
+    from art.workflow import make_plan
+
+    stages = stages if stages is not None else Stages(show=False)
+    machine = machine if machine is not None else load_machine()
+    ct, ref_ss, protocol = reference.ct.volume, reference.structures, reference.protocol
+    cbct_vol = cbct.volume
+    body = ref_ss.external()
+
+    with stages.stage("rigid registration"):
+        rigid = register_rigid(ct, cbct_vol, ct_body=body.mask if body is not None else None)
+        stages.note(f"couch shift {np.round(rigid.couch_shift_mm, 1).tolist()} mm")
+
+    with stages.stage("AI contours"):
+        contours = segment(cbct_vol, model=contour_model)
+
+    with stages.stage("deformable registration"):
+        guide = {}
+        for s in contours.structures:
+            r = ref_ss.find(s.name)
+            if r is not None and s.name not in contours.flagged and r.roi_type.upper() not in TARGET_TYPES | {"EXTERNAL"}:
+                if float(contours.confidence.get(s.name, 0.0)) >= confidence_threshold:
+                    guide[r.name] = (r.mask, s.mask)
+        deformable = register_deformable(ct, cbct_vol, rigid=rigid, body_mask=body.mask if body is not None else None, guide_structures=guide or None)
+
+    with stages.stage("contour propagation"):
+        propagated = propagate_structures(ref_ss, deformable, target_grid=cbct_vol.grid)
+        daily, sources, qa, flagged = daily_structures(ref_ss, propagated, contours, confidence_threshold=confidence_threshold)
+
+    with stages.stage("synthetic CT"):
+        sct = synthetic_ct(ct, cbct_vol, deformable, body=body.mask if body is not None else None)
+
+    iso_ref = np.asarray(reference.plan.beams[0].isocenter_lps, dtype=np.float64)
+    iso_today = _mapped_point(rigid.matrix_4x4, iso_ref)
+
+    with stages.stage("scheduled plan dose"):
+        scheduled = _shift_plan(reference.plan, iso_today)
+        scheduled.fractions = int(protocol.prescription.fractions)
+        scheduled_dose = plan_dose(sct, scheduled, machine, dose_grid_mm=protocol.dose_grid_mm, structures=daily)
+        scheduled_goals = evaluate_goals(scheduled_dose, daily, protocol)
+
+    adapted = make_plan(
+        sct,
+        daily,
+        protocol,
+        machine=machine,
+        isocenter_lps=iso_today,
+        stages=stages.child("adapted: "),
+        optimizer_options=optimizer_options,
+    )
+
+    with stages.stage("independent check"):
+        independent = plan_dose(sct, adapted.plan, machine, dose_grid_mm=None, structures=daily, fluence_mm=1.0)
+        from art.geometry import resample
+
+        engine_on_ct = resample(adapted.dose, independent.grid, order=1)
+        gamma = gamma_index(independent, engine_on_ct, dose_percent=3.0, distance_mm=2.0, threshold_percent=10.0)
+        stages.note(f"gamma 3 %/2 mm pass rate {gamma.pass_rate * 100:.1f} %")
+
+    return AdaptResult(
+        rigid=rigid,
+        deformable=deformable,
+        contours=contours,
+        daily_structures=daily,
+        structure_sources=sources,
+        propagated=propagated,
+        synthetic_ct=sct,
+        isocenter_lps=iso_today,
+        scheduled_plan=scheduled,
+        scheduled_dose=scheduled_dose,
+        scheduled_goals=scheduled_goals,
+        adapted=adapted,
+        independent_dose=independent,
+        gamma=gamma,
+        contour_qa=qa,
+        flagged=flagged,
+    )

@@ -1,0 +1,80 @@
+"""Writing result folders: ``art plan`` and ``art replan`` outputs (DESIGN.md command contract).
+
+Every writer here fills a folder that the caller created with
+:func:`art.outputs.atomic_output_dir`, so a failure leaves nothing behind. Before
+any plan is written it passes the deliverability checks (:func:`art.delivery.check_plan`);
+a plan that fails them is not exported.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from art.errors import InputError
+from art.geometry import resample
+
+
+def dose_on_image(dose: Any, image: Any) -> Any:
+    """Course dose resampled (trilinear) onto the image grid for export and display; 0 outside."""
+    out = resample(dose, image.grid, order=1, fill_value=0.0)
+    arr = np.clip(np.asarray(out.array, dtype=np.float32), 0.0, None)
+    return type(out)(arr, out.grid)
+
+
+def check_dose(dose: Any, *, prescription_gy: float, what: str) -> None:
+    """A dose must be finite, non-negative and below a sanity ceiling (2 × prescription)."""
+    a = np.asarray(dose.array)
+    if not np.all(np.isfinite(a)):
+        raise InputError(f"{what}: the dose has non-finite values; nothing exported")
+    if float(a.max(initial=0.0)) > 2.0 * float(prescription_gy):
+        raise InputError(
+            f"{what}: maximum dose {float(a.max()):.1f} Gy exceeds twice the prescription ({prescription_gy:g} Gy); nothing exported"
+        )
+
+
+def write_plan_files(
+    folder: Path,
+    *,
+    plan: Any,
+    dose: Any,
+    ct: Any,
+    structures: Any,
+    protocol: Any,
+    machine: Any,
+    label: str,
+    rtstruct_label: str = "art",
+) -> dict[str, Path]:
+    """RTSTRUCT, RTPLAN and RTDOSE for a plan on an image series; returns the paths written.
+
+    Parameters
+    ----------
+    folder : Path
+        Existing (temporary) output folder.
+    plan : Plan
+        Sequenced plan (segments, MU per fraction).
+    dose : Volume
+        Course dose (Gy) on any grid in the image's frame; resampled onto the image grid.
+    ct : ImageSeries
+        The image the plan is on (planning CT, or today's CBCT for an adapted plan).
+    structures : StructureSet
+        On ``ct``'s grid.
+    """
+    from art.delivery import assert_deliverable
+    from art.io import write_rtstruct
+    from art.io.rtdose import write_rtdose
+    from art.io.rtplan import write_rtplan
+
+    rx = protocol.prescription
+    assert_deliverable(plan, machine)
+    dose_ct = dose_on_image(dose, ct)
+    check_dose(dose_ct, prescription_gy=rx.dose_gy, what=label)
+    paths = {"rtstruct": folder / "RTSTRUCT.dcm", "rtplan": folder / "RTPLAN.dcm", "rtdose": folder / "RTDOSE.dcm"}
+    write_rtstruct(structures, ct, paths["rtstruct"], label=rtstruct_label)
+    plan_ds = write_rtplan(
+        plan, ct, paths["rtstruct"], paths["rtplan"], machine=machine, label=label, prescription_gy=rx.dose_gy, target_name=rx.target
+    )
+    write_rtdose(dose_ct, ct, paths["rtdose"], plan_ds_or_uid=plan_ds)
+    return paths

@@ -1,0 +1,280 @@
+"""The planning pipeline as a sequence of stages (matRad/pyRadPlan style).
+
+:func:`make_plan` (``art plan``)::
+
+    beams → dose influence → optimisation → leaf sequencing → dose of the sequenced plan → evaluation
+
+:func:`adapt` (``art replan``, in :mod:`art.adapt`) adds registration, re-contouring and the
+synthetic CT in front and evaluates the scheduled and adapted plans side by side.
+
+Units: dose in Gy (course totals unless named per fraction), MU per fraction, lengths in mm,
+LPS patient coordinates, arrays (z, y, x).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from art.errors import InputError, ProtocolError
+from art.geometry import Volume
+from art.plan import Beam, Plan
+from art.progress import Stages
+from art.structures import StructureSet
+
+
+@dataclass
+class PlanResult:
+    """Everything a planning run produced.
+
+    Attributes
+    ----------
+    plan : Plan
+        The deliverable plan: beams with MLC segments and MU (per fraction), fluences kept.
+    dose : Volume
+        Course dose (Gy) of the sequenced plan on the dose grid.
+    fluence_dose : Volume
+        Course dose (Gy) of the optimised fluence (before sequencing) on the dose grid.
+    goals : list of GoalResult
+        The protocol's goals evaluated on ``dose``.
+    fluence_goals : list of GoalResult
+        The same goals on ``fluence_dose``.
+    influence : InfluenceMatrix
+        The dose-influence matrix used (per fraction, per unit weight).
+    weights : ndarray, shape (n_beamlets,)
+        Optimised, normalised beamlet weights (per fraction).
+    optimization : OptimizationResult
+    sequencing : dict
+        Segment counts and MU per beam, MU lost to the minimum-segment rule.
+    isocenter_lps : ndarray, shape (3,)
+    """
+
+    plan: Plan
+    dose: Volume
+    fluence_dose: Volume
+    goals: list
+    fluence_goals: list
+    influence: Any
+    weights: np.ndarray
+    optimization: Any
+    sequencing: dict
+    isocenter_lps: np.ndarray
+    parameters: dict = field(default_factory=dict)
+
+    @property
+    def priority1_met(self) -> bool:
+        """True when every priority-1 goal is met on the delivered (sequenced) dose."""
+        return all(g.met for g in self.goals if g.goal.priority == 1)
+
+
+def isocenter_from_protocol(protocol: Any, structures: StructureSet) -> np.ndarray:
+    """The protocol's isocentre in LPS mm: a structure's centroid or an explicit point."""
+    iso = protocol.beams.isocenter
+    if isinstance(iso, str):
+        s = structures.find(iso)
+        if s is None:
+            raise ProtocolError(f"{protocol.source}: isocenter structure {iso!r} is not in the structure set")
+        if s.is_empty:
+            raise InputError(f"isocenter structure {iso!r} is empty")
+        return np.asarray(s.centroid_lps(), dtype=np.float64)
+    return np.asarray(iso, dtype=np.float64)
+
+
+def beams_from_protocol(protocol: Any, structures: StructureSet, *, isocenter_lps: Any = None) -> list[Beam]:
+    """Static beams of the protocol (names ``B01`` …, gantry/collimator/couch from the protocol)."""
+    iso = isocenter_from_protocol(protocol, structures) if isocenter_lps is None else np.asarray(isocenter_lps, float)
+    b = protocol.beams
+    return [
+        Beam(
+            f"B{i + 1:02d} G{int(round(g)) % 360:03d}",
+            gantry_deg=float(g),
+            collimator_deg=float(c),
+            couch_deg=float(t),
+            isocenter_lps=tuple(iso),
+            energy=b.energy,
+        )
+        for i, (g, c, t) in enumerate(zip(b.gantry_angles, b.collimator_angles, b.couch_angles))
+    ]
+
+
+def check_structures(protocol: Any, structures: StructureSet, *, where: str = "structure set") -> None:
+    """Every structure the protocol names exists and is not empty (clear error otherwise)."""
+    for name in protocol.structure_names:
+        s = structures.find(name)
+        if s is None:
+            raise ProtocolError(f"{protocol.source}: structure {name!r} is not in the {where} (has: {', '.join(structures.names)})")
+        if s.is_empty:
+            raise InputError(f"structure {name!r} in the {where} is empty")
+
+
+def map_weights(reference: Any, weights: np.ndarray, influence: Any) -> np.ndarray:
+    """Carry beamlet weights from one influence matrix to another with the same beams.
+
+    Beamlets are matched by (beam, BEV x, BEV y); beamlets new today start at the mean
+    weight of their beam. Used to warm-start the daily re-optimisation.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    b = influence.bixel_mm
+
+    def keys(im):
+        ix = np.round(np.asarray(im.bev_x_mm) / im.bixel_mm - 0.5).astype(np.int64)
+        iy = np.round(np.asarray(im.bev_y_mm) / im.bixel_mm - 0.5).astype(np.int64)
+        return list(zip(np.asarray(im.beam_index).tolist(), ix.tolist(), iy.tolist()))
+
+    if abs(reference.bixel_mm - b) > 1e-6:
+        raise InputError("warm start: bixel sizes differ between the reference and today's matrix")
+    ref = {k: w[j] for j, k in enumerate(keys(reference))}
+    beam_mean = {}
+    for k, val in zip(np.asarray(reference.beam_index).tolist(), w):
+        beam_mean.setdefault(k, []).append(val)
+    beam_mean = {k: float(np.mean(v)) for k, v in beam_mean.items()}
+    out = np.array([ref.get(k, beam_mean.get(k[0], 0.0)) for k in keys(influence)], dtype=np.float64)
+    return out
+
+
+def make_plan(
+    ct: Volume,
+    structures: StructureSet,
+    protocol: Any,
+    *,
+    machine: Any = None,
+    isocenter_lps: Any = None,
+    warm_start: PlanResult | None = None,
+    stages: Stages | None = None,
+    optimizer_options: dict | None = None,
+    sequencing_options: dict | None = None,
+) -> PlanResult:
+    """Make a deliverable plan for a CT, its structures and a protocol.
+
+    Parameters
+    ----------
+    ct : Volume
+        CT in HU (planning CT, or today's synthetic CT).
+    structures : StructureSet
+        Must hold every structure the protocol names, and a BODY/EXTERNAL.
+    protocol : Protocol
+        Prescription, beams, dose grid and priority-ordered goals.
+    machine : Machine, optional, keyword-only
+        Default :func:`art.dose.load_machine` ().
+    isocenter_lps : (3,) floats, optional, keyword-only
+        Overrides the protocol's isocentre (the adapted plan keeps the reference one).
+    warm_start : PlanResult, optional, keyword-only
+        A previous result with the same beams: its weights start the optimiser.
+    stages : Stages, optional, keyword-only
+        Timing/progress tracker (default: a silent one).
+
+    Returns
+    -------
+    PlanResult
+    """
+    from art.dose import influence_matrix, load_machine
+    from art.dose import dose as plan_dose
+    from art.evaluate import evaluate_goals
+    from art.optimize.fmo import optimize_fluence
+    from art.optimize.voxels import build_structure_voxels
+
+    stages = stages if stages is not None else Stages(show=False)
+    machine = machine if machine is not None else load_machine()
+    check_structures(protocol, structures)
+    rx = protocol.prescription
+    fractions = int(rx.fractions)
+
+    with stages.stage("beams"):
+        beams = beams_from_protocol(protocol, structures, isocenter_lps=isocenter_lps)
+        iso = np.asarray(beams[0].isocenter_lps, dtype=np.float64)
+        body = structures.external()
+        if body is None:
+            raise InputError("the structure set has no BODY/EXTERNAL structure")
+        if not _inside(body, iso):
+            raise InputError(f"the isocentre {np.round(iso, 1).tolist()} mm (LPS) is outside the body")
+
+    with stages.stage("dose influence"):
+        im = influence_matrix(
+            ct, structures, beams, machine, dose_grid_mm=protocol.dose_grid_mm, bixel_mm=protocol.beams.bixel_mm, target=rx.target
+        )
+        stages.note(f"{im.n_beamlets} beamlets, {im.matrix.shape[0]} voxels, {im.matrix.nnz} non-zeros")
+
+    with stages.stage("optimisation"):
+        names = sorted(set(protocol.structure_names) | {rx.target})
+        svs = build_structure_voxels(im, structures, names=names)
+        course = (im.matrix * np.float32(fractions)).tocsr()
+        opts = dict(_optimizer_extras(im, structures, rx.target))
+        opts.update(optimizer_options or {})
+        if warm_start is not None:
+            opts["warm_start"] = map_weights(warm_start.influence, warm_start.weights, im)
+        opt = optimize_fluence(course, svs, list(protocol.goals), rx, **opts)
+        weights = np.asarray(opt.weights, dtype=np.float64)
+        fluence_dose = im.dose(weights, fractions=fractions)
+
+    with stages.stage("leaf sequencing"):
+        fluence_plan = Plan(beams=_with_fluence(beams, im, weights), fractions=fractions, machine_name=machine.name)
+        plan, seq = _sequence(fluence_plan, machine, **(sequencing_options or {}))
+
+    with stages.stage("dose of the sequenced plan"):
+        delivered = plan_dose(ct, plan, machine, dose_grid_mm=protocol.dose_grid_mm, structures=structures)
+
+    with stages.stage("evaluation"):
+        goals = evaluate_goals(delivered, structures, protocol)
+        fluence_goals = evaluate_goals(fluence_dose, structures, protocol)
+
+    return PlanResult(
+        plan=plan,
+        dose=delivered,
+        fluence_dose=fluence_dose,
+        goals=goals,
+        fluence_goals=fluence_goals,
+        influence=im,
+        weights=weights,
+        optimization=opt,
+        sequencing=seq,
+        isocenter_lps=iso,
+        parameters={"dose_grid_mm": protocol.dose_grid_mm, "bixel_mm": protocol.beams.bixel_mm, "machine": machine.name},
+    )
+
+
+def _inside(structure: Any, point_lps: np.ndarray) -> bool:
+    idx = np.round(structure.grid.lps_to_index(np.asarray(point_lps, float)[None, :])[0]).astype(int)
+    if np.any(idx < 0) or np.any(idx >= np.asarray(structure.grid.shape)):
+        return False
+    return bool(structure.mask[tuple(idx)])
+
+
+def _optimizer_extras(im: Any, structures: StructureSet, target: str) -> dict:
+    """Beamlet neighbours (fluence smoothness) and distance to target (normal-tissue fall-off)."""
+    from art.optimize.neighbours import distance_to_target, neighbours_from_influence
+
+    return {
+        "beamlet_neighbours": neighbours_from_influence(im),
+        "distance_to_target_mm": distance_to_target(im, structures, target),
+    }
+
+
+def _with_fluence(beams: list[Beam], im: Any, weights: np.ndarray) -> list[Beam]:
+    maps = im.fluence_maps(weights)
+    out = []
+    for beam, (fluence, grid) in zip(beams, maps):
+        out.append(
+            Beam(
+                beam.name,
+                beam.gantry_deg,
+                beam.collimator_deg,
+                beam.couch_deg,
+                isocenter_lps=beam.isocenter_lps,
+                energy=beam.energy,
+                fluence=fluence,
+                fluence_grid=grid,
+                sad_mm=beam.sad_mm,
+            )
+        )
+    return out
+
+
+def _sequence(plan: Plan, machine: Any, **options: Any) -> tuple[Plan, dict]:
+    from art.delivery import sequence_plan
+
+    result = sequence_plan(plan, machine, **options)
+    if isinstance(result, tuple):
+        return result[0], dict(result[1])
+    return result, {}

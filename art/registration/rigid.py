@@ -1,0 +1,336 @@
+"""Rigid registration of the daily CBCT to the planning CT (SimpleITK, mutual information).
+
+Conventions
+-----------
+* Fixed image: the CBCT; moving image: the planning CT. The transform found
+  maps **CBCT LPS points to planning-CT LPS points**: the tissue seen at CBCT
+  point ``y`` is the planning tissue at ``T(y)`` (``T`` ≈ the inverse of the
+  set-up error ``s`` of :mod:`art_phantoms.pelvis`).
+* ``T(y) = R (y - c) + c + t`` with ``c`` the rotation centre (the CBCT
+  isocentre unless given), ``R`` = ``matrix_4x4[:3, :3]``.
+* ``rotation_deg`` are the right-handed angles ``(rx, ry, rz)`` about LPS x, y,
+  z with ``R = Rz Ry Rx`` (the phantom's convention): the rotation that
+  *corrects* the patient, ≈ minus the set-up rotation for small angles.
+* ``couch_shift_mm`` = ``c - T^-1(c)``: the LPS translation (mm) to apply to
+  the patient (couch) so that the tissue planned at the isocentre returns to
+  it. For a pure set-up translation ``t_s`` (anatomy found at ``x + t_s``) it
+  is ``-t_s``. Example: a patient lying 3 mm too far left (+x) gives
+  ``couch_shift_mm[0] = -3``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from art.errors import InputError
+from art.geometry import Grid, Volume
+
+__all__ = ["RigidResult", "register_rigid", "euler_from_matrix"]
+
+
+def euler_from_matrix(r: np.ndarray) -> tuple[float, float, float]:
+    """Angles ``(rx, ry, rz)`` in degrees with ``r = Rz Ry Rx`` (right-handed, LPS axes)."""
+    r = np.asarray(r, dtype=np.float64)
+    ry = -math.asin(max(-1.0, min(1.0, r[2, 0])))
+    rx = math.atan2(r[2, 1], r[2, 2])
+    rz = math.atan2(r[1, 0], r[0, 0])
+    return (math.degrees(rx), math.degrees(ry), math.degrees(rz))
+
+
+@dataclass
+class RigidResult:
+    """A rigid CBCT → planning-CT registration.
+
+    Attributes
+    ----------
+    matrix_4x4 : ndarray (4, 4), float64
+        Homogeneous matrix mapping CBCT LPS points (x, y, z, 1) in mm to
+        planning-CT LPS points: ``T(y) = M[:3, :3] @ y + M[:3, 3]``.
+    rotation_deg : (rx, ry, rz)
+        Angles of ``M[:3, :3] = Rz Ry Rx``, degrees (the correcting rotation).
+    translation_mm : (x, y, z)
+        ``t`` in ``T(y) = R (y - c) + c + t``, mm.
+    center_mm : (x, y, z)
+        The rotation centre ``c`` (isocentre), LPS mm.
+    couch_shift_mm : (x, y, z)
+        ``c - T^-1(c)``: the LPS shift (mm) to apply to the patient; ≈ minus
+        the set-up error.
+    metric_value : float
+        Final Mattes mutual information (negative: lower is better).
+    time_s : float
+        Wall time of the registration.
+    info : dict
+        Optimiser details (iterations, stop condition, mask used).
+    """
+
+    matrix_4x4: np.ndarray
+    rotation_deg: tuple
+    translation_mm: tuple
+    center_mm: tuple
+    couch_shift_mm: tuple
+    metric_value: float
+    time_s: float = 0.0
+    info: dict = field(default_factory=dict)
+
+    @property
+    def inverse_matrix(self) -> np.ndarray:
+        """Matrix mapping planning-CT LPS points to CBCT LPS points."""
+        return np.linalg.inv(self.matrix_4x4)
+
+    def cbct_to_ct_points(self, points) -> np.ndarray:
+        """Map CBCT LPS points (..., 3) to planning-CT LPS points, mm."""
+        p = np.asarray(points, dtype=np.float64)
+        return p @ self.matrix_4x4[:3, :3].T + self.matrix_4x4[:3, 3]
+
+    def ct_to_cbct_points(self, points) -> np.ndarray:
+        """Map planning-CT LPS points (..., 3) to CBCT LPS points, mm."""
+        p = np.asarray(points, dtype=np.float64)
+        inv = self.inverse_matrix
+        return p @ inv[:3, :3].T + inv[:3, 3]
+
+    def to_sitk(self):
+        """The transform as a ``SimpleITK.AffineTransform`` (fixed = CBCT → moving = CT)."""
+        import SimpleITK as sitk
+
+        tx = sitk.AffineTransform(3)
+        tx.SetMatrix(tuple(self.matrix_4x4[:3, :3].ravel()))
+        tx.SetTranslation(tuple(self.matrix_4x4[:3, 3]))
+        return tx
+
+    @classmethod
+    def identity(cls, center_mm=(0.0, 0.0, 0.0)) -> "RigidResult":
+        """No motion (for tests and for skipping the rigid step)."""
+        return cls(np.eye(4), (0.0, 0.0, 0.0), (0.0, 0.0, 0.0), tuple(float(v) for v in center_mm), (0.0, 0.0, 0.0), float("nan"))
+
+    def to_dict(self) -> dict:
+        """JSON-friendly summary."""
+        return {
+            "matrix_4x4": [[float(v) for v in row] for row in self.matrix_4x4],
+            "maps": "CBCT LPS mm -> planning CT LPS mm",
+            "rotation_deg": [float(v) for v in self.rotation_deg],
+            "translation_mm": [float(v) for v in self.translation_mm],
+            "center_mm": [float(v) for v in self.center_mm],
+            "couch_shift_mm": [float(v) for v in self.couch_shift_mm],
+            "metric_value": float(self.metric_value),
+            "time_s": float(self.time_s),
+        }
+
+
+def _check_volume(v, name: str) -> Volume:
+    if not isinstance(v, Volume):
+        raise InputError(f"{name} must be a Volume, got {type(v).__name__}")
+    if min(v.shape) < 4:
+        raise InputError(f"{name} is too small to register: shape {v.shape}")
+    if not np.all(np.isfinite(v.array)):
+        raise InputError(f"{name} holds non-finite values")
+    return v
+
+
+def field_of_view(cbct: Volume) -> np.ndarray:
+    """The reconstructed field of view of a CBCT, shape ``cbct.shape``, bool.
+
+    Columns (fixed y, x) whose value is constant along z are padding outside
+    the reconstructed cylinder (truncation); everything else is inside.
+    """
+    a = cbct.array
+    const = np.all(a == a[:1], axis=0) if a.shape[0] > 1 else np.zeros(a.shape[1:], dtype=bool)
+    return np.broadcast_to(~const[None], a.shape).copy()
+
+
+def body_mask(image: Volume, *, threshold_hu: float = -500.0) -> np.ndarray:
+    """Body of a CT or CBCT: the largest component above ``threshold_hu``, holes filled (bool)."""
+    m = image.array > threshold_hu
+    lab, n = ndimage.label(m)
+    if n == 0:
+        return m
+    sizes = ndimage.sum_labels(m, lab, index=np.arange(1, n + 1))
+    m = lab == (int(np.argmax(sizes)) + 1)
+    m = ndimage.binary_fill_holes(m)
+    # fill internal gas pockets slice by slice too (open at the volume's ends)
+    for k in range(m.shape[0]):
+        m[k] = ndimage.binary_fill_holes(m[k])
+    return m
+
+
+def _bone_com(arr: np.ndarray, grid: Grid, mask: np.ndarray | None, threshold: float) -> np.ndarray | None:
+    b = arr > threshold
+    if mask is not None:
+        b &= mask
+    if b.sum() < 20:
+        return None
+    return grid.index_to_lps(np.argwhere(b).mean(axis=0))
+
+
+def register_rigid(
+    ct: Volume,
+    cbct: Volume,
+    *,
+    ct_body: Volume | None = None,
+    focus: str = "bones",
+    center_mm=None,
+    bone_threshold_hu: float = 400.0,
+    shrink_factors=(4, 2, 1),
+    smoothing_mm=(6.0, 3.0, 0.0),
+    sampling: float = 0.25,
+    iterations: int = 200,
+    seed: int = 0,
+) -> RigidResult:
+    """Rigid (6 degrees of freedom) registration of a CBCT to the planning CT.
+
+    Mattes mutual information (50 bins, so CBCT shading and HU offsets do not
+    matter much), regular-step gradient descent, three resolution levels,
+    initialised by aligning the centres of mass of the bone (voxels above
+    ``bone_threshold_hu``) seen in both images over the CBCT's extent.
+
+    Parameters
+    ----------
+    ct : Volume
+        Planning CT, HU (moving image).
+    cbct : Volume
+        Daily CBCT, HU-like (fixed image); voxels outside its reconstructed
+        field of view (columns constant along z) are ignored.
+    ct_body : Volume of bool, optional, keyword-only
+        Body mask on ``ct.grid`` (the planning BODY); limits the CT bone
+        search for the initialisation. Thresholded from the CT when omitted.
+    focus : {"bones", "body"}, keyword-only
+        ``"bones"`` (default, a bony match): the metric is evaluated within
+        10 mm of the CBCT's bone; ``"body"``: over the whole body in the field
+        of view.
+    center_mm : (x, y, z) or None, keyword-only
+        Rotation centre and the point whose shift is ``couch_shift_mm``;
+        defaults to the centre of the CBCT grid (the isocentre for a CBCT
+        centred on it).
+    bone_threshold_hu : float, keyword-only
+        Bone threshold (HU) for the initialisation and the bone focus.
+    shrink_factors, smoothing_mm : sequences, keyword-only
+        Resolution pyramid (shrink per level; Gaussian sigma in mm per level).
+    sampling : float, keyword-only
+        Fraction of the mask's voxels sampled by the metric (0 < f <= 1).
+    iterations : int, keyword-only
+        Maximum iterations per level.
+    seed : int, keyword-only
+        Seed of the metric's random sampling (the result is reproducible).
+
+    Returns
+    -------
+    RigidResult
+        See its attributes; ``matrix_4x4`` maps CBCT LPS points to CT LPS points.
+    """
+    import SimpleITK as sitk
+
+    ct = _check_volume(ct, "ct")
+    cbct = _check_volume(cbct, "cbct")
+    if focus not in ("bones", "body"):
+        raise InputError(f"focus must be 'bones' or 'body', got {focus!r}")
+    if not 0 < sampling <= 1:
+        raise InputError(f"sampling must lie in (0, 1], got {sampling}")
+    if len(shrink_factors) != len(smoothing_mm) or not shrink_factors:
+        raise InputError("shrink_factors and smoothing_mm must be non-empty and of equal length")
+    t0 = time.perf_counter()
+    cg = cbct.grid
+    if center_mm is None:
+        center = cg.index_to_lps((np.asarray(cg.shape, dtype=np.float64) - 1) / 2.0)
+    else:
+        center = np.asarray([float(v) for v in center_mm])
+        if center.shape != (3,) or not np.all(np.isfinite(center)):
+            raise InputError(f"center_mm must be three finite numbers, got {center_mm!r}")
+
+    fov = field_of_view(cbct)
+    cb_body = body_mask(cbct) & fov
+    if not cb_body.any():
+        raise InputError("cbct: no body found (nothing above -500 HU inside the field of view)")
+    if ct_body is not None:
+        if not isinstance(ct_body, Volume) or not ct_body.grid.same_as(ct.grid):
+            raise InputError("ct_body must be a mask Volume on the planning CT grid")
+        ctb = np.asarray(ct_body.array, dtype=bool)
+    else:
+        ctb = body_mask(ct)
+
+    # ---- initialisation: centres of mass of bone over the CBCT's extent
+    translation = np.zeros(3)
+    cb_com = _bone_com(cbct.array, cg, cb_body, bone_threshold_hu)
+    if cb_com is not None:
+        ctbone = (ct.array > bone_threshold_hu) & ctb
+        pts_k = np.argwhere(ctbone)
+        if len(pts_k):
+            pts = ct.grid.index_to_lps(pts_k.astype(np.float64))
+            for _ in range(3):
+                # CT bone that falls into the CBCT's field of view under the current estimate
+                inside = cg.contains(pts - translation, margin_voxels=-0.5)
+                if inside.sum() < 20:
+                    break
+                translation = pts[inside].mean(axis=0) - cb_com
+
+    # ---- images and masks
+    fixed = sitk.Cast(cbct.to_sitk(), sitk.sitkFloat32)
+    moving = sitk.Cast(ct.to_sitk(), sitk.sitkFloat32)
+    if focus == "bones":
+        bone = (cbct.array > bone_threshold_hu) & cb_body
+        r = [max(1, int(round(10.0 / s))) for s in cg.spacing]
+        st = np.zeros([2 * v + 1 for v in r], dtype=bool)
+        zz, yy, xx = np.ogrid[-r[0] : r[0] + 1, -r[1] : r[1] + 1, -r[2] : r[2] + 1]
+        st[((zz * cg.spacing[0]) ** 2 + (yy * cg.spacing[1]) ** 2 + (xx * cg.spacing[2]) ** 2) <= 100.0] = True
+        mask = ndimage.binary_dilation(bone, structure=st) & cb_body
+        if mask.sum() < 1000:
+            mask = cb_body
+    else:
+        mask = cb_body
+    fixed_mask = Volume(mask.astype(np.uint8), cg).to_sitk()
+
+    tx = sitk.Euler3DTransform()
+    tx.SetComputeZYX(True)
+    tx.SetCenter(tuple(float(v) for v in center))
+    tx.SetTranslation(tuple(float(v) for v in translation))
+
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=50)
+    reg.SetMetricSamplingStrategy(reg.RANDOM)
+    reg.SetMetricSamplingPercentage(float(sampling), int(seed))
+    reg.SetMetricFixedMask(fixed_mask)
+    reg.SetInterpolator(sitk.sitkLinear)
+    reg.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=2.0, minStep=1e-3, numberOfIterations=int(iterations), relaxationFactor=0.6, gradientMagnitudeTolerance=1e-6
+    )
+    reg.SetOptimizerScalesFromPhysicalShift()
+    reg.SetShrinkFactorsPerLevel([int(s) for s in shrink_factors])
+    reg.SetSmoothingSigmasPerLevel([float(s) for s in smoothing_mm])
+    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    reg.SetInitialTransform(tx, inPlace=True)
+    try:
+        reg.Execute(fixed, moving)
+    except RuntimeError as exc:  # SimpleITK raises RuntimeError for e.g. no overlap
+        from art.errors import ArtError
+
+        raise ArtError(f"rigid registration failed: {str(exc).splitlines()[-1] if str(exc) else exc}") from exc
+    metric = float(reg.GetMetricValue())
+
+    m = np.eye(4)
+    m[:3, :3] = np.asarray(tx.GetMatrix()).reshape(3, 3)
+    c = np.asarray(tx.GetCenter())
+    t = np.asarray(tx.GetTranslation())
+    m[:3, 3] = c + t - m[:3, :3] @ c
+    inv = np.linalg.inv(m)
+    couch = center - (inv[:3, :3] @ center + inv[:3, 3])
+    # translation about the requested centre
+    trans = (m[:3, :3] @ center + m[:3, 3]) - center
+    return RigidResult(
+        matrix_4x4=m,
+        rotation_deg=euler_from_matrix(m[:3, :3]),
+        translation_mm=tuple(float(v) for v in trans),
+        center_mm=tuple(float(v) for v in center),
+        couch_shift_mm=tuple(float(v) for v in couch),
+        metric_value=metric,
+        time_s=time.perf_counter() - t0,
+        info={
+            "initial_translation_mm": [float(v) for v in translation],
+            "iterations": int(reg.GetOptimizerIteration()),
+            "stop": reg.GetOptimizerStopConditionDescription(),
+            "focus": focus,
+            "mask_voxels": int(mask.sum()),
+        },
+    )

@@ -1,0 +1,92 @@
+"""PDF of the HTML report, printed by a headless Chromium when one is installed.
+
+No PDF library is a dependency of ``art``; Debian's ``chromium`` (installed in
+CI) prints the self-contained HTML faithfully. Without a browser the PDF is
+simply not made (:func:`write_pdf` returns ``None``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from art.errors import BackendError, InputError
+
+__all__ = ["find_chromium", "write_pdf"]
+
+_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+def find_chromium() -> str | None:
+    """Path of a Chromium/Chrome executable (``ART_CHROMIUM`` overrides), or None."""
+    env = os.environ.get("ART_CHROMIUM")
+    if env:
+        return env if shutil.which(env) else None
+    for name in _CANDIDATES:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def write_pdf(html_path: str | Path, pdf_path: str | Path, *, timeout_s: float = 120.0) -> Path | None:
+    """Print an HTML file to PDF with headless Chromium (atomic write).
+
+    Parameters
+    ----------
+    html_path : str or Path
+        The self-contained report (no network is used).
+    pdf_path : str or Path
+        Destination; its folder must exist.
+    timeout_s : float, keyword-only
+        Give up after this many seconds.
+
+    Returns
+    -------
+    Path or None
+        ``pdf_path``, or None when no Chromium is installed.
+
+    Raises
+    ------
+    InputError
+        When ``html_path`` does not exist.
+    BackendError
+        When Chromium fails or times out.
+    """
+    html_path = Path(html_path).resolve()
+    pdf_path = Path(pdf_path)
+    if not html_path.is_file():
+        raise InputError("no such HTML report", path=html_path)
+    if not pdf_path.parent.is_dir():
+        raise InputError("the PDF's folder does not exist", path=pdf_path.parent)
+    exe = find_chromium()
+    if exe is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="art-chromium-") as profile:
+        tmp = Path(profile) / "report.pdf"
+        cmd = [
+            exe,
+            "--headless",
+            "--disable-gpu",
+            "--no-sandbox",
+            "--no-first-run",
+            "--disable-extensions",
+            f"--user-data-dir={profile}",
+            "--no-pdf-header-footer",
+            f"--print-to-pdf={tmp}",
+            html_path.as_uri(),
+        ]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env={**os.environ, "HOME": profile})
+        except subprocess.TimeoutExpired as exc:
+            raise BackendError(f"chromium did not print the report within {timeout_s:g} s") from exc
+        if proc.returncode != 0 or not tmp.is_file() or tmp.stat().st_size == 0:
+            tail = (proc.stderr or "").strip().splitlines()[-1:] or [""]
+            raise BackendError(f"chromium could not print the report to PDF (exit {proc.returncode}): {tail[0]}")
+        staged = pdf_path.parent / f".{pdf_path.name}.tmp"
+        shutil.copyfile(tmp, staged)
+        os.replace(staged, pdf_path)
+    return pdf_path

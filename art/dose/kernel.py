@@ -266,6 +266,17 @@ def gaussian_bin_integrals(centres: np.ndarray, sigmas: np.ndarray, edges: np.nd
     -------
     (n, m) array: ``∫_{edges[k]}^{edges[k+1]} N(t − centre; σ) dt``.
     """
+    widest_bin = float(xp.max(edges[1:] - edges[:-1])) if edges.shape[0] > 1 else 0.0
+    if centres.shape[0] and float(xp.min(sigmas)) >= 3.0 * widest_bin:
+        # broad Gaussians: Simpson's rule on each bin (relative error < 3e-5 for σ ≥ 3 bins),
+        # exp is much cheaper than erf
+        mids = 0.5 * (edges[1:] + edges[:-1])
+        inv = 1.0 / (sigmas[:, None] * float(_SQRT2))
+        fe = xp.exp(-(((edges[None, :] - centres[:, None]) * inv) ** 2))
+        fm = xp.exp(-(((mids[None, :] - centres[:, None]) * inv) ** 2))
+        h = (edges[1:] - edges[:-1])[None, :]
+        norm = inv * float(1.0 / np.sqrt(np.pi))
+        return (fe[:, :-1] + 4.0 * fm + fe[:, 1:]) * (h / 6.0) * norm
     if xp is np:
         from scipy.special import erf as _erf
     else:  # CuPy

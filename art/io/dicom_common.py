@@ -218,9 +218,14 @@ def read_dataset(path: Path, *, stop_before_pixels: bool = False, what: str = "D
     force = not looks_like_dicom(path)
     try:
         ds = pydicom.dcmread(str(path), stop_before_pixels=stop_before_pixels, force=force)
-        # force=True reads lazily: touch the elements now so truncation shows up here
-        for _ in ds:
+        # pydicom decodes lazily: touch every element, nested sequences included, so that
+        # truncation and undecodable values (unknown VR, bad lengths) show up here
+        for _ in ds.iterall():
             pass
+        meta = getattr(ds, "file_meta", None)
+        if meta is not None:
+            for _ in meta.iterall():
+                pass
     except DicomError:
         raise
     except Exception as exc:  # pydicom raises many kinds on bad files

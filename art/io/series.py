@@ -226,7 +226,9 @@ def _try_raw_dataset(path: Path) -> Any | None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)
-            for _ in ds:
+            for _ in ds.iterall():
+                pass
+            for _ in getattr(ds, "file_meta", None) or ():
                 pass
     except Exception:
         return None
@@ -323,7 +325,50 @@ def read_image_series(
     else:
         slices = next(iter(by_series.values()))
 
-    return _read_slices(folder, slices)
+    try:
+        return _read_slices(folder, slices)
+    except DicomError:
+        raise
+    except (AttributeError, KeyError, ValueError, TypeError, IndexError, OverflowError) as exc:
+        # a malformed header value that the checks above did not anticipate: refuse clearly
+        where = getattr(exc, "_art_path", None) or folder
+        raise DicomError(f"malformed image header ({type(exc).__name__}: {exc})", path=where) from exc
+
+
+def _check_slice(h: "_Header", first: "_Header", iop0, ps0, rows0: int, cols0: int, for_uid: str, study_uid: str) -> np.ndarray:
+    """Check one slice against the first; return its ImagePositionPatient (mm)."""
+    ds, path = h.ds, h.path
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        raise DicomError("multi-frame (enhanced) images are not supported; export single-frame slices", path=path)
+    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+        raise DicomError("only greyscale images (SamplesPerPixel 1) are supported", path=path)
+    iop = _floats(ds, "ImageOrientationPatient", 6, path)
+    if not np.allclose(iop, iop0, atol=_ORIENT_TOL):
+        raise DicomError(
+            f"ImageOrientationPatient differs between slices of the series ({_fmt(iop)} vs {_fmt(iop0)} in {first.path.name})",
+            path=path,
+        )
+    ps = _floats(ds, "PixelSpacing", 2, path)
+    if not np.allclose(ps, ps0, rtol=1e-4, atol=1e-5):
+        raise DicomError(
+            f"PixelSpacing differs between slices of the series ({_fmt(ps)} vs {_fmt(ps0)} in {first.path.name})",
+            path=path,
+        )
+    if (int(ds.Rows), int(ds.Columns)) != (rows0, cols0):
+        raise DicomError(
+            f"image size {int(ds.Rows)}x{int(ds.Columns)} differs from {rows0}x{cols0} in {first.path.name}",
+            path=path,
+        )
+    if str(ds.get("FrameOfReferenceUID", "") or "") != for_uid:
+        raise DicomError(f"FrameOfReferenceUID differs from that of {first.path.name}", path=path)
+    if str(ds.get("StudyInstanceUID", "") or "") != study_uid:
+        raise DicomError(f"StudyInstanceUID differs from that of {first.path.name}", path=path)
+    tilt = ds.get("GantryDetectorTilt", None)
+    if tilt not in (None, "") and abs(float(tilt)) > 1e-6:
+        raise DicomError(
+            f"gantry tilt of {float(tilt):g} degrees: tilted series are not supported (resample it first)", path=path
+        )
+    return _floats(ds, "ImagePositionPatient", 3, path)
 
 
 def _series_listing(by_series: dict[str, list[_Header]]) -> str:
@@ -340,38 +385,11 @@ def _read_slices(folder: Path, slices: list[_Header]) -> ImageSeries:
     study_uid = str(first.ds.get("StudyInstanceUID", "") or "")
     positions = []
     for h in slices:
-        ds, path = h.ds, h.path
-        if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-            raise DicomError("multi-frame (enhanced) images are not supported; export single-frame slices", path=path)
-        if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
-            raise DicomError("only greyscale images (SamplesPerPixel 1) are supported", path=path)
-        iop = _floats(ds, "ImageOrientationPatient", 6, path)
-        if not np.allclose(iop, iop0, atol=_ORIENT_TOL):
-            raise DicomError(
-                f"ImageOrientationPatient differs between slices of the series ({_fmt(iop)} vs {_fmt(iop0)} in {first.path.name})",
-                path=path,
-            )
-        ps = _floats(ds, "PixelSpacing", 2, path)
-        if not np.allclose(ps, ps0, rtol=1e-4, atol=1e-5):
-            raise DicomError(
-                f"PixelSpacing differs between slices of the series ({_fmt(ps)} vs {_fmt(ps0)} in {first.path.name})",
-                path=path,
-            )
-        if (int(ds.Rows), int(ds.Columns)) != (rows0, cols0):
-            raise DicomError(
-                f"image size {int(ds.Rows)}x{int(ds.Columns)} differs from {rows0}x{cols0} in {first.path.name}",
-                path=path,
-            )
-        if str(ds.get("FrameOfReferenceUID", "") or "") != for_uid:
-            raise DicomError(f"FrameOfReferenceUID differs from that of {first.path.name}", path=path)
-        if str(ds.get("StudyInstanceUID", "") or "") != study_uid:
-            raise DicomError(f"StudyInstanceUID differs from that of {first.path.name}", path=path)
-        tilt = ds.get("GantryDetectorTilt", None)
-        if tilt not in (None, "") and abs(float(tilt)) > 1e-6:
-            raise DicomError(
-                f"gantry tilt of {float(tilt):g} degrees: tilted series are not supported (resample it first)", path=path
-            )
-        positions.append(_floats(ds, "ImagePositionPatient", 3, path))
+        try:
+            positions.append(_check_slice(h, first, iop0, ps0, rows0, cols0, for_uid, study_uid))
+        except (AttributeError, KeyError, ValueError, TypeError, IndexError, OverflowError) as exc:
+            exc._art_path = h.path  # type: ignore[attr-defined]
+            raise
     if not for_uid:
         raise DicomError("image lacks FrameOfReferenceUID", path=first.path)
     if ps0.min() <= 0:

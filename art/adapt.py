@@ -218,7 +218,7 @@ def adapt(
 
         engine_on_ct = resample(adapted.dose, independent.grid, order=1)
         gamma = gamma_index(independent, engine_on_ct, dose_percent=3.0, distance_mm=2.0, threshold_percent=10.0)
-        stages.note(f"gamma 3 %/2 mm pass rate {gamma.pass_rate * 100:.1f} %")
+        stages.note(f"gamma 3 %/2 mm pass rate {gamma.pass_rate:.1f} %")
 
     return AdaptResult(
         rigid=rigid,

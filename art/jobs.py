@@ -75,9 +75,14 @@ def plan_job(ct_dir: Path, structures_path: Path, protocol_path: Path, out: Path
             "timings_s": dict(stages.timings),
         }
         with stages.stage("report"):
-            from art.report import plan_report
+            from art.report import plan_report_model, write_report
 
-            plan_report(tmp / "report.html", ct=ct.volume, structures=structures, result=result, summary=summary)
+            model = plan_report_model(
+                ct.volume, structures, result.dose, result.goals, plan=result.plan, title="Reference plan QA report",
+                provenance=summary["provenance"], timings=stages.timings,
+                warnings=[f"priority-1 goal not met: {g.structure} {g.metric} {g.goal}" for g in result.goals if g.priority == 1 and not g.met],
+            )
+            write_report(model, tmp / "report.html")
         summary["timings_s"] = dict(stages.timings)
         write_summary(summary, tmp / "summary.json")
     return summary
@@ -141,15 +146,32 @@ def replan_job(reference_dir: Path, cbct_dir: Path, out: Path, *, show: bool = T
             "recommendation": rec,
             "priority1_met": rec["adapted_priority1_met"],
             "registration": _registration_record(result),
+            "registration_display": _registration_display(result),
             "contours": {"structures": result.contour_qa, "flagged": result.flagged},
-            "independent_check": {"gamma_3pct_2mm_pass_rate": float(result.gamma.pass_rate), "method": "segment dose on the CT grid (1 mm fluence) vs the engine's dose-grid dose"},
+            "independent_check": {
+                "gamma_3pct_2mm_pass_percent": round(float(result.gamma.pass_rate), 2),
+                "gamma_voxels_evaluated": int(result.gamma.n_evaluated),
+                "method": "segment dose recomputed on the image grid with 1 mm fluence pixels vs the engine's 3 mm dose-grid dose (same beam model)",
+            },
             "sequencing": result.adapted.sequencing,
             "timings_s": dict(stages.timings),
         }
         with stages.stage("report"):
-            from art.report import adaptive_report
+            from art.report import adaptive_report_model, write_report
 
-            adaptive_report(tmp / "report.html", reference=reference, cbct=cbct, result=result, summary=summary)
+            warnings = [f"{n}: AI contour below the confidence threshold or implausible; the propagated contour was used — review it" for n in result.flagged]
+            warnings += [f"adapted plan: priority-1 goal not met: {g.structure} {g.metric} {g.goal}" for g in result.adapted.goals if g.priority == 1 and not g.met]
+            model = adaptive_report_model(
+                result.synthetic_ct, result.daily_structures, result.scheduled_dose, result.adapted.dose,
+                result.scheduled_goals, result.adapted.goals, scheduled_plan=result.scheduled_plan, adapted_plan=result.adapted.plan,
+                point_lps=result.isocenter_lps, fixed_image=cbct.volume, moving_resampled=result.synthetic_ct,
+                registration=summary["registration_display"], contour_qa=result.contour_qa,
+                check_dose=result.independent_dose, gamma=result.gamma.gamma,
+                recommendation=f"{rec['plan']} plan: {rec['reason']}", provenance=summary["provenance"],
+                timings=stages.timings, warnings=warnings,
+            )
+            write_report(model, tmp / "report.html")
+        summary.pop("registration_display", None)
         summary["timings_s"] = dict(stages.timings)
         summary["total_time_s"] = stages.total_s
         write_summary(summary, tmp / "summary.json")
@@ -182,6 +204,20 @@ def _registration_record(result: Any) -> dict:
         "matrix_cbct_to_ct": np.asarray(rig.matrix_4x4, float).tolist(),
         "deformable_quality": q,
     }
+
+
+def _registration_display(result: Any) -> dict:
+    """Registration QA values as shown in the report (plain numbers and text)."""
+    import numpy as np
+
+    rec = _registration_record(result)
+    out = {
+        "couch shift (mm, LPS x/y/z)": ", ".join(f"{v:+.1f}" for v in rec["couch_shift_mm"]),
+        "rotation (deg)": ", ".join(f"{v:+.2f}" for v in rec["rotation_deg"]),
+    }
+    for k, v in rec["deformable_quality"].items():
+        out[k] = round(float(v), 3) if isinstance(v, (int, float, np.floating, np.integer)) else v
+    return out
 
 
 def _write_registration(folder: Path, result: Any, reference: Any, cbct: Any) -> None:

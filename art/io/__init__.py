@@ -26,3 +26,24 @@ __all__ = [
     "structures_to_dataset",
     "new_uid",
 ]
+
+# RT Plan, RT Dose, registration objects and validation (issue 5)
+from art.io.registration import (  # noqa: E402
+    read_deformable_registration,
+    read_spatial_registration,
+    write_deformable_registration,
+    write_spatial_registration,
+)
+from art.io.rtdose import read_rtdose, write_rtdose  # noqa: E402
+from art.io.rtplan import read_rtplan, write_rtplan  # noqa: E402
+
+__all__ += [
+    "read_rtplan",
+    "write_rtplan",
+    "read_rtdose",
+    "write_rtdose",
+    "write_spatial_registration",
+    "read_spatial_registration",
+    "write_deformable_registration",
+    "read_deformable_registration",
+]

@@ -39,7 +39,6 @@ from art.geometry import Grid
 from art.io.dicom_common import (
     dicom_date,
     dicom_time,
-    format_ds,
     format_ds_list,
     new_file_dataset,
     read_dataset,

@@ -22,8 +22,10 @@ Algorithm
 
 4. Machine constraints: minimum leaf gap (an opening narrower than it is widened
    symmetrically), no interdigitation when the machine forbids it (a segment whose
-   consecutive open rows do not overlap is split into compatible groups of rows;
-   closed pairs are parked at the centre of their open neighbours' overlap), jaws
+   consecutive open rows do not overlap, or, with per-segment jaws, whose open rows are
+   separated by closed ones, is split into groups of rows; closed pairs are parked at
+   the centre of their open neighbours' overlap, outside the Y jaws with per-segment
+   jaws; with ``jaws="beam"`` such a closed pair leaks through its minimum gap), jaws
    around each segment's opening (or around the whole beam with ``jaws="beam"``)
    within the jaw limits; closed pairs are parked behind the X1 jaw when interdigitation
    is allowed (so that their minimum gap does not leak). Identical apertures are merged.
@@ -166,13 +168,18 @@ def _decompose_sweep(levels_map: np.ndarray) -> list[tuple[list, int]]:
     return out
 
 
-def _split_interdigitation(rows: list, ex: np.ndarray) -> list[list]:
-    """Split an aperture into groups whose consecutive open rows overlap in x."""
+def _split_interdigitation(rows: list, ex: np.ndarray, *, split_closed: bool) -> list[list]:
+    """Split an aperture into groups whose consecutive open rows overlap in x (and, with
+    ``split_closed``, are adjacent: a closed pair between open ones would leak through its
+    minimum gap inside the jaws, as it cannot hide behind a jaw without interdigitating)."""
     open_k = [k for k, v in enumerate(rows) if v is not None]
     groups: list[list[int]] = []
     for k in open_k:
         if groups:
             p = groups[-1][-1]
+            if split_closed and k != p + 1:
+                groups.append([k])
+                continue
             a = max(ex[rows[p][0]], ex[rows[k][0]])
             b = min(ex[rows[p][1] + 1], ex[rows[k][1] + 1])
             if a <= b:
@@ -334,7 +341,7 @@ def sequence_beam(
     stats["quantisation_rms"] = float(np.sqrt(np.mean((q[nz] * delta - a[nz]) ** 2)) / amax)
     apertures = _decompose_xia_verhey(q) if method == "xia-verhey" else _decompose_sweep(q)
     if not machine.mlc.interdigitation:
-        apertures = [(g, w) for rows, w in apertures for g in _split_interdigitation(rows, ex)]
+        apertures = [(g, w) for rows, w in apertures for g in _split_interdigitation(rows, ex, split_closed=jaws == "segment")]
     apertures = [(rows, w) for rows, w in apertures if any(v is not None for v in rows)]
 
     beam_jaws = None

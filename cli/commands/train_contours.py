@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
-from art_cli.options import Out, not_built
+import shlex
+import sys
+from typing import Annotated
+
+import typer
+
+from art_cli.options import Out
 
 NAME = "train-contours"
 
 
-def command(out: Out) -> None:
-    """Train the organ-at-risk segmentation network on generated digital patients."""
-    not_built("train-contours", "AI re-contouring, issue 7")
+def command(
+    out: Out,
+    cases: Annotated[int, typer.Option("--cases", min=1, max=2000, help="Number of training patients (seeds 100, 101, ...; 2-3 daily CBCTs each).")] = 60,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, max=1000, help="Passes over the training CBCTs.")] = 12,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the weights, patches and augmentation.")] = 0,
+) -> None:
+    """Train the organ segmentation network on digital patients: contour_unet.pt (TorchScript) and contour_unet.json (model card)."""
+    from art.contouring.training import train
+    from art.outputs import atomic_output_dir
+
+    cmd = f"art train-contours --out {shlex.quote(str(out))} --cases {cases} --epochs {epochs} --seed {seed}"
+    with atomic_output_dir(out) as tmp:
+        card = train(tmp, seeds=range(100, 100 + cases), epochs=epochs, seed=seed, progress=sys.stderr.isatty(), command=cmd)
+    dice = " ".join(f"{k} {v:.3f}" for k, v in card["validation_dice"].items())
+    typer.echo(f"contour model written to {out} (validation Dice: {dice})", err=True)

@@ -55,8 +55,6 @@ def test_console_script_entry_point_runs():
 # Commands specified in DESIGN.md whose implementation has not landed: they must say so, exit 2
 # and write nothing. Remove a command from this list when it is built.
 NOT_BUILT = {
-    "train-contours": ["train-contours", "--out", "o"],
-    "export": ["export", "folder", "--host", "127.0.0.1", "--port", "104", "--ae-title", "X"],
 }
 
 

@@ -1,0 +1,320 @@
+"""Segment a daily CBCT with the contouring network: sliding window, test-time augmentation, post-processing, checks."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from art.errors import InputError
+from art.geometry import Grid, Volume, resample
+from art.structures import Structure, StructureSet
+
+from .labels import COLOURS, ROI_TYPES, VOLUME_RANGES_CC
+
+__all__ = ["ContourResult", "segment", "predict_probabilities", "postprocess_mask", "anatomical_checks", "DEFAULT_THRESHOLD"]
+
+#: Structures whose confidence is below this are flagged for review.
+DEFAULT_THRESHOLD = 0.85
+
+# test-time augmentations: (grid shift in voxels (z, y, x), HU offset, HU scale about -1000)
+_TTA = (
+    ((0.0, 0.0, 0.0), 0.0, 1.0),
+    ((0.5, 0.5, 0.5), 40.0, 1.04),
+    ((-0.5, 0.0, -0.5), -40.0, 0.96),
+)
+
+
+@dataclass
+class ContourResult:
+    """What :func:`segment` found.
+
+    Attributes
+    ----------
+    structures : StructureSet
+        Masks on the CBCT grid: ``BODY`` (EXTERNAL) and the organs (ORGAN).
+    confidence : dict
+        Name -> confidence in [0, 1] (see :func:`art.contouring.confidence.confidence`).
+    flagged : list of str
+        Names needing review: confidence below the threshold, or failing an
+        anatomical sanity check (reasons in ``reasons``). Never use a flagged
+        structure without review.
+    reasons : dict
+        Name -> list of human-readable reasons it was flagged.
+    model : dict
+        Model path, classes, spacing and card version fields.
+    seconds : float
+        Wall time of the segmentation.
+    """
+
+    structures: StructureSet
+    confidence: dict
+    flagged: list
+    reasons: dict = field(default_factory=dict)
+    model: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def summary(self) -> list[dict]:
+        """One row per structure: name, volume_cc, confidence, flagged, reasons."""
+        return [
+            {
+                "name": s.name,
+                "volume_cc": round(s.volume_cc, 2),
+                "confidence": round(float(self.confidence.get(s.name, float("nan"))), 3),
+                "flagged": s.name in self.flagged,
+                "reasons": list(self.reasons.get(s.name, [])),
+            }
+            for s in self.structures
+        ]
+
+
+def _window_weights(patch) -> np.ndarray:
+    ax = []
+    for p in patch:
+        t = np.arange(p, dtype=np.float32) - (p - 1) / 2.0
+        ax.append(np.exp(-0.5 * (t / (0.3 * p)) ** 2))
+    w = ax[0][:, None, None] * ax[1][None, :, None] * ax[2][None, None, :]
+    return np.maximum(w / w.max(), 1e-3).astype(np.float32)
+
+
+def _starts(n: int, p: int) -> list[int]:
+    if n <= p:
+        return [0]
+    k = int(np.ceil((n - p) / (p / 2.0))) + 1
+    return sorted({int(round(v)) for v in np.linspace(0, n - p, k)})
+
+
+def predict_probabilities(model, image: np.ndarray) -> np.ndarray:
+    """Class probabilities of a normalised image on the network grid (sliding window).
+
+    Parameters
+    ----------
+    model : ContourModel
+    image : ndarray, float32, (z, y, x)
+        Already normalised (:func:`art.contouring.model.normalise`).
+
+    Returns
+    -------
+    ndarray, float32, (C, z, y, x)
+        Softmax probabilities, windows blended with Gaussian weights.
+    """
+    import torch
+
+    card = model.card
+    div = card["divisor"]
+    pad_value = float(card["normalisation"]["clip"][0])
+    shape = image.shape
+    patch = card["patch"]
+    if patch is None:
+        patch = [int(np.ceil(n / div) * div) for n in shape]
+    target = [max(int(np.ceil(n / div) * div), p) for n, p in zip(shape, patch)]
+    pads = [(0, t - n) for t, n in zip(target, shape)]
+    img = np.pad(image.astype(np.float32), pads, mode="constant", constant_values=pad_value)
+    n_cls = len(card["classes"])
+    acc = np.zeros((n_cls,) + tuple(target), dtype=np.float32)
+    wsum = np.zeros(tuple(target), dtype=np.float32)
+    w = _window_weights(patch)
+    with torch.no_grad():
+        for z0 in _starts(target[0], patch[0]):
+            for y0 in _starts(target[1], patch[1]):
+                for x0 in _starts(target[2], patch[2]):
+                    sl = (slice(z0, z0 + patch[0]), slice(y0, y0 + patch[1]), slice(x0, x0 + patch[2]))
+                    x = torch.from_numpy(np.ascontiguousarray(img[sl]))[None, None].to(model.device)
+                    pr = torch.softmax(model.module(x), dim=1)[0].float().cpu().numpy()
+                    acc[(slice(None),) + sl] += pr * w
+                    wsum[sl] += w
+    acc /= wsum[None]
+    return acc[(slice(None), slice(0, shape[0]), slice(0, shape[1]), slice(0, shape[2]))]
+
+
+def _shifted_grid(grid: Grid, shift_vox) -> Grid:
+    d = np.asarray(grid.direction_matrix)
+    off = d @ (np.asarray(shift_vox[::-1], dtype=np.float64) * np.asarray(grid.spacing[::-1]))
+    return Grid(shape=grid.shape, spacing=grid.spacing, origin=tuple(np.asarray(grid.origin) + off), direction=grid.direction)
+
+
+def postprocess_mask(mask: np.ndarray, *, fill: str = "3d") -> np.ndarray:
+    """Keep the largest connected component (26-connected) and fill holes.
+
+    Parameters
+    ----------
+    mask : ndarray of bool, (z, y, x)
+    fill : {"3d", "axial"}, keyword-only
+        Fill enclosed holes in 3D, or slice by slice (for BODY, whose gas and
+        lumens may touch the grid edge).
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        return mask
+    lab, n = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+    if n > 1:
+        counts = np.bincount(lab.ravel())
+        counts[0] = 0
+        mask = lab == int(np.argmax(counts))
+    if fill == "axial":
+        out = np.empty_like(mask)
+        for k in range(mask.shape[0]):
+            out[k] = ndimage.binary_fill_holes(mask[k])
+        return out
+    return ndimage.binary_fill_holes(mask)
+
+
+def anatomical_checks(structures: StructureSet) -> dict[str, list[str]]:
+    """Sanity checks of a pelvic structure set; returns name -> reasons (empty when all pass).
+
+    Checks: each structure non-empty and within :data:`VOLUME_RANGES_CC`;
+    bladder centroid superior to the prostate's and anterior to the rectum's;
+    prostate anterior to the rectum; FemoralHead_L to the patient's left
+    (+x) of FemoralHead_R; organs inside BODY.
+    """
+    reasons: dict[str, list[str]] = {}
+
+    def add(name, why):
+        reasons.setdefault(name, []).append(why)
+
+    cent = {}
+    for s in structures:
+        if s.is_empty:
+            add(s.name, "empty")
+            continue
+        cent[s.name] = s.centroid_lps()
+        lo, hi = VOLUME_RANGES_CC.get(s.name, (0.0, float("inf")))
+        v = s.volume_cc
+        if not lo <= v <= hi:
+            add(s.name, f"volume {v:.1f} cc outside the plausible {lo:g}-{hi:g} cc")
+    if "Bladder" in cent and "Prostate" in cent and cent["Bladder"][2] <= cent["Prostate"][2]:
+        add("Bladder", "bladder not superior to the prostate")
+        add("Prostate", "prostate not inferior to the bladder")
+    if "Bladder" in cent and "Rectum" in cent and cent["Bladder"][1] >= cent["Rectum"][1]:
+        add("Bladder", "bladder not anterior to the rectum")
+        add("Rectum", "rectum not posterior to the bladder")
+    if "Prostate" in cent and "Rectum" in cent and cent["Prostate"][1] >= cent["Rectum"][1]:
+        add("Prostate", "prostate not anterior to the rectum")
+        add("Rectum", "rectum not posterior to the prostate")
+    if "FemoralHead_L" in cent and "FemoralHead_R" in cent and cent["FemoralHead_L"][0] <= cent["FemoralHead_R"][0]:
+        add("FemoralHead_L", "left femoral head not to the left (+x) of the right one")
+        add("FemoralHead_R", "right femoral head not to the right (-x) of the left one")
+    body = structures.find("BODY")
+    if body is not None and not body.is_empty:
+        for s in structures:
+            if s.name != "BODY" and not s.is_empty:
+                inside = np.count_nonzero(s.mask & body.mask) / s.voxel_count
+                if inside < 0.95:
+                    add(s.name, f"only {100 * inside:.0f} % inside BODY")
+    return reasons
+
+
+def _check_cbct(cbct) -> None:
+    if not isinstance(cbct, Volume):
+        raise InputError(f"cbct must be a Volume, got {type(cbct).__name__}")
+    a = np.asarray(cbct.array)
+    if a.ndim != 3 or min(a.shape) < 2:
+        raise InputError(f"cbct must be a 3D volume, got shape {a.shape}")
+    if not np.issubdtype(a.dtype, np.number) or not np.isfinite(a).all():
+        raise InputError("cbct must hold finite numbers (HU)")
+
+
+def segment(
+    cbct: Volume,
+    *,
+    model=None,
+    propagated: StructureSet | None = None,
+    tta: bool = True,
+    threshold: float = DEFAULT_THRESHOLD,
+) -> ContourResult:
+    """Segment the organs on a daily CBCT.
+
+    Parameters
+    ----------
+    cbct : Volume
+        Daily CBCT in HU (any voxel size and field of view; axial).
+    model : ContourModel, str, Path or None, keyword-only
+        A loaded model, a TorchScript path with its card, or None for the
+        shipped model.
+    propagated : StructureSet or None, keyword-only
+        Contours propagated from planning by registration (any grid); when
+        given, agreement with them enters the confidence.
+    tta : bool, keyword-only
+        Test-time augmentation (3 passes: sub-voxel grid shifts and HU
+        offsets); its disagreement gives the confidence. False: one pass,
+        confidence only from ``propagated`` (1.0 without it).
+    threshold : float, keyword-only
+        Structures with confidence below this are flagged.
+
+    Returns
+    -------
+    ContourResult
+        Structures on ``cbct.grid`` (BODY EXTERNAL, organs ORGAN), confidence,
+        flagged structures with reasons.
+
+    Notes
+    -----
+    The CBCT is resampled (linear) to the network grid (same extent, the
+    card's voxel size), normalised (:func:`~art.contouring.model.normalise`),
+    segmented window by window; the class probabilities are resampled back
+    (linear) to the CBCT grid and averaged over the test-time augmentations;
+    each voxel takes the most probable class. Each organ keeps its largest
+    connected component with holes filled; BODY is the union of all
+    non-background classes (largest component, axial holes filled).
+    """
+    from .confidence import confidence as _confidence
+    from .dataset import network_grid
+    from .model import ContourModel, load_model, normalise
+
+    t0 = time.perf_counter()
+    _check_cbct(cbct)
+    if not (isinstance(threshold, (int, float)) and 0.0 <= threshold <= 1.0):
+        raise InputError(f"threshold must be in [0, 1], got {threshold!r}")
+    if model is None or not isinstance(model, ContourModel):
+        model = load_model(model)
+    card = model.card
+    classes = model.classes
+    grid = cbct.grid
+    src = Volume(np.asarray(cbct.array, dtype=np.float32), grid)
+    base = network_grid(grid, card["spacing_mm"])
+    acc = np.zeros((len(classes),) + tuple(grid.shape), dtype=np.float32)
+    variant_labels = []
+    for shift, off, scale in _TTA if tta else _TTA[:1]:
+        g = _shifted_grid(base, shift) if any(shift) else base
+        img = src.array if g.same_as(grid) else resample(src, g, order=1, fill_value=-1000.0).array
+        img = (img + 1000.0) * scale - 1000.0 + off
+        prob = predict_probabilities(model, normalise(img, card["normalisation"]))
+        if g.same_as(grid):
+            up = prob
+        else:
+            up = np.stack([resample(Volume(prob[c], g), grid, order=1, fill_value=1.0 if c == 0 else 0.0).array for c in range(len(classes))])
+        acc += up
+        variant_labels.append(np.argmax(up, axis=0).astype(np.uint8))
+    labels = np.argmax(acc, axis=0)
+    del acc
+
+    masks: dict[str, np.ndarray] = {}
+    for i, name in enumerate(classes):
+        if i == 0 or name == "BODY":
+            continue
+        masks[name] = postprocess_mask(labels == i)
+    body_idx = classes.index("BODY") if "BODY" in classes else None
+    if body_idx is not None:
+        body = postprocess_mask(labels > 0, fill="axial")
+        for m in masks.values():
+            body |= m
+        masks = {"BODY": body, **masks}
+    ss = StructureSet(grid, [Structure(n, m, grid, roi_type=ROI_TYPES.get(n, "ORGAN"), color=COLOURS.get(n, (255, 128, 0))) for n, m in masks.items()])
+
+    tta_masks = {}
+    for n in masks:
+        if n == "BODY":
+            tta_masks[n] = [v > 0 for v in variant_labels]
+        else:
+            i = classes.index(n)
+            tta_masks[n] = [v == i for v in variant_labels]
+    conf = _confidence(ss, tta_masks=tta_masks if tta else None, propagated=propagated)
+    reasons = anatomical_checks(ss)
+    for n, c in conf.items():
+        if c < threshold:
+            reasons.setdefault(n, []).insert(0, f"confidence {c:.2f} below {threshold:.2f}")
+    flagged = [s.name for s in ss if s.name in reasons]
+    info = {"path": str(model.path), "classes": classes, "spacing_mm": list(model.spacing_mm), "tta_passes": len(variant_labels)}
+    return ContourResult(structures=ss, confidence=conf, flagged=flagged, reasons=reasons, model=info, seconds=time.perf_counter() - t0)

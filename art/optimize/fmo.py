@@ -55,6 +55,7 @@ __all__ = [
     "OptimizationError",
     "optimize_fluence",
     "validate_solver",
+    "METHODS",
 ]
 
 SOLVERS = ("CLARABEL", "OSQP", "SCS")
@@ -209,9 +210,11 @@ class OptimizationResult:
     Attributes
     ----------
     weights : ndarray of float64, shape (n_beamlets,)
-        Beamlet weights (non-negative), in the matrix's unit.
+        Beamlet weights (non-negative), in the matrix's unit (per fraction
+        when the matrix is per fraction).
     dose : ndarray of float32, shape (n_voxels,)
-        ``matrix @ weights``, Gy (all rows, not only the sampled ones).
+        ``fractions * matrix @ weights``, Gy over the course (all rows, not
+        only the sampled ones).
     goals : list of GoalReport
         One per goal, in the order given.
     stages : list of StageLog
@@ -233,6 +236,10 @@ class OptimizationResult:
     warm_started : bool
     raw_weights : ndarray of float64, shape (n_beamlets,)
         The optimiser's weights before normalisation (what a warm start uses).
+    method : str
+        ``"lbfgs"`` or ``"cvxpy"``.
+    fractions : int
+        The ``fractions`` the dose was computed with (``dose = fractions * matrix @ weights``).
     """
 
     weights: np.ndarray
@@ -249,6 +256,8 @@ class OptimizationResult:
     status: str = "ok"
     warm_started: bool = False
     raw_weights: np.ndarray | None = None
+    method: str = "lbfgs"
+    fractions: int = 1
 
     @property
     def failed(self) -> list[GoalReport]:
@@ -281,6 +290,8 @@ class OptimizationResult:
             "normalization_factor": self.normalization_factor,
             "normalization_note": self.normalization_note,
             "warm_started": self.warm_started,
+            "method": self.method,
+            "fractions": self.fractions,
             "goals": [g.to_dict() for g in self.goals],
             "stages": [s.to_dict() for s in self.stages],
         }
@@ -330,6 +341,8 @@ def optimize_fluence(
     goals: Sequence[Goal],
     prescription: Prescription,
     *,
+    method: str = "lbfgs",
+    fractions: int = 1,
     solver: str = "CLARABEL",
     warm_start: OptimizationResult | np.ndarray | None = None,
     smoothness: float = 0.05,
@@ -346,6 +359,7 @@ def optimize_fluence(
     normalize: bool = True,
     max_time_s: float | None = None,
     solver_options: Mapping[str, Any] | None = None,
+    max_iterations: int | None = None,
     progress: Callable[[str, float], None] | None = None,
 ) -> OptimizationResult:
     """Optimise beamlet weights for priority-ordered clinical goals.
@@ -353,7 +367,10 @@ def optimize_fluence(
     Parameters
     ----------
     matrix : scipy.sparse matrix, shape (n_voxels, n_beamlets)
-        Dose influence, Gy per unit weight (total over the course).
+        Dose influence, Gy per unit weight; per fraction (as
+        :func:`art.dose.influence.influence_matrix` gives it) when
+        ``fractions`` is the number of fractions, or over the course with
+        ``fractions=1``. Goals are always course totals.
     structures : mapping of str to StructureVoxels
         Rows of ``matrix`` in each structure; targets are those with
         ``roi_type`` PTV/CTV/GTV. Every structure a goal names must be here
@@ -362,11 +379,26 @@ def optimize_fluence(
         The clinical goals (priority 1 = most important).
     prescription : Prescription
         Target and dose; doses are optimised relative to ``dose_gy``.
+    method : {"lbfgs", "cvxpy"}, keyword-only
+        ``"lbfgs"`` (default, fast): smooth penalties minimised with SciPy's
+        L-BFGS-B in priority stages (:mod:`art.optimize.lbfgs`); the
+        surrogate goals are met up to the penalty accuracy, which the goal
+        margin absorbs. ``"cvxpy"``: the convex CVaR programme solved exactly
+        by ``solver`` (the reference; slower, minutes on a patient).
+    fractions : int, keyword-only
+        Number of fractions: the course dose is ``fractions * matrix @ w``.
+        Pass the protocol's fractions with a per-fraction matrix; the
+        returned ``weights`` then are per-fraction weights.
     solver : {"CLARABEL", "OSQP", "SCS"}, keyword-only
-        cvxpy solver (case-insensitive).
+        cvxpy solver (case-insensitive), for ``method="cvxpy"``; ignored
+        (but checked) by ``"lbfgs"``.
     warm_start : OptimizationResult or ndarray (n_beamlets,), optional, keyword-only
-        A previous plan's weights: stages whose goals those weights already
-        meet (on this matrix) are skipped, and OSQP/SCS start from them.
+        A previous plan's weights (``raw_weights`` of a result), e.g. the
+        reference plan on the daily matrix (same beamlet columns; see
+        :func:`art.optimize.neighbours.transfer_weights` when they differ):
+        the optimisation starts from them (L-BFGS-B, OSQP, SCS), stages whose
+        goals they already meet are skipped, and ``"lbfgs"`` uses fewer
+        iterations per stage.
     smoothness : float, keyword-only
         Weight of the squared differences of neighbouring beamlets (final
         stage); needs ``beamlet_neighbours``.
@@ -396,6 +428,7 @@ def optimize_fluence(
         Slack allowed above what a stage achieved (fraction of the
         prescription dose, plus 1 % of the achieved slack); a stage is skipped
         when the current weights leave each of its goals' slacks below it.
+        ``"lbfgs"`` uses ``max(tolerance, 1e-3)``.
     normalize : bool, keyword-only
         Scale the result so that the prescription goal holds exactly
         (:func:`~art.optimize.normalize.prescription_goal`), limited so that
@@ -404,7 +437,11 @@ def optimize_fluence(
         Wall-time budget; when spent, the best plan so far is returned
         (status ``"time limit"``).
     solver_options : mapping, optional, keyword-only
-        Passed to ``cvxpy.Problem.solve``.
+        Passed to ``cvxpy.Problem.solve`` (``method="cvxpy"``).
+    max_iterations : int, optional, keyword-only
+        L-BFGS-B iterations per stage (``method="lbfgs"``); default 400 per
+        priority stage and 250 for the final stage from a cold start, 150 and
+        100 from a warm start.
     progress : callable(str, float), optional, keyword-only
         Called with a message and the fraction done.
 
@@ -420,7 +457,17 @@ def optimize_fluence(
         When the solver fails before any stage produced weights.
     """
     t_start = time.perf_counter()
-    solver = validate_solver(solver)
+    method = _validate_method(method)
+    if method == "cvxpy":
+        solver = validate_solver(solver)
+    else:
+        if not isinstance(solver, str) or solver.strip().upper() not in SOLVERS:
+            raise InputError(f"solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
+        solver = "L-BFGS-B"
+    if isinstance(fractions, bool) or not isinstance(fractions, (int, np.integer)) or fractions < 1:
+        raise InputError(f"fractions must be a positive integer, got {fractions!r}")
+    if max_iterations is not None and (isinstance(max_iterations, bool) or not isinstance(max_iterations, (int, np.integer)) or max_iterations < 1):
+        raise InputError(f"max_iterations must be a positive integer, got {max_iterations!r}")
     goals = list(goals)
     a, svs = _check_inputs(matrix, structures, goals, prescription)
     n_vox, n_b = a.shape
@@ -476,6 +523,8 @@ def optimize_fluence(
     )
     rows = sample.rows
     sub = a[rows].astype(np.float64)
+    if fractions != 1:
+        sub = sub * float(fractions)  # course dose per unit weight
     svs_s = sample.structures
 
     # scale: x = w / c, with unit x giving about the prescription dose in the target
@@ -486,69 +535,9 @@ def optimize_fluence(
     c = rx / mean_unit
     b_mat = (sub * (c / rx)).tocsr()  # dose in units of the prescription per unit x
 
-    # ---- cvxpy problem (DPP: stages only change parameter values)
-    import cvxpy as cp
-
-    n_s = len(surr)
-    x = cp.Variable(n_b, nonneg=True, name="x")
-    u = cp.Variable(rows.size, name="u")
-    slack = cp.Variable(n_s, nonneg=True, name="slack")
-    cap = cp.Parameter(n_s, nonneg=True, name="cap", value=np.full(n_s, _SLACK_CAP))
-    cw = cp.Parameter(n_s, nonneg=True, name="weight", value=np.zeros(n_s))
-    lam = cp.Parameter(5, nonneg=True, name="lam", value=np.zeros(5))  # nt, oar, hot, smooth, total fluence
-    cons = [u == b_mat @ x, slack <= cap]
-    for k, s in enumerate(surr):
-        sv = _find(svs_s, s.structure)
-        r = sv.rows
-        if r.size == 0:
-            cons.append(slack[k] == 0)
-            continue
-        om = sv.weight_array()
-        om = om / om.sum()
-        lvl = s.level_gy / rx
-        ur = u[r]
-        if s.form == "mean":
-            e = om @ ur
-            cons.append(e <= lvl + slack[k] if s.sense == "upper" else e >= lvl - slack[k])
-        elif s.form == "extreme":
-            cons.append(ur <= lvl + slack[k] if s.sense == "upper" else ur >= lvl - slack[k])
-        else:
-            t = cp.Variable(name=f"t{k}")
-            if s.sense == "upper":
-                cons.append(t + (1.0 / s.fraction) * (om @ cp.pos(ur - t)) <= lvl + slack[k])
-            else:
-                cons.append(t - (1.0 / s.fraction) * (om @ cp.pos(t - ur)) >= lvl - slack[k])
-    terms = [cw @ slack]
-    zero = cp.Constant(0.0)
-    nt_term = zero
-    if dist is not None and normal_tissue is not None and nt_rows_full is not None and nt_rows_full.size:
-        pos_in_sample = np.searchsorted(rows, nt_rows_full)
-        pos_in_sample = np.clip(pos_in_sample, 0, rows.size - 1)
-        ok = rows[pos_in_sample] == nt_rows_full
-        nt_idx = pos_in_sample[ok]
-        if nt_idx.size:
-            om = sample.scale[nt_idx]
-            om = om / om.sum()
-            lvl = normal_tissue.level(dist[rows[nt_idx]])
-            nt_term = normal_tissue.weight * (om @ cp.pos(u[nt_idx] - lvl))
-    oar_list = [sv for k, sv in svs_s.items() if sv.roi_type in ("ORGAN", "AVOIDANCE") and sv.rows.size]
-    oar_term = zero
-    if oar_list:
-        oar_term = sum((sv.weight_array() / sv.weight_array().sum()) @ u[sv.rows] for sv in oar_list) / len(oar_list)
-    tsv = _find(svs_s, prescription.target)
-    om_t = tsv.weight_array() / tsv.weight_array().sum()
-    hot_term = om_t @ cp.pos(u[tsv.rows] - 1.0)
-    smooth_term = zero
-    if pairs is not None:
-        smooth_term = cp.sum_squares(x[pairs[:, 0]] - x[pairs[:, 1]]) / pairs.shape[0]
-    mu_term = cp.sum(x) / n_b
-    objective = cp.Minimize(
-        terms[0] + lam[0] * nt_term + lam[1] * oar_term + lam[2] * hot_term + lam[3] * smooth_term + lam[4] * mu_term
-    )
-    problem = cp.Problem(objective, cons)
-    setup_time = time.perf_counter() - t_start
-
     # ---- numpy evaluation of surrogates on the sampled rows
+    n_s = len(surr)
+
     def slacks_of(xv: np.ndarray) -> np.ndarray:
         dose = rx * (b_mat @ xv)
         out = np.zeros(n_s)
@@ -558,110 +547,183 @@ def optimize_fluence(
                 out[k] = surrogate_slack(s, surrogate_value(s, dose[sv.rows], sv.weight_array()))
         return out
 
-    opts = dict(solver_options or {})
-    if solver == "CLARABEL":
-        opts.setdefault("tol_gap_rel", 1e-6)
-        opts.setdefault("tol_gap_abs", 1e-6)
-        opts.setdefault("tol_feas", 1e-6)
-    elif solver == "OSQP":
-        opts.setdefault("max_iter", 20000)
-        opts.setdefault("eps_abs", 1e-5)
-        opts.setdefault("eps_rel", 1e-5)
-    elif solver == "SCS":
-        opts.setdefault("max_iters", 20000)
-        opts.setdefault("eps", 1e-5)
-
+    setup_time = time.perf_counter() - t_start
     priorities = sorted({g.priority for g in goals})
-    goal_surr = {p: [k for k, s in enumerate(surr) if not s.stretch and goals[s.goal_index].priority == p] for p in priorities}
     stretch_idx = [k for k, s in enumerate(surr) if s.stretch]
-    tol = tolerance  # in units of the prescription dose
     xv = None if w0 is None else w0 / c
     stages: list[StageLog] = []
     status = "ok"
-    n_stages = len(priorities) + 1
-    reg = 1e-3  # regularisation weight in priority stages (keeps the stage solutions bounded and sensible)
-    lam_full = np.array([0.0 if nt_term is zero else 1.0, oar_sparing, hot_spot, 0.0 if smooth_term is zero else smoothness, 1e-3])
-
-    def solve_stage(name: str, prio: int | None, weights_vec: np.ndarray, lam_vec: np.ndarray) -> StageLog:
-        nonlocal xv
-        cw.value = weights_vec
-        lam.value = lam_vec
-        stage_opts = dict(opts)
-        if max_time_s is not None:
-            left = max_time_s - (time.perf_counter() - t_start)
-            if solver == "CLARABEL":
-                stage_opts["time_limit"] = max(left, 0.1)
-            elif solver == "OSQP":
-                stage_opts["time_limit"] = max(left, 0.1)
-            else:
-                stage_opts["time_limit_secs"] = max(left, 0.1)
-        if xv is not None and solver in ("OSQP", "SCS"):
-            x.value = xv
-            u.value = b_mat @ xv
-        t0 = time.perf_counter()
-        try:
-            problem.solve(solver=solver, warm_start=xv is not None, **stage_opts)
-            st = str(problem.status)
-        except cp.SolverError as exc:
-            st = f"failed: {exc}"
-        wall = time.perf_counter() - t0
-        stats = problem.solver_stats
-        log = StageLog(
-            name,
-            prio,
-            st,
-            solve_time_s=float(stats.solve_time or 0.0) if stats is not None else 0.0,
-            wall_time_s=wall,
-            iterations=int(stats.num_iters or 0) if stats is not None and stats.num_iters is not None else 0,
+    if method == "lbfgs":
+        xv, stages, timed_out = _solve_lbfgs(
+            b_mat, surr, svs_s, rx, rows, sample.scale, dist, nt_rows_full, normal_tissue, pairs, prescription, priorities, stretch_idx, goals,
+            x0=xv, smoothness=smoothness, oar_sparing=oar_sparing, hot_spot=hot_spot, tolerance=tolerance,
+            max_iterations=max_iterations, warm=w0 is not None,
+            deadline=None if max_time_s is None else t_start + max_time_s, progress=progress,
         )
-        if x.value is not None and st in ("optimal", "optimal_inaccurate", "user_limit") or (x.value is not None and "time" in st.lower()):
-            xv = np.maximum(np.asarray(x.value, dtype=np.float64), 0.0)
-        return log
-
-    for si, p in enumerate(priorities):
-        ks = goal_surr[p]
-        report(f"priority {p} goals", si / n_stages)
-        if max_time_s is not None and time.perf_counter() - t_start > max_time_s and xv is not None:
+        if timed_out:
             status = "time limit"
-            break
-        cur = slacks_of(xv) if xv is not None else None
-        if cur is not None and np.all(cur[ks] <= tol * rx):
-            log = StageLog(f"priority {p}", p, "skipped")
-        else:
-            wv = np.zeros(n_s)
-            wv[ks] = 1.0
-            log = solve_stage(f"priority {p}", p, wv, reg * lam_full)
-            if xv is None:
-                raise OptimizationError(f"the solver {solver} failed in the first stage ({log.status}); no plan")
-            cur = slacks_of(xv)
-        achieved = cur[ks] / rx  # in units of the prescription
-        newcap = np.asarray(cap.value, dtype=np.float64).copy()
-        newcap[ks] = achieved + tol + 0.01 * achieved
-        cap.value = newcap
-        for k in ks:
-            gi = surr[k].goal_index
-            log.slacks_gy[gi] = max(log.slacks_gy.get(gi, 0.0), float(cur[k]))
-        stages.append(log)
-        if log.status.startswith("failed"):
-            status = "solver problem"
     else:
-        report("final stage (stretch goals, OAR sparing, normal tissue, smoothness)", len(priorities) / n_stages)
-        wv = np.zeros(n_s)
-        wv[stretch_idx] = 1.0
-        log = solve_stage("final", None, wv, lam_full)
-        if xv is not None:
-            cur = slacks_of(xv)
-            log.slacks_gy = {surr[k].goal_index: float(cur[k]) for k in stretch_idx}
-        stages.append(log)
-        if log.status.startswith("failed"):
-            status = "solver problem"
-    if max_time_s is not None and time.perf_counter() - t_start > max_time_s and status == "ok":
-        status = "time limit"
+        # ---- cvxpy problem (DPP: stages only change parameter values)
+        import cvxpy as cp
+
+        n_s = len(surr)
+        x = cp.Variable(n_b, nonneg=True, name="x")
+        u = cp.Variable(rows.size, name="u")
+        slack = cp.Variable(n_s, nonneg=True, name="slack")
+        cap = cp.Parameter(n_s, nonneg=True, name="cap", value=np.full(n_s, _SLACK_CAP))
+        cw = cp.Parameter(n_s, nonneg=True, name="weight", value=np.zeros(n_s))
+        lam = cp.Parameter(5, nonneg=True, name="lam", value=np.zeros(5))  # nt, oar, hot, smooth, total fluence
+        cons = [u == b_mat @ x, slack <= cap]
+        for k, s in enumerate(surr):
+            sv = _find(svs_s, s.structure)
+            r = sv.rows
+            if r.size == 0:
+                cons.append(slack[k] == 0)
+                continue
+            om = sv.weight_array()
+            om = om / om.sum()
+            lvl = s.level_gy / rx
+            ur = u[r]
+            if s.form == "mean":
+                e = om @ ur
+                cons.append(e <= lvl + slack[k] if s.sense == "upper" else e >= lvl - slack[k])
+            elif s.form == "extreme":
+                cons.append(ur <= lvl + slack[k] if s.sense == "upper" else ur >= lvl - slack[k])
+            else:
+                t = cp.Variable(name=f"t{k}")
+                if s.sense == "upper":
+                    cons.append(t + (1.0 / s.fraction) * (om @ cp.pos(ur - t)) <= lvl + slack[k])
+                else:
+                    cons.append(t - (1.0 / s.fraction) * (om @ cp.pos(t - ur)) >= lvl - slack[k])
+        terms = [cw @ slack]
+        zero = cp.Constant(0.0)
+        nt_term = zero
+        if dist is not None and normal_tissue is not None and nt_rows_full is not None and nt_rows_full.size:
+            pos_in_sample = np.searchsorted(rows, nt_rows_full)
+            pos_in_sample = np.clip(pos_in_sample, 0, rows.size - 1)
+            ok = rows[pos_in_sample] == nt_rows_full
+            nt_idx = pos_in_sample[ok]
+            if nt_idx.size:
+                om = sample.scale[nt_idx]
+                om = om / om.sum()
+                lvl = normal_tissue.level(dist[rows[nt_idx]])
+                nt_term = normal_tissue.weight * (om @ cp.pos(u[nt_idx] - lvl))
+        oar_list = [sv for k, sv in svs_s.items() if sv.roi_type in ("ORGAN", "AVOIDANCE") and sv.rows.size]
+        oar_term = zero
+        if oar_list:
+            oar_term = sum((sv.weight_array() / sv.weight_array().sum()) @ u[sv.rows] for sv in oar_list) / len(oar_list)
+        tsv = _find(svs_s, prescription.target)
+        om_t = tsv.weight_array() / tsv.weight_array().sum()
+        hot_term = om_t @ cp.pos(u[tsv.rows] - 1.0)
+        smooth_term = zero
+        if pairs is not None:
+            smooth_term = cp.sum_squares(x[pairs[:, 0]] - x[pairs[:, 1]]) / pairs.shape[0]
+        mu_term = cp.sum(x) / n_b
+        objective = cp.Minimize(
+            terms[0] + lam[0] * nt_term + lam[1] * oar_term + lam[2] * hot_term + lam[3] * smooth_term + lam[4] * mu_term
+        )
+        problem = cp.Problem(objective, cons)
+        setup_time = time.perf_counter() - t_start
+
+        opts = dict(solver_options or {})
+        if solver == "CLARABEL":
+            opts.setdefault("tol_gap_rel", 1e-6)
+            opts.setdefault("tol_gap_abs", 1e-6)
+            opts.setdefault("tol_feas", 1e-6)
+        elif solver == "OSQP":
+            opts.setdefault("max_iter", 20000)
+            opts.setdefault("eps_abs", 1e-5)
+            opts.setdefault("eps_rel", 1e-5)
+        elif solver == "SCS":
+            opts.setdefault("max_iters", 20000)
+            opts.setdefault("eps", 1e-5)
+
+        goal_surr = {p: [k for k, s in enumerate(surr) if not s.stretch and goals[s.goal_index].priority == p] for p in priorities}
+        tol = tolerance  # in units of the prescription dose
+        n_stages = len(priorities) + 1
+        reg = 1e-3  # regularisation weight in priority stages (keeps the stage solutions bounded and sensible)
+        lam_full = np.array([0.0 if nt_term is zero else 1.0, oar_sparing, hot_spot, 0.0 if smooth_term is zero else smoothness, 1e-3])
+
+        def solve_stage(name: str, prio: int | None, weights_vec: np.ndarray, lam_vec: np.ndarray) -> StageLog:
+            nonlocal xv
+            cw.value = weights_vec
+            lam.value = lam_vec
+            stage_opts = dict(opts)
+            if max_time_s is not None:
+                left = max_time_s - (time.perf_counter() - t_start)
+                if solver == "CLARABEL":
+                    stage_opts["time_limit"] = max(left, 0.1)
+                elif solver == "OSQP":
+                    stage_opts["time_limit"] = max(left, 0.1)
+                else:
+                    stage_opts["time_limit_secs"] = max(left, 0.1)
+            if xv is not None and solver in ("OSQP", "SCS"):
+                x.value = xv
+                u.value = b_mat @ xv
+            t0 = time.perf_counter()
+            try:
+                problem.solve(solver=solver, warm_start=xv is not None, **stage_opts)
+                st = str(problem.status)
+            except cp.SolverError as exc:
+                st = f"failed: {exc}"
+            wall = time.perf_counter() - t0
+            stats = problem.solver_stats
+            log = StageLog(
+                name,
+                prio,
+                st,
+                solve_time_s=float(stats.solve_time or 0.0) if stats is not None else 0.0,
+                wall_time_s=wall,
+                iterations=int(stats.num_iters or 0) if stats is not None and stats.num_iters is not None else 0,
+            )
+            if x.value is not None and st in ("optimal", "optimal_inaccurate", "user_limit") or (x.value is not None and "time" in st.lower()):
+                xv = np.maximum(np.asarray(x.value, dtype=np.float64), 0.0)
+            return log
+
+        for si, p in enumerate(priorities):
+            ks = goal_surr[p]
+            report(f"priority {p} goals", si / n_stages)
+            if max_time_s is not None and time.perf_counter() - t_start > max_time_s and xv is not None:
+                status = "time limit"
+                break
+            cur = slacks_of(xv) if xv is not None else None
+            if cur is not None and np.all(cur[ks] <= tol * rx):
+                log = StageLog(f"priority {p}", p, "skipped")
+            else:
+                wv = np.zeros(n_s)
+                wv[ks] = 1.0
+                log = solve_stage(f"priority {p}", p, wv, reg * lam_full)
+                if xv is None:
+                    raise OptimizationError(f"the solver {solver} failed in the first stage ({log.status}); no plan")
+                cur = slacks_of(xv)
+            achieved = cur[ks] / rx  # in units of the prescription
+            newcap = np.asarray(cap.value, dtype=np.float64).copy()
+            newcap[ks] = achieved + tol + 0.01 * achieved
+            cap.value = newcap
+            for k in ks:
+                gi = surr[k].goal_index
+                log.slacks_gy[gi] = max(log.slacks_gy.get(gi, 0.0), float(cur[k]))
+            stages.append(log)
+            if log.status.startswith("failed"):
+                status = "solver problem"
+        else:
+            report("final stage (stretch goals, OAR sparing, normal tissue, smoothness)", len(priorities) / n_stages)
+            wv = np.zeros(n_s)
+            wv[stretch_idx] = 1.0
+            log = solve_stage("final", None, wv, lam_full)
+            if xv is not None:
+                cur = slacks_of(xv)
+                log.slacks_gy = {surr[k].goal_index: float(cur[k]) for k in stretch_idx}
+            stages.append(log)
+            if log.status.startswith("failed"):
+                status = "solver problem"
+        if max_time_s is not None and time.perf_counter() - t_start > max_time_s and status == "ok":
+            status = "time limit"
 
     assert xv is not None
     weights = xv * c
     raw_weights = weights.copy()
-    dose = np.asarray(a @ weights, dtype=np.float64)
+    dose = np.asarray(a @ weights, dtype=np.float64) * float(fractions)
     final_slacks = slacks_of(xv)
 
     # ---- normalisation
@@ -716,7 +778,93 @@ def optimize_fluence(
         status=status,
         warm_started=w0 is not None,
         raw_weights=raw_weights,
+        method=method,
+        fractions=int(fractions),
     )
+
+
+METHODS = ("lbfgs", "cvxpy")
+
+
+def _validate_method(method: str) -> str:
+    if not isinstance(method, str) or method.strip().lower() not in METHODS:
+        raise InputError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    return method.strip().lower()
+
+
+def _solve_lbfgs(
+    b_mat: sparse.csr_matrix,
+    surr: list[Surrogate],
+    svs_s: Mapping[str, StructureVoxels],
+    rx: float,
+    rows: np.ndarray,
+    scale: np.ndarray,
+    dist: np.ndarray | None,
+    nt_rows_full: np.ndarray | None,
+    normal_tissue: NormalTissue | None,
+    pairs: np.ndarray | None,
+    prescription: Prescription,
+    priorities: list[int],
+    stretch_idx: list[int],
+    goals: list[Goal],
+    *,
+    x0: np.ndarray | None,
+    smoothness: float,
+    oar_sparing: float,
+    hot_spot: float,
+    tolerance: float,
+    max_iterations: int | None,
+    warm: bool,
+    deadline: float | None,
+    progress: Callable[[str, float], None] | None,
+) -> tuple[np.ndarray, list[StageLog], bool]:
+    """The L-BFGS-B method (see :mod:`art.optimize.lbfgs`) on the sampled, scaled problem."""
+    from art.optimize.lbfgs import penalty_terms, run_stages
+
+    n_b = b_mat.shape[1]
+    terms = penalty_terms(surr, dict(svs_s), rx, _find)
+    extra: dict = {}
+    lam = np.zeros(5)
+    if dist is not None and normal_tissue is not None and nt_rows_full is not None and nt_rows_full.size:
+        pos = np.clip(np.searchsorted(rows, nt_rows_full), 0, rows.size - 1)
+        nt_idx = pos[rows[pos] == nt_rows_full]
+        if nt_idx.size:
+            om = scale[nt_idx] / scale[nt_idx].sum()
+            extra.update(nt_rows=nt_idx, nt_omega=om, nt_level=normal_tissue.level(dist[rows[nt_idx]]))
+            lam[0] = normal_tissue.weight
+    oars = []
+    for sv in svs_s.values():
+        if sv.roi_type in ("ORGAN", "AVOIDANCE") and sv.rows.size:
+            w = sv.weight_array()
+            oars.append((sv.rows, w / w.sum()))
+    if oars:
+        extra["oars"] = oars
+        lam[1] = oar_sparing
+    tsv = _find(svs_s, prescription.target)
+    wt = tsv.weight_array()
+    extra.update(hot_rows=tsv.rows, hot_omega=wt / wt.sum())
+    lam[2] = hot_spot
+    if pairs is not None:
+        extra["pairs"] = pairs
+        lam[3] = smoothness
+    lam[4] = 1e-3
+    stage_terms = [(p, [k for k, s in enumerate(surr) if not s.stretch and goals[s.goal_index].priority == p]) for p in priorities]
+    if x0 is None:
+        x0 = np.ones(n_b)
+    iters = max_iterations if max_iterations is not None else (150 if warm else 400)
+    final_iters = max_iterations if max_iterations is not None else (100 if warm else 250)
+    x, lstages, timed_out = run_stages(
+        b_mat, terms, stage_terms, stretch_idx, extra, lam, x0,
+        tolerance=max(tolerance, 1e-3), max_iterations=iters, final_iterations=final_iters, deadline=deadline, progress=progress,
+    )
+    stages = []
+    for ls in lstages:
+        slacks: dict[int, float] = {}
+        for k, v in ls.violations.items():
+            gi = surr[k].goal_index
+            slacks[gi] = max(slacks.get(gi, 0.0), v * rx)
+        stages.append(StageLog(ls.name, ls.priority, ls.status, solve_time_s=ls.wall_time_s, wall_time_s=ls.wall_time_s, iterations=ls.iterations, slacks_gy=slacks))
+    return x, stages, timed_out
 
 
 def _find_key(svs: Mapping[str, StructureVoxels], name: str) -> str:

@@ -33,7 +33,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from art.errors import InputError
-from art.geometry import Grid, Volume, resample, resample_mask
+from art.geometry import Grid, Volume, resample
 from art.structures import StructureSet
 
 __all__ = [
@@ -182,11 +182,32 @@ def _planes(image_grid: Grid, point_lps: Any, *, name: str = "point_lps") -> tup
     return planes, p
 
 
+def _crop_to(volume: Volume, target: Grid) -> Volume | None:
+    """The part of ``volume`` that interpolation onto ``target`` can reach (None: no overlap).
+
+    Keeps plane sampling cheap for large volumes (no whole-volume copies).
+    """
+    corners = volume.grid.lps_to_index(target.corners_lps())
+    lo = np.floor(corners.min(axis=0)).astype(int) - 1
+    hi = np.ceil(corners.max(axis=0)).astype(int) + 2
+    shape = np.asarray(volume.grid.shape)
+    lo, hi = np.maximum(lo, 0), np.minimum(hi, shape)
+    if np.any(hi <= lo):
+        return None
+    if np.all(lo == 0) and np.all(hi == shape):
+        return volume
+    sl = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    return Volume(np.asarray(volume.array)[sl], volume.grid.crop(sl))
+
+
 def _sample(volume: Volume, plane: _Plane, *, order: int = 1, fill_value: float = 0.0) -> np.ndarray:
-    arr = np.asarray(volume.array)
+    part = _crop_to(volume, plane.grid)
+    if part is None:
+        return plane.take(np.full(plane.grid.shape, fill_value, dtype=np.float32))
+    arr = np.asarray(part.array)
     if arr.dtype == bool:
         arr = arr.astype(np.float32)
-    out = resample(Volume(arr, volume.grid), plane.grid, order=order, fill_value=fill_value, dtype=np.float32)
+    out = resample(Volume(arr, part.grid), plane.grid, order=order, fill_value=fill_value, dtype=np.float32)
     return plane.take(out.array)
 
 
@@ -234,7 +255,7 @@ def _draw_contours(ax: Any, plane: _Plane, structures: StructureSet | None, *, n
             continue
         if s.is_empty:
             continue
-        frac = plane.take(resample_mask(Volume(s.mask, s.grid), plane.grid, mode="fraction").array)
+        frac = np.clip(_sample(Volume(s.mask, s.grid), plane), 0.0, 1.0)
         if frac.shape[0] < 2 or frac.shape[1] < 2 or frac.max() < 0.5 or frac.min() >= 0.5:
             continue
         color = _rgb(s.color)
@@ -521,8 +542,9 @@ def difference_figure(
             point_lps = _default_point(image.grid)
     planes, p = _planes(image.grid, point_lps)
     diffs = [_sample(dose_b, pl) - _sample(dose_a, pl) for pl in planes]
+    largest = max(float(np.max(np.abs(d))) for d in diffs)
     if limit_gy is None:
-        lim = max(float(np.max(np.abs(d))) for d in diffs)
+        lim = largest
     else:
         lim = float(limit_gy)
         if not (math.isfinite(lim) and lim > 0):
@@ -544,7 +566,7 @@ def difference_figure(
     cb = fig.colorbar(mappable, ax=axes, shrink=0.8, pad=0.01)
     cb.set_label(f"{labels[1]} − {labels[0]} (Gy)")
     _structure_legend(fig, drawn)
-    fig.suptitle(title or f"dose difference: {labels[1]} − {labels[0]}")
+    fig.suptitle(title or f"dose difference: {labels[1]} − {labels[0]} (largest |difference| on these planes {largest:.3g} Gy)")
     return _finish(fig, as_figure, dpi)
 
 

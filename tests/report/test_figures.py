@@ -176,6 +176,7 @@ def test_difference_figure_shows_b_minus_a_with_symmetric_diverging_scale(case):
     assert im.get_cmap().name == "RdBu_r"
     lo, hi = im.get_clim()
     assert lo == -hi and hi == pytest.approx(3.0, abs=1e-4)
+    assert "largest |difference| on these planes 3 Gy" in fig.get_suptitle()
     arr = np.ma.filled(im.get_array(), 0.0)
     # rows run inferior -> superior (origin lower): superior half +3 Gy, inferior half 0
     zc = np.linspace(im.get_extent()[2], im.get_extent()[3], arr.shape[0] + 1)

@@ -54,3 +54,20 @@ class BackendError(ArtError, RuntimeError):
 
 class NotBuiltError(ArtError, NotImplementedError):
     """A command or feature that is specified but not built yet."""
+
+
+class NetworkError(ArtError, RuntimeError):
+    """A DICOM network operation (association, C-ECHO, C-STORE) that failed.
+
+    Parameters
+    ----------
+    message : str
+        What failed, naming the peer (``AE@host:port``) and the files concerned.
+    report : object, optional
+        The :class:`art.io.network.StoreReport` of a C-STORE: what was and
+        was not stored.
+    """
+
+    def __init__(self, message: str, *, report: object | None = None):
+        self.report = report
+        super().__init__(message)

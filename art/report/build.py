@@ -193,7 +193,12 @@ def _common(
             F.difference_figure(image, doses[check_of], check_dose, structures, p, labels=(check_of, "recalculation")),
             f"Independent recalculation minus the {check_of} dose (Gy) on {where}.",
         )
+    if gamma is not None and not isinstance(gamma, Volume) and isinstance(getattr(gamma, "gamma", None), Volume):
+        gamma_criteria = _criteria(getattr(gamma, "parameters", None)) or gamma_criteria  # an art.evaluate.gamma.GammaResult
+        gamma = gamma.gamma
     if gamma is not None:
+        if not isinstance(gamma, Volume):
+            raise InputError(f"gamma must be a Volume or a GammaResult, got {type(gamma).__name__}")
         model.figures["Gamma"] = ReportFigure(
             F.gamma_figure(image, gamma, structures, criteria=gamma_criteria),
             f"Gamma index of the {check_of} dose against the independent recalculation"
@@ -206,6 +211,17 @@ def _common(
     if mu:
         model.figures["Monitor units per beam"] = ReportFigure(F.mu_bar_figure(mu), "MU per fraction per beam.")
     return p
+
+
+def _criteria(params: Any) -> str | None:
+    """Criteria text from a GammaResult's parameters, e.g. ``"3 %/2 mm, 10 % threshold, global"``."""
+    try:
+        text = f"{float(params['dose_percent']):g} %/{float(params['distance_mm']):g} mm, {float(params['threshold_percent']):g} % threshold"
+    except (TypeError, KeyError, ValueError):
+        return None
+    if "global_norm" in params:
+        text += ", global" if params["global_norm"] else ", local"
+    return text
 
 
 def _check_inputs(image: Any, structures: Any, doses: Mapping[str, Any]) -> None:
@@ -232,7 +248,7 @@ def plan_report_model(
     provenance: Mapping[str, Any] | None = None,
     recommendation: str | None = None,
     check_dose: Volume | None = None,
-    gamma: Volume | None = None,
+    gamma: Any = None,
     gamma_criteria: str | None = "3 %/2 mm, 10 % threshold",
     timings: Mapping[str, float] | None = None,
     warnings: Sequence[str] | None = None,
@@ -265,11 +281,13 @@ def plan_report_model(
     recommendation : str, optional, keyword-only
     check_dose : Volume, optional, keyword-only
         Independent recalculation of ``dose``: adds a difference figure.
-    gamma : Volume, optional, keyword-only
+    gamma : Volume or art.evaluate.gamma.GammaResult, optional, keyword-only
         Gamma index of ``dose`` against ``check_dose`` (NaN where not
-        evaluated): adds the gamma figure.
+        evaluated), e.g. ``gamma_index(dose, check_dose)``: adds the gamma
+        figure. Not computed here (its cost depends on the failing voxels).
     gamma_criteria : str, optional, keyword-only
-        Caption text for the gamma criteria.
+        Caption text for the gamma criteria (a GammaResult's own parameters
+        take precedence).
     timings : mapping stage -> s, optional, keyword-only
     warnings : sequence of str, optional, keyword-only
     dvh_structures : sequence of str, optional, keyword-only
@@ -321,7 +339,7 @@ def adaptive_report_model(
     registration: Mapping[str, Any] | None = None,
     contour_qa: Sequence[Mapping[str, Any]] | None = None,
     check_dose: Volume | None = None,
-    gamma: Volume | None = None,
+    gamma: Any = None,
     gamma_criteria: str | None = "3 %/2 mm, 10 % threshold",
     title: str = "Daily adaptive re-plan QA report",
     identifiers: Mapping[str, str] | None = None,
@@ -358,7 +376,7 @@ def adaptive_report_model(
         "flagged"}``.
     check_dose : Volume, optional, keyword-only
         Independent recalculation of the adapted dose (difference figure).
-    gamma : Volume, optional, keyword-only
+    gamma : Volume or art.evaluate.gamma.GammaResult, optional, keyword-only
         Gamma of the adapted dose against ``check_dose``.
     gamma_criteria : str, optional, keyword-only
     title, identifiers, provenance, timings, warnings, dvh_structures : keyword-only

@@ -150,3 +150,16 @@ def test_builders_validate_inputs(case):
         plan_report_model(case.ct.array, case.structures, case.dose, [])
     with pytest.raises(InputError, match="adapted_dose"):
         adaptive_report_model(case.ct, case.structures, case.dose, None, [], [])
+
+
+def test_plan_report_takes_a_gamma_result(case):
+    from art.evaluate.gamma import gamma_index
+
+    check = Volume(case.dose.array * np.float32(1.02), case.grid)
+    result = gamma_index(case.dose, check, dose_percent=3.0, distance_mm=2.0, threshold_percent=10.0)
+    goals = evaluate_goals(case.dose, case.structures, parse_protocol(PROTOCOL))
+    model = plan_report_model(case.ct, case.structures, case.dose, goals, check_dose=check, gamma=result, gamma_criteria="ignored")
+    assert "Gamma" in model.figures and "Independent dose check: reference" in model.figures
+    assert "3 %/2 mm, 10 % threshold, global" in model.figures["Gamma"].caption
+    with pytest.raises(InputError, match="gamma"):
+        plan_report_model(case.ct, case.structures, case.dose, goals, gamma=np.zeros(3))

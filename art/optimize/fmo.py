@@ -1,8 +1,20 @@
 """Fluence-map optimisation: priority-ordered (lexicographic) goals with convex surrogates.
 
 :func:`optimize_fluence` finds non-negative beamlet weights ``w`` for a
-dose-influence matrix ``D`` (dose = ``D @ w``, Gy) that meet a protocol's
-clinical goals in priority order:
+dose-influence matrix ``D`` (course dose = ``fractions * D @ w``, Gy; pass a
+per-fraction matrix with the protocol's ``fractions``) that meet a protocol's
+clinical goals in priority order. Two methods share the goal surrogates, the
+voxel down-sampling, the normalisation and the goal report:
+
+``method="lbfgs"`` (default)
+    smooth penalties minimised with SciPy's L-BFGS-B, one stage per priority
+    with earlier goals held (heavily penalised) at what they achieved; seconds
+    on a patient (:mod:`art.optimize.lbfgs` describes the penalties).
+``method="cvxpy"``
+    the reference: the convex programme below, solved exactly by Clarabel
+    (OSQP/SCS selectable); minutes on a patient.
+
+The cvxpy method:
 
 1. Each bound of each goal becomes a convex surrogate with a slack
    (:mod:`art.optimize.objectives`: CVaR for D/V goals, max/min, mean).

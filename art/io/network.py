@@ -333,8 +333,23 @@ def _make_ae(calling_ae: str, timeout_s: float) -> Any:
     return ae
 
 
-def _associate(ae: Any, host: str, port: int, called_ae: str) -> tuple[Any, str]:
-    """Request an association; return it and '' or None and why it failed (one line)."""
+def _associate(ae: Any, host: str, port: int, called_ae: str, *, attempts: int = 3) -> tuple[Any, str]:
+    """Request an association; return it and '' or None and why it failed (one line).
+
+    A peer that rejects an association and closes the connection at once is
+    sometimes seen by pynetdicom as an abort (the close overtakes the
+    A-ASSOCIATE-RJ): an association aborted during negotiation is requested
+    again (``attempts`` in all; no data has been sent) so that the peer's
+    reason can be reported.
+    """
+    for k in range(attempts):
+        assoc, why = _associate_once(ae, host, port, called_ae)
+        if assoc is not None or not why.endswith("aborted during negotiation"):
+            return assoc, why
+    return None, why + f" ({attempts} attempts)"
+
+
+def _associate_once(ae: Any, host: str, port: int, called_ae: str) -> tuple[Any, str]:
     from pynetdicom import evt
 
     connected = threading.Event()
@@ -559,7 +574,8 @@ def _store_all(assoc: Any, files: list[_File], result: Any, report: StoreReport)
                         result(f, _STATUS_NOT_SENT, detail=why)
                         continue
                     try:
-                        rsp = assoc.send_c_store(payload, msg_id=msg_id % 65536)
+                        _pause_reactor(assoc)
+                        rsp = assoc.send_c_store(payload, msg_id=(msg_id - 1) % 65535 + 1)
                     except (ValueError, AttributeError, RuntimeError) as exc:
                         result(f, _STATUS_NOT_SENT, detail=f"cannot send: {exc}")
                         continue
@@ -589,6 +605,38 @@ def _store_all(assoc: Any, files: list[_File], result: Any, report: StoreReport)
         report.error = f"association aborted by {report.peer}"
     elif stop and not report.error:
         report.error = f"no response from {report.peer} within the timeout"
+
+
+def _pause_reactor(assoc: Any, *, settle_s: float = 0.02, limit_s: float = 1.0) -> None:
+    """Make sure pynetdicom's reactor thread is parked before a request is sent.
+
+    pynetdicom 3.0.4 pauses its reactor with a flag that can be stale: the
+    reactor may have passed its checkpoint just before ``send_c_store`` clears
+    it, then take the C-STORE response off the queue itself ("Received
+    unexpected C-STORE service message"), and the sender waits for the DIMSE
+    timeout.  Seen under load with fast-answering peers.  Here the checkpoint
+    is cleared first and the reactor is seen to (re-)enter its pause, or to
+    stay paused for ``settle_s``, before the request goes out.
+    """
+    import time
+
+    checkpoint = getattr(assoc, "_reactor_checkpoint", None)
+    if checkpoint is None or not hasattr(assoc, "_is_paused"):
+        return
+    checkpoint.clear()
+    t0 = time.monotonic()
+    seen_running = False
+    paused_since = None
+    while time.monotonic() - t0 < limit_s:
+        if assoc._is_paused:
+            if seen_running:
+                return
+            paused_since = paused_since or time.monotonic()
+            if time.monotonic() - paused_since >= settle_s:
+                return
+        else:
+            seen_running, paused_since = True, None
+        time.sleep(0.0005)
 
 
 def _acse_aborted(assoc: Any) -> bool:

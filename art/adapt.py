@@ -17,6 +17,7 @@ always propagated through the deformation.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,7 +75,7 @@ def _shift_plan(plan: Plan, isocenter_lps: np.ndarray) -> Plan:
         )
         for b in plan.beams
     ]
-    return Plan(beams=beams, fractions=plan.fractions, machine_name=plan.machine_name)
+    return dataclasses.replace(plan, beams=beams)
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from art.outputs import check_output_dir
 from art.progress import Stages
 
 
@@ -36,7 +37,9 @@ def _machine_record(machine: Any) -> dict:
     return rec
 
 
-def plan_job(ct_dir: Path, structures_path: Path, protocol_path: Path, out: Path, *, show: bool = True) -> dict:
+def plan_job(
+    ct_dir: Path, structures_path: Path, protocol_path: Path, out: Path, *, show: bool = True, machine_path: Path | None = None
+) -> dict:
     """``art plan``: planning CT + RTSTRUCT + protocol → RTPLAN, RTDOSE, RTSTRUCT, report.html, summary.json.
 
     Returns
@@ -51,15 +54,17 @@ def plan_job(ct_dir: Path, structures_path: Path, protocol_path: Path, out: Path
     from art.provenance import provenance
     from art.results import write_plan_files
     from art.summary import delivery_table, goal_table, write_summary
-    from art.workflow import make_plan
+    from art.workflow import check_structures, make_plan
 
     stages = Stages(show=show)
+    check_output_dir(out)
     with stages.stage("read inputs"):
         protocol = load_protocol(protocol_path)
         ct = read_image_series(ct_dir)
         structures = read_rtstruct(structures_path, ct)
-        machine = load_machine()
-        hashes = _hash_inputs(ct=ct_dir, structures=structures_path, protocol=protocol_path)
+        check_structures(protocol, structures, where=Path(structures_path).name)
+        machine = load_machine(machine_path)
+        hashes = _hash_inputs(ct=ct_dir, structures=structures_path, protocol=protocol_path, machine=machine_path)
     result = make_plan(ct.volume, structures, protocol, machine=machine, stages=stages)
     with atomic_output_dir(out) as tmp:
         with stages.stage("export"):
@@ -105,6 +110,7 @@ def replan_job(reference_dir: Path, cbct_dir: Path, out: Path, *, show: bool = T
     from art.summary import delivery_table, goal_table, recommend, write_summary
 
     stages = Stages(show=show)
+    check_output_dir(out)
     with stages.stage("read inputs"):
         reference = load_reference(reference_dir)
         cbct = read_image_series(cbct_dir)

@@ -32,6 +32,19 @@ def _check_target(out: Path) -> None:
         raise InputError("permission denied: cannot write here", path=parent)
 
 
+def check_output_dir(out: str | Path) -> Path:
+    """Check up front that a result folder can be written (before long work starts).
+
+    Raises
+    ------
+    InputError
+        ``out`` exists and is not a folder, or its parent cannot be created or written.
+    """
+    out = Path(out).absolute()
+    _check_target(out)
+    return out
+
+
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     """Turn SIGTERM into KeyboardInterrupt so clean-up runs (main thread only)."""

@@ -13,6 +13,7 @@ LPS patient coordinates, arrays (z, y, x).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,7 +67,7 @@ class PlanResult:
     @property
     def priority1_met(self) -> bool:
         """True when every priority-1 goal is met on the delivered (sequenced) dose."""
-        return all(g.met for g in self.goals if g.goal.priority == 1)
+        return all(g.met for g in self.goals if g.priority == 1)
 
 
 def isocenter_from_protocol(protocol: Any, structures: StructureSet) -> np.ndarray:
@@ -99,14 +100,22 @@ def beams_from_protocol(protocol: Any, structures: StructureSet, *, isocenter_lp
     ]
 
 
+#: Structures named by the protocol must be at least this large (cc) to be evaluated reliably.
+MIN_STRUCTURE_CC = 0.1
+
+
 def check_structures(protocol: Any, structures: StructureSet, *, where: str = "structure set") -> None:
-    """Every structure the protocol names exists and is not empty (clear error otherwise)."""
+    """Every structure the protocol names exists, is not empty and not tiny (clear error otherwise)."""
     for name in protocol.structure_names:
         s = structures.find(name)
         if s is None:
             raise ProtocolError(f"{protocol.source}: structure {name!r} is not in the {where} (has: {', '.join(structures.names)})")
         if s.is_empty:
             raise InputError(f"structure {name!r} in the {where} is empty")
+        if s.volume_cc < MIN_STRUCTURE_CC:
+            raise InputError(
+                f"structure {name!r} in the {where} is too small to plan on ({s.volume_cc:.3f} cc < {MIN_STRUCTURE_CC} cc)"
+            )
 
 
 def map_weights(reference: Any, weights: np.ndarray, influence: Any) -> np.ndarray:
@@ -199,12 +208,11 @@ def make_plan(
     with stages.stage("optimisation"):
         names = sorted(set(protocol.structure_names) | {rx.target})
         svs = build_structure_voxels(im, structures, names=names)
-        course = (im.matrix * np.float32(fractions)).tocsr()
-        opts = dict(_optimizer_extras(im, structures, rx.target))
+        opts = dict(_optimizer_extras(im, structures, rx.target), fractions=fractions)
         opts.update(optimizer_options or {})
         if warm_start is not None:
             opts["warm_start"] = map_weights(warm_start.influence, warm_start.weights, im)
-        opt = optimize_fluence(course, svs, list(protocol.goals), rx, **opts)
+        opt = optimize_fluence(im.matrix, svs, list(protocol.goals), rx, **opts)
         weights = np.asarray(opt.weights, dtype=np.float64)
         fluence_dose = im.dose(weights, fractions=fractions)
 
@@ -215,7 +223,11 @@ def make_plan(
     with stages.stage("dose of the sequenced plan"):
         delivered = plan_dose(ct, plan, machine, dose_grid_mm=protocol.dose_grid_mm, structures=structures)
 
-    with stages.stage("evaluation"):
+    with stages.stage("normalisation and evaluation"):
+        scale = normalisation_factor(delivered, structures, protocol)
+        plan = scale_plan(plan, scale)
+        delivered = Volume((delivered.array * np.float32(scale)).astype(np.float32), delivered.grid)
+        seq = dict(seq, normalisation_factor=round(float(scale), 5))
         goals = evaluate_goals(delivered, structures, protocol)
         fluence_goals = evaluate_goals(fluence_dose, structures, protocol)
 
@@ -234,6 +246,46 @@ def make_plan(
     )
 
 
+def normalisation_factor(dose: Volume, structures: StructureSet, protocol: Any) -> float:
+    """The MU scale that makes the prescription goal hold exactly on ``dose`` (dose is linear in MU).
+
+    The prescription goal is the highest-priority ``at_least`` goal on the prescription
+    target (e.g. ``PTV D95% ≥ 57 Gy``), as in :func:`art.optimize.normalize.prescription_goal`.
+    """
+    from art.evaluate import evaluate_goals
+    from art.optimize.normalize import prescription_goal
+
+    goal = prescription_goal(list(protocol.goals), protocol.prescription)
+    (res,) = evaluate_goals(dose, structures, [goal])
+    if not np.isfinite(res.value) or res.value <= 0:
+        raise InputError(f"cannot normalise: {goal.structure} {goal.metric} is {res.value} on the plan dose")
+    if goal.metric.kind in ("D", "mean", "min", "max"):
+        return float(goal.at_least) / float(res.value)
+    # a volume metric (V<x>Gy ≥ v %): bisection on the scale, the metric is monotone in it
+    lo, hi = 0.5, 2.0
+    for _ in range(30):
+        mid = 0.5 * (lo + hi)
+        (r,) = evaluate_goals(Volume(dose.array * np.float32(mid), dose.grid), structures, [goal])
+        lo, hi = (lo, mid) if r.value >= goal.at_least else (mid, hi)
+    return hi
+
+
+def scale_plan(plan: Plan, factor: float) -> Plan:
+    """The plan with every segment's MU multiplied by ``factor`` (fluences kept)."""
+    from art.plan import Segment
+
+    if not np.isfinite(factor) or factor <= 0:
+        raise InputError(f"normalisation factor must be positive, got {factor}")
+    beams = []
+    for b in plan.beams:
+        segs = [Segment(s.leaf_positions, s.jaws, s.mu * factor) for s in b.segments]
+        beams.append(
+            Beam(b.name, b.gantry_deg, b.collimator_deg, b.couch_deg, isocenter_lps=b.isocenter_lps, energy=b.energy,
+                 segments=segs, fluence=b.fluence, fluence_grid=b.fluence_grid, sad_mm=b.sad_mm)
+        )
+    return dataclasses.replace(plan, beams=beams)
+
+
 def _inside(structure: Any, point_lps: np.ndarray) -> bool:
     idx = np.round(structure.grid.lps_to_index(np.asarray(point_lps, float)[None, :])[0]).astype(int)
     if np.any(idx < 0) or np.any(idx >= np.asarray(structure.grid.shape)):
@@ -243,11 +295,11 @@ def _inside(structure: Any, point_lps: np.ndarray) -> bool:
 
 def _optimizer_extras(im: Any, structures: StructureSet, target: str) -> dict:
     """Beamlet neighbours (fluence smoothness) and distance to target (normal-tissue fall-off)."""
-    from art.optimize.neighbours import distance_to_target, neighbours_from_influence
+    from art.optimize.neighbours import distance_rows, neighbours_from_influence
 
     return {
         "beamlet_neighbours": neighbours_from_influence(im),
-        "distance_to_target_mm": distance_to_target(im, structures, target),
+        "distance_to_target_mm": distance_rows(im, structures, target),
     }
 
 

@@ -456,7 +456,8 @@ def _read_slices(folder: Path, slices: list[_Header]) -> ImageSeries:
     for k, h in enumerate(slices):
         arr[k] = _read_pixels(h.path, rows0, cols0)
     if not np.all(np.isfinite(arr)):
-        raise DicomError("pixel values are not finite after rescaling", path=folder)
+        bad_k = int(np.argmax(~np.isfinite(arr).reshape(len(slices), -1).all(axis=1)))
+        raise DicomError("pixel values are not finite after rescaling (RescaleSlope/RescaleIntercept)", path=slices[bad_k].path)
 
     direction = np.column_stack([row, col, normal]).ravel()
     grid = Grid(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from typer.exceptions import Exit
@@ -18,6 +18,9 @@ def command(
     structures: Annotated[Path, typer.Option(help="RTSTRUCT file.")],
     protocol: Annotated[Path, typer.Option(help="Protocol TOML file (prescription, beams, clinical goals).")],
     out: Out,
+    machine: Annotated[
+        Optional[Path], typer.Option(help="Machine (beam model) file, JSON or TOML (default: the generic 6 MV linac).")
+    ] = None,
     json: Json = False,
 ) -> None:
     """Make the reference plan: RTPLAN, RTDOSE, RTSTRUCT, report.html, summary.json.
@@ -27,7 +30,7 @@ def command(
     from art.jobs import plan_job
     from art.summary import dumps
 
-    summary = plan_job(ct, structures, protocol, out, show=True)
+    summary = plan_job(ct, structures, protocol, out, show=True, machine_path=machine)
     if json:
         typer.echo(dumps(summary))
     typer.echo(f"reference plan written to {out}", err=True)

@@ -9,16 +9,18 @@ Algorithm
 2. It is quantised to integer multiples of ``Δ = max / levels`` (rounding to nearest).
 3. The integer map is decomposed into apertures with one opening per leaf pair:
 
-   * ``method="xia-verhey"`` (default): the intensity-level (power-of-two) reduction of
+   * ``method="xia-verhey"``: the intensity-level (power-of-two) reduction of
      Xia & Verhey, Med. Phys. 25 (1998) 1424: for ``Δ_k = 2^k, 2^{k-1}, …, 1`` the region
      where the residual is ``≥ Δ_k`` is delivered with weight ``Δ_k`` and subtracted.
      A leaf pair can open only one interval at a time, so a level whose region has
      ``m`` intervals in some row gives ``m`` segments (the ``j``-th interval of every row
      in segment ``j``).
-   * ``method="sweep"``: the unidirectional leaf sweep of Bortfeld et al., Int. J.
+   * ``method="sweep"`` (default): the unidirectional leaf sweep of Bortfeld et al., Int. J.
      Radiat. Oncol. Biol. Phys. 28 (1994) 723 (step-and-shoot form, also Siochi 1999):
      unit-weight apertures whose left and right leaves only move in +x, optimal
      total MU for a unidirectional sweep; consecutive identical apertures merged.
+     On the demo pelvis (benchmarks/bench_delivery.py, 10 levels) it needs 2.9× fewer MU
+     than the power-of-two reduction for a similar segment count, hence the default.
 
 4. Machine constraints: minimum leaf gap (an opening narrower than it is widened
    symmetrically), no interdigitation when the machine forbids it (a segment whose
@@ -264,7 +266,7 @@ def sequence_beam(
     machine: Machine | None = None,
     *,
     levels: int = 10,
-    method: str = "xia-verhey",
+    method: str = "sweep",
     min_segment_mu: float | None = None,
     small_segments: str = "drop",
     jaws: str = "segment",

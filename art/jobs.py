@@ -11,7 +11,17 @@ from pathlib import Path
 from typing import Any
 
 from art.outputs import check_output_dir
+from art.privacy import identifiers
 from art.progress import Stages
+
+
+def _announce_patient(stages: Stages, patient: Any) -> None:
+    """Name the patient on the terminal only with ``--verbose-phi``."""
+    from art.privacy import identifiers
+
+    ids = identifiers(patient)
+    if ids:
+        stages.note(", ".join(f"{k}: {v}" for k, v in ids.items()))
 
 
 def _hash_inputs(**paths: Path | None) -> dict[str, str]:
@@ -63,6 +73,7 @@ def plan_job(
         ct = read_image_series(ct_dir)
         structures = read_rtstruct(structures_path, ct)
         check_structures(protocol, structures, where=Path(structures_path).name)
+        _announce_patient(stages, ct.patient)
         machine = load_machine(machine_path)
         hashes = _hash_inputs(ct=ct_dir, structures=structures_path, protocol=protocol_path, machine=machine_path)
     result = make_plan(ct.volume, structures, protocol, machine=machine, stages=stages)
@@ -84,6 +95,7 @@ def plan_job(
 
             model = plan_report_model(
                 ct.volume, structures, result.dose, result.goals, plan=result.plan, title="Reference plan QA report",
+                identifiers=identifiers(ct.patient),
                 provenance=summary["provenance"], timings=stages.timings,
                 warnings=[f"priority-1 goal not met: {g.structure} {g.metric} {g.goal}" for g in result.goals if g.priority == 1 and not g.met],
             )
@@ -120,6 +132,7 @@ def replan_job(reference_dir: Path, cbct_dir: Path, out: Path, *, show: bool = T
             )
         if _overlap_fraction(reference.ct.grid, cbct.grid) < 0.2:
             raise InputError("the CBCT does not overlap the planning CT (less than 20 % of its volume)", path=cbct_dir)
+        _announce_patient(stages, reference.ct.patient)
         machine = load_machine()
         model = None
         if contour_model is not None:
@@ -174,6 +187,7 @@ def replan_job(reference_dir: Path, cbct_dir: Path, out: Path, *, show: bool = T
                 registration=summary["registration_display"], contour_qa=result.contour_qa,
                 check_dose=result.independent_dose, gamma=result.gamma.gamma,
                 recommendation=f"{rec['plan']} plan: {rec['reason']}", provenance=summary["provenance"],
+                identifiers=identifiers(reference.ct.patient),
                 timings=stages.timings, warnings=warnings,
             )
             write_report(model, tmp / "report.html")

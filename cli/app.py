@@ -44,8 +44,15 @@ def _main(
     version: Annotated[
         Optional[bool], typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version and exit.")
     ] = None,
+    verbose_phi: Annotated[
+        bool,
+        typer.Option("--verbose-phi", help="Show the patient's name and ID on the terminal and in the QA report (off by default)."),
+    ] = False,
 ) -> None:
     """art: adaptive radiotherapy planning engine."""
+    from art.privacy import set_verbose_phi
+
+    set_verbose_phi(verbose_phi)
 
 
 @app.command()

@@ -223,6 +223,13 @@ def make_plan(
     with stages.stage("dose of the sequenced plan"):
         delivered = plan_dose(ct, plan, machine, dose_grid_mm=protocol.dose_grid_mm, structures=structures)
 
+    with stages.stage("sequencing check"):
+        from art.evaluate import gamma_index
+
+        g = gamma_index(fluence_dose, delivered, dose_percent=3.0, distance_mm=2.0, threshold_percent=10.0)
+        seq = dict(seq, gamma_3pct_2mm_vs_optimised_percent=round(float(g.pass_rate), 2))
+        stages.note(f"sequenced vs optimised dose: gamma 3 %/2 mm pass rate {g.pass_rate:.1f} %")
+
     with stages.stage("normalisation and evaluation"):
         scale = normalisation_factor(delivered, structures, protocol)
         plan = scale_plan(plan, scale)

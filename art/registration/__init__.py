@@ -8,6 +8,7 @@ from art.registration.deformable import DeformableResult, register_deformable
 from art.registration.metrics import contour_metrics, dice, hd95, mean_surface_distance, tre_stats
 from art.registration.propagate import propagate_rigid, propagate_structures, volume_changes
 from art.registration.rigid import RigidResult, register_rigid
+from art.registration.synthetic_ct import synthetic_ct, warp_ct
 
 __all__ = [
     "RigidResult",
@@ -22,4 +23,6 @@ __all__ = [
     "mean_surface_distance",
     "hd95",
     "contour_metrics",
+    "synthetic_ct",
+    "warp_ct",
 ]

@@ -49,6 +49,7 @@ __all__ = ["DeformableResult", "register_deformable", "shading_correction"]
 
 _WINDOW = (-250.0, 250.0)
 _GAS_HU = -400.0
+_BONE_HU = 300.0
 
 
 @dataclass
@@ -258,12 +259,16 @@ def register_deformable(
     guide_structures: dict | None = None,
     guide_weight_hu: float = 150.0,
     levels=(4, 2, 1),
-    iterations=(60, 40, 20),
-    smoothing_mm: float = 5.0,
+    iterations=(80, 60, 20),
+    smoothing_mm: float = 6.0,
     update_smoothing_mm: float = 0.0,
-    max_step_voxels: float = 1.0,
+    max_step_voxels: float = 2.0,
     shading_sigma_mm: float = 25.0,
     ct_body: Volume | None = None,
+    method: str = "symmetric",
+    presmooth_mm: float = 2.0,
+    intensity_threshold_hu: float = 10.0,
+    rigid_bones: bool = True,
 ) -> DeformableResult:
     """Deformable registration of the CBCT (fixed) to the planning CT (moving).
 
@@ -302,6 +307,9 @@ def register_deformable(
     ct_body : Volume of bool, optional, keyword-only
         Planning BODY on the CT grid, for the quality figures of ``ct_to_cbct``
         (thresholded when omitted).
+    method : {"symmetric", "diffeomorphic"}, keyword-only
+        SimpleITK's fast symmetric-forces demons (default, faster) or
+        diffeomorphic demons (exponential updates). Folding is checked either way.
 
     Returns
     -------
@@ -320,6 +328,8 @@ def register_deformable(
     iterations = [int(v) for v in iterations]
     if len(levels) != len(iterations) or not levels or any(v < 1 for v in levels) or any(v < 0 for v in iterations):
         raise InputError("levels and iterations must be non-empty, of equal length, levels >= 1, iterations >= 0")
+    if method not in ("symmetric", "diffeomorphic"):
+        raise InputError(f"method must be 'symmetric' or 'diffeomorphic', got {method!r}")
     if smoothing_mm <= 0:
         raise InputError(f"smoothing_mm must be positive, got {smoothing_mm}")
     t0 = time.perf_counter()
@@ -361,6 +371,13 @@ def register_deformable(
 
     # ---- body weight: the field fades to the rigid map outside the body
     wbody = ndimage.gaussian_filter(ndimage.binary_dilation(body, structure=_ball(10.0, sp)).astype(np.float32), [10.0 / s for s in sp])
+    # ... and at the CBCT grid's border, so the field joins the rigid map beyond the grid continuously
+    for ax, (n, s) in enumerate(zip(cg.shape, sp)):
+        dist = np.minimum(np.arange(n), np.arange(n)[::-1]) * s  # mm from the outer voxel centres
+        ramp = np.clip((dist - s) / 20.0, 0.0, 1.0).astype(np.float32)
+        shape = [1, 1, 1]
+        shape[ax] = n
+        wbody *= ramp.reshape(shape)
 
     def prepare(u: np.ndarray | None):
         """Fixed and moving images on the CBCT grid (moving warped by u for the shading estimate)."""
@@ -375,6 +392,13 @@ def register_deformable(
         return corr, s, gas_f, ref
 
     corr, shade, gas_f, _ = prepare(None)
+    if rigid_bones:
+        # bones move with the rigid (bony) match: the field fades in over 10 mm from them
+        bone = ndimage.binary_opening((corr > _BONE_HU) & region, structure=np.ones((2, 2, 2), dtype=bool))
+        if bone.any():
+            dbone = ndimage.distance_transform_edt(~bone, sampling=sp)
+            wbody *= np.clip((dbone - 1.0) / 10.0, 0.0, 1.0).astype(np.float32)
+        info["bone_voxels"] = int(bone.sum())
     mov, gas_m = _inpaint_gas(ct_r, body, sp)
     mae_before = float(np.mean(np.abs(raw - ct_r)[region])) if region.any() else float("nan")
     mae_corr = float(np.mean(np.abs(corr - ct_r)[region & ~gas_f])) if region.any() else float("nan")
@@ -382,15 +406,30 @@ def register_deformable(
 
     def images(corr_img):
         f = np.clip(corr_img, *_WINDOW)
+        if presmooth_mm > 0:
+            f = ndimage.gaussian_filter(f, [presmooth_mm / s for s in sp], truncate=3.0)
         if has_guides:
             f = f + guide_f
         return f
 
     mov_w = np.clip(mov, *_WINDOW)
+    if presmooth_mm > 0:
+        mov_w = ndimage.gaussian_filter(mov_w, [presmooth_mm / s for s in sp], truncate=3.0)
     if has_guides:
         gm = sample_image(guide_m_ct, ct.grid, rig_pts, fill_value=guide_weight_hu)
         mov_w = mov_w + gm
     fix_w = images(corr)
+
+    # noise-adaptive demons threshold: the residual noise of (fixed - moving) in soft tissue after pre-smoothing
+    soft = region & ~gas_f & (np.abs(mov) < 200)
+    if soft.sum() > 100:
+        dd = (fix_w - mov_w)[soft]
+        noise = float(1.4826 * np.median(np.abs(dd - np.median(dd))))
+    else:
+        noise = 0.0
+    threshold = max(float(intensity_threshold_hu), 1.5 * noise)
+    info["residual_noise_hu"] = noise
+    info["intensity_threshold_hu"] = threshold
 
     u = np.zeros(cg.shape + (3,), dtype=np.float32)
     prev_grid = cg
@@ -414,16 +453,22 @@ def register_deformable(
             m_img = sample_image(m_s, cg, lp, fill_value=float(_WINDOW[0]))
             u_l = _resample_field(u, prev_grid, lg) if li > 0 else np.zeros(lg.shape + (3,), dtype=np.float32)
         if n_it > 0:
-            filt = sitk.DiffeomorphicDemonsRegistrationFilter()
+            if method == "diffeomorphic":
+                filt = sitk.DiffeomorphicDemonsRegistrationFilter()
+                filt.SetUseGradientType(filt.Symmetric)
+            else:
+                filt = sitk.FastSymmetricForcesDemonsRegistrationFilter()
             filt.SetNumberOfIterations(n_it)
             filt.SetSmoothDisplacementField(True)
-            filt.SetStandardDeviations(float(smoothing_mm))
+            # ITK takes the Gaussian widths in voxels
+            vox = float(np.mean(lg.spacing))
+            filt.SetStandardDeviations(max(0.5, float(smoothing_mm) / vox))
             filt.SetUseImageSpacing(True)
             if update_smoothing_mm > 0:
                 filt.SetSmoothUpdateField(True)
-                filt.SetUpdateFieldStandardDeviations(float(update_smoothing_mm))
+                filt.SetUpdateFieldStandardDeviations(max(0.5, float(update_smoothing_mm) / vox))
             filt.SetMaximumUpdateStepLength(float(max_step_voxels))
-            filt.SetUseGradientType(filt.Symmetric)
+            filt.SetIntensityDifferenceThreshold(threshold)
             try:
                 out = filt.Execute(_to_sitk(f_img, lg), _to_sitk(m_img, lg), _field_to_sitk(u_l, lg))
             except RuntimeError as exc:

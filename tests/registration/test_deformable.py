@@ -1,0 +1,109 @@
+import numpy as np
+import pytest
+
+from art.errors import InputError
+from art.registration import (
+    RigidResult,
+    contour_metrics,
+    propagate_rigid,
+    propagate_structures,
+    register_deformable,
+    synthetic_ct,
+    tre_stats,
+    volume_changes,
+    warp_ct,
+)
+from art.registration.fields import grid_points
+from art.registration.rigid import field_of_view
+from art_phantoms import inverse_consistency
+
+
+def test_deformable_beats_rigid_and_does_not_fold(reg_case, deformed_day, deformed_reg):
+    rigid, res = deformed_reg
+    truth = deformed_day.truth
+    sp = deformed_day.cbct.grid.spacing
+    defo = propagate_structures(reg_case.structures, res)
+    rig = propagate_rigid(reg_case.structures, rigid, target_grid=deformed_day.cbct.grid)
+    for name in ("Prostate", "Bladder"):
+        d = contour_metrics(defo[name].mask, truth.structures[name].mask, sp)
+        r = contour_metrics(rig[name].mask, truth.structures[name].mask, sp)
+        assert d["dice"] > r["dice"] + 0.01, (name, d, r)
+    # TRE near the organs improves over the rigid map
+    organs = truth.structures["Prostate"].mask | truth.structures["Bladder"].mask
+    pts = grid_points(deformed_day.cbct.grid)
+    t_def = tre_stats(res.cbct_to_ct, truth.daily_to_planning, organs)
+    t_rig = tre_stats(rigid.cbct_to_ct_points(pts) - pts, truth.daily_to_planning, organs)
+    assert t_def["mean"] < t_rig["mean"] - 0.5
+    q = res.quality
+    assert q["folded_voxels_cbct"] == 0 and q["folded_voxels_ct"] == 0
+    assert q["jacobian_min_cbct"] > 0 and q["jacobian_min_ct"] > 0
+    assert res.cbct_to_ct.shape == deformed_day.cbct.grid.shape + (3,)
+    assert res.ct_to_cbct.shape == reg_case.ct.grid.shape + (3,)
+    assert res.cbct_to_ct.dtype == np.float32
+
+
+def test_inverse_consistency(reg_case, deformed_day, deformed_reg):
+    _, res = deformed_reg
+    body = deformed_day.truth.structures["BODY"].mask
+    # independent implementation (the phantom's): CBCT -> CT -> CBCT
+    r = inverse_consistency(res.cbct_to_ct, res.cbct_grid, res.ct_to_cbct, res.ct_grid, mask=body)
+    assert r.size > 0.5 * body.sum()
+    assert np.mean(r) < 0.3 and np.percentile(r, 99) < 1.5
+    assert res.quality["inverse_consistency_mean_mm"] == pytest.approx(float(np.mean(r)), abs=0.1)
+
+
+def test_volume_changes_follow_the_jacobian(reg_case, deformed_reg):
+    _, res = deformed_reg
+    prop = propagate_structures(reg_case.structures, res)
+    ch = volume_changes(reg_case.structures, prop, result=res)
+    b = ch["Bladder"]
+    assert b["propagated_cc"] == pytest.approx(b["expected_cc"], rel=0.08)
+    assert b["ratio"] > 1.1  # the bladder filled (35 %)
+
+
+def test_identity_propagation_is_exact(reg_case):
+    from art.registration.deformable import DeformableResult
+
+    g = reg_case.ct.grid
+    zero = np.zeros(g.shape + (3,), np.float32)
+    res = DeformableResult(zero, zero, g, g, RigidResult.identity())
+    out = propagate_structures(reg_case.structures, res)
+    for s in reg_case.structures:
+        assert np.array_equal(out[s.name].mask, s.mask)
+
+
+def test_synthetic_ct_closer_to_truth_than_cbct(reg_case, deformed_day, deformed_reg):
+    _, res = deformed_reg
+    sct, info = synthetic_ct(reg_case.ct, deformed_day.cbct, res, return_info=True)
+    truth = deformed_day.truth.daily_ct.array
+    body = deformed_day.truth.structures["BODY"].mask & field_of_view(deformed_day.cbct)
+    mae_s = np.abs(sct.array - truth)[body].mean()
+    mae_c = np.abs(deformed_day.cbct.array - truth)[body].mean()
+    mae_w = np.abs(warp_ct(reg_case.ct, res).array - truth)[body].mean()
+    assert mae_s < 0.75 * mae_c
+    assert mae_s <= mae_w + 0.5
+    assert 0.9 < info["slope"] < 1.1
+    # today's gas is in the synthetic CT (the planning CT had none)
+    gas = (truth < -600) & body
+    assert gas.sum() > 0
+    assert sct.array[gas].mean() < -500
+    assert sct.array.dtype == np.float32 and sct.grid.same_as(deformed_day.cbct.grid)
+
+
+def test_deformable_validates(reg_case, deformed_day):
+    with pytest.raises(InputError, match="rigid"):
+        register_deformable(reg_case.ct, deformed_day.cbct, rigid=None)
+    with pytest.raises(InputError, match="guide_structures"):
+        register_deformable(reg_case.ct, deformed_day.cbct, rigid=RigidResult.identity(), guide_structures={"Bladder": (1, 2)})
+
+
+def test_guide_structures_pull_the_organ_onto_its_ai_contour(reg_case, deformed_day, deformed_reg):
+    rigid, plain = deformed_reg
+    truth = deformed_day.truth
+    guides = {"Bladder": (reg_case.structures["Bladder"].volume, truth.structures["Bladder"].volume)}
+    guided = register_deformable(reg_case.ct, deformed_day.cbct, rigid=rigid, guide_structures=guides, ct_body=reg_case.structures["BODY"].volume)
+    sp = deformed_day.cbct.grid.spacing
+    d_plain = contour_metrics(propagate_structures(reg_case.structures, plain)["Bladder"].mask, truth.structures["Bladder"].mask, sp)
+    d_guided = contour_metrics(propagate_structures(reg_case.structures, guided)["Bladder"].mask, truth.structures["Bladder"].mask, sp)
+    assert d_guided["dice"] > d_plain["dice"]
+    assert guided.quality["folded_voxels_cbct"] == 0

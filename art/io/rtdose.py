@@ -227,6 +227,17 @@ def read_rtdose(path: str | Path, *, allow_relative: bool = False) -> Volume:
     DicomError
         Not an RT Dose, units not GY, uneven frame spacing, pixel data missing or short.
     """
+    try:
+        return _read_rtdose(path, allow_relative=allow_relative)
+    except (DicomError, InputError):
+        raise
+    except (AttributeError, KeyError, ValueError, TypeError, IndexError, OverflowError, ZeroDivisionError) as exc:
+        # a malformed value the checks did not anticipate: refuse clearly, naming the file
+        raise DicomError(f"malformed RT Dose ({type(exc).__name__}: {exc})", path=Path(path)) from exc
+
+
+def _read_rtdose(path: str | Path, *, allow_relative: bool = False) -> Volume:
+    """See :func:`read_rtdose`."""
     path = Path(path)
     ds = read_dataset(path, what="RTDOSE file")
     if str(ds.get("Modality", "")) != "RTDOSE" and str(ds.get("SOPClassUID", "")) != RT_DOSE_STORAGE:

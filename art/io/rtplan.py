@@ -484,6 +484,17 @@ def read_rtplan(path: str | Path, *, machine: Any = None) -> Plan:
         Unreadable file, not an RT Plan, or a beam that cannot be represented
         (named with the file).
     """
+    try:
+        return _read_rtplan(path, machine=machine)
+    except (DicomError, InputError):
+        raise
+    except (AttributeError, KeyError, ValueError, TypeError, IndexError, OverflowError, ZeroDivisionError) as exc:
+        # a malformed value the checks did not anticipate: refuse clearly, naming the file
+        raise DicomError(f"malformed RT Plan ({type(exc).__name__}: {exc})", path=Path(path)) from exc
+
+
+def _read_rtplan(path: str | Path, *, machine: Any = None) -> Plan:
+    """See :func:`read_rtplan`."""
     path = Path(path)
     ds = read_dataset(path, stop_before_pixels=True, what="RTPLAN file")
     if str(ds.get("Modality", "")) != "RTPLAN" and str(ds.get("SOPClassUID", "")) != RT_PLAN_STORAGE:

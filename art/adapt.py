@@ -172,7 +172,7 @@ def adapt(
     body = ref_ss.external()
 
     with stages.stage("rigid registration"):
-        rigid = register_rigid(ct, cbct_vol, ct_body=body.mask if body is not None else None)
+        rigid = register_rigid(ct, cbct_vol, ct_body=body.volume if body is not None else None)
         stages.note(f"couch shift {np.round(rigid.couch_shift_mm, 1).tolist()} mm")
 
     with stages.stage("AI contours"):
@@ -184,15 +184,30 @@ def adapt(
             r = ref_ss.find(s.name)
             if r is not None and s.name not in contours.flagged and r.roi_type.upper() not in TARGET_TYPES | {"EXTERNAL"}:
                 if float(contours.confidence.get(s.name, 0.0)) >= confidence_threshold:
-                    guide[r.name] = (r.mask, s.mask)
-        deformable = register_deformable(ct, cbct_vol, rigid=rigid, body_mask=body.mask if body is not None else None, guide_structures=guide or None)
+                    guide[r.name] = (r.volume, s.volume)
+        ai_body = next((s for s in contours.structures if s.roi_type.upper() == "EXTERNAL"), None)
+        deformable = register_deformable(
+            ct,
+            cbct_vol,
+            rigid=rigid,
+            body_mask=ai_body.volume if ai_body is not None and ai_body.name not in contours.flagged else None,
+            ct_body=body.volume if body is not None else None,
+            guide_structures=guide or None,
+        )
+        stages.note(
+            "Jacobian determinant {:.2f}..{:.2f}, folded voxels {}".format(
+                float(deformable.quality.get("jacobian_min_cbct", float("nan"))),
+                float(deformable.quality.get("jacobian_max_cbct", float("nan"))),
+                deformable.quality.get("folded_voxels_cbct", "?"),
+            )
+        )
 
     with stages.stage("contour propagation"):
         propagated = propagate_structures(ref_ss, deformable, target_grid=cbct_vol.grid)
         daily, sources, qa, flagged = daily_structures(ref_ss, propagated, contours, confidence_threshold=confidence_threshold)
 
     with stages.stage("synthetic CT"):
-        sct = synthetic_ct(ct, cbct_vol, deformable, body=body.mask if body is not None else None)
+        sct = synthetic_ct(ct, cbct_vol, deformable)
 
     iso_ref = np.asarray(reference.plan.beams[0].isocenter_lps, dtype=np.float64)
     iso_today = _mapped_point(rigid.matrix_4x4, iso_ref)

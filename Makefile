@@ -20,8 +20,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	# until the adaptive workflow lands (issue 8), the demo makes the embedded demo patient
-	$(BIN)/art phantom --site prostate --fractions 1 --seed 0 --out $(OUT)
+	$(BIN)/art demo --out $(OUT)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q

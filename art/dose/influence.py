@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
+from art.dose._blas import single_threaded_blas
 from art.dose._setup import equivalent_square, prepare
 from art.dose.beam_geometry import BeamFrame
 from art.backend import to_numpy
@@ -265,6 +266,7 @@ def influence_matrix(
 
     def one_beam(k: int, beam: Beam) -> dict:
         t0 = time.perf_counter()
+        c0 = time.thread_time()
         frame = BeamFrame.of(beam, patient_position=patient_position)
         ix, iy = select_bixels(frame, tgt_pts, bixel_mm=b, margin_mm=margin_mm + tgt_half_diag)
         lay = block_layout(ix, iy, b, k_blk)
@@ -297,6 +299,9 @@ def influence_matrix(
         amp = np.concatenate(amps) * np.float32(sc) if parts else np.zeros((0, kernel.n_components), np.float32)
         sig = np.concatenate(sigs) if parts else np.zeros((0, kernel.n_components), np.float32)
         t_trace = time.perf_counter() - t0
+        c_trace = time.thread_time() - c0
+        c_near = c_far = 0.0
+        nnz_near = nnz_far = 0
         # the largest entry any voxel can get from a beamlet of this beam
         zmin = float(np.min(z[ridx])) if ridx.size else kernel.sad_mm
         peak = (kernel.sad_mm / zmin) ** 2 * np.max(np.sum(wk * erf(b / (2 * np.sqrt(2) * sk * kernel.sad_mm / zmin)) ** 2, axis=1))
@@ -314,10 +319,15 @@ def influence_matrix(
             q = (amp[a0:e0], sig[a0:e0], pu[a0:e0], pv[a0:e0])
             if xp is not np:
                 q = tuple(xp.asarray(t) for t in q)
+            c1 = time.thread_time()
             if a0 < n_near:
                 ce = chunk_entries(*q, lay, thr=thr, floor=floor * thr, redistribute=compensate, test_weights=test_w)
+                c_near += time.thread_time() - c1
+                nnz_near += int(ce.rows.shape[0])
             else:
                 ce = far_entries(*q, lay, nearest, floor=floor * thr, redistribute=compensate, test_weights=test_w)
+                c_far += time.thread_time() - c1
+                nnz_far += int(ce.rows.shape[0])
             rows = order[a0:e0][to_numpy(ce.rows)]
             res["rows"].append(rows.astype(np.int32))
             res["cols"].append(to_numpy(ce.cols).astype(np.int32))
@@ -332,20 +342,22 @@ def influence_matrix(
                 oamp, osig = kernel_terms(kernel, opts)
                 res["outside"] = 8.0 * sc * float(fluence_dose(oamp, osig, opts.u, opts.v, lay.x_edges, lay.y_edges, lay.mask).sum(dtype=np.float64))
         res.setdefault("outside", 0.0)
-        res.update(nb=nb, ix=ix, iy=iy, sc=sc, n_reach=ridx.size, time=time.perf_counter() - t0, trace=t_trace)
+        res.update(nb=nb, ix=ix, iy=iy, sc=sc, n_reach=ridx.size, n_near=n_near, time=time.perf_counter() - t0, trace=t_trace,
+                   cpu=time.thread_time() - c0, cpu_trace=c_trace, cpu_near=c_near, cpu_far=c_far, nnz_near=nnz_near, nnz_far=nnz_far)
         if progress:
             print(f"  dose matrix: beam {k + 1}/{len(beams)} ({beam.name}): {nb} beamlets, {ridx.size} voxels, {res['time']:.1f} s", file=sys.stderr)
         return res
 
     if workers is None:
         workers = 1 if xp is not np else min(2, len(beams), os.cpu_count() or 1)
-    if workers > 1:
-        from concurrent.futures import ThreadPoolExecutor
+    with single_threaded_blas():
+        if workers > 1:
+            from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(lambda kb: one_beam(*kb), enumerate(beams)))
-    else:
-        results = [one_beam(k, bm) for k, bm in enumerate(beams)]
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                results = list(pool.map(lambda kb: one_beam(*kb), enumerate(beams)))
+        else:
+            results = [one_beam(k, bm) for k, bm in enumerate(beams)]
     tot = dict.fromkeys(("full", "kept", "stored", "dropped", "outside", "test_full", "test_err"), 0.0)
     col0 = 0
     rows_all, cols_all, vals_all = [], [], []
@@ -362,6 +374,10 @@ def influence_matrix(
         col0 += res["nb"]
         timings[f"beam{k}_s"] = res["time"]
         timings[f"beam{k}_trace_s"] = res["trace"]
+        for key in ("cpu", "cpu_trace", "cpu_near", "cpu_far"):
+            timings[f"beam{k}_{key}_s"] = res[key]
+        for key in ("n_reach", "n_near", "nnz_near", "nnz_far"):
+            timings[f"beam{k}_{key}"] = res[key]
     del results
     t0 = time.perf_counter()
     mat = _assemble_csr(rows_all, cols_all, vals_all, (n_vox, col0))

@@ -65,6 +65,21 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back (delivered on exit) while the result folders are swapped."""
+    mask = {signal.SIGINT, signal.SIGTERM}
+    try:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, mask)
+    except (AttributeError, OSError, ValueError):  # no POSIX signal masks (Windows)
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@contextlib.contextmanager
 def atomic_output_dir(out: str | Path) -> Iterator[Path]:
     """Write a result folder atomically.
 
@@ -88,18 +103,19 @@ def atomic_output_dir(out: str | Path) -> Iterator[Path]:
     try:
         with _sigterm_as_interrupt():
             yield tmp
-        old = None
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / "previous")
-        try:
-            os.replace(tmp, out)
-        except OSError:
-            if old is not None:  # put the previous result back
-                os.replace(old / "previous", out)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        with _signals_deferred():  # an interrupt between the two moves would lose both results
+            old = None
+            if out.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+                os.replace(out, old / "previous")
+            try:
+                os.replace(tmp, out)
+            except OSError:
+                if old is not None:  # put the previous result back
+                    os.replace(old / "previous", out)
+                raise
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -4,10 +4,11 @@ Method
 ------
 1. The planning CT is placed on the CBCT grid through the rigid result.
 2. The CBCT is intensity-corrected against it: a smooth shading/offset field
-   (normalised Gaussian convolution, sigma ``shading_sigma_mm``, of the CBCT −
-   CT difference over soft tissue, outliers rejected) is removed, so the
-   demons' intensity-equality assumption holds. The correction is re-estimated
-   after the coarse levels, against the deformed CT.
+   (block medians, blocks of ``shading_sigma_mm``, of the CBCT − CT
+   difference over soft tissue, smoothed; robust to misregistered organs and
+   gas) is subtracted, so the demons' intensity-equality assumption holds.
+   The correction is re-estimated before the finest level, against the
+   deformed CT.
 3. Gas pockets (< -400 HU inside the body) are in-painted from the tissue
    around them in both images, and the CBCT outside its reconstructed field of
    view is replaced by the CT (no force there): gas that is only in today's
@@ -16,8 +17,15 @@ Method
    ``guide_weight_hu · tanh(signed distance / 4 mm)`` to both images (the
    CBCT's AI mask to the CBCT, the planning mask to the CT), so their
    boundaries become strong, consistent edges.
-5. Multi-resolution diffeomorphic demons (SimpleITK), Gaussian smoothing of
-   the field (``smoothing_mm``) at each iteration.
+5. Both images are pre-smoothed (``presmooth_mm``); multi-resolution demons
+   (SimpleITK fast symmetric forces by default, diffeomorphic on request),
+   Gaussian smoothing of the field (``smoothing_mm``) at each iteration, no
+   update where ``|fixed - moving|`` is below a noise-adaptive threshold
+   (1.5 x the robust residual noise, at least ``intensity_threshold_hu``) so
+   noise in flat regions does not drive the field.
+6. The deformable part fades to the rigid map outside the body, at the CBCT
+   grid's border, and (``rigid_bones``) within 10 mm of bone (> 200 HU): the
+   pelvic bones move with the rigid bony match.
 
 Conventions
 -----------
@@ -49,7 +57,7 @@ __all__ = ["DeformableResult", "register_deformable", "shading_correction"]
 
 _WINDOW = (-250.0, 250.0)
 _GAS_HU = -400.0
-_BONE_HU = 300.0
+_BONE_HU = 200.0
 
 
 @dataclass
@@ -58,7 +66,7 @@ class DeformableResult:
 
     Attributes
     ----------
-    cbct_to_ct : Volume? no: ndarray, float32, shape ``cbct_grid.shape + (3,)``
+    cbct_to_ct : ndarray, float32, shape ``cbct_grid.shape + (3,)``
         On the CBCT grid; CBCT voxel ``y`` shows the planning tissue at
         ``y + cbct_to_ct[y]`` (LPS mm, components dx, dy, dz). Rigid part included.
     ct_to_cbct : ndarray, float32, shape ``ct_grid.shape + (3,)``
@@ -172,27 +180,44 @@ def shading_correction(cbct: np.ndarray, reference: np.ndarray, region: np.ndarr
     spacing : (dz, dy, dx)
         Voxel size, mm.
     sigma_mm : float, keyword-only
-        Width of the Gaussian (the shading is assumed smoother than this).
+        Block size (mm) of the robust estimate; the shading is assumed smoother.
 
     Returns
     -------
     ndarray, float32
-        The field, to be scaled by ``(HU + 1000) / 1000`` (it acts on attenuation).
-        Two passes: soft tissue (-200 ... 200 HU in both images) first, then
-        without the voxels whose residual exceeds 60 HU (misregistration, gas).
+        The field, subtracted from the CBCT (voxels above -900 HU).
+        Robust to misregistration and gas: the median of ``cbct - reference``
+        over the soft tissue (-200 ... 200 HU in both) of each block of about
+        ``sigma_mm``, blocks with too few such voxels filled from their
+        neighbours, smoothed over 1.5 blocks and interpolated back.
     """
-    sig = [sigma_mm / s for s in spacing]
     soft = region & (reference > -200) & (reference < 200) & (cbct > -400) & (cbct < 400)
-    diff = cbct - reference
     if soft.sum() < 100:
-        return np.zeros_like(cbct, dtype=np.float32)
+        return np.zeros(cbct.shape, dtype=np.float32)
+    diff = (cbct - reference).astype(np.float32)
     med = float(np.median(diff[soft]))
-    w = soft & (np.abs(diff - med) < 200)
-    s = _normconv(diff, w, sig)
-    w = soft & (np.abs(diff - s) < 60)
-    s2 = _normconv(diff, w, sig)
-    s2[~np.isfinite(s2)] = med
-    return s2
+    b = [max(1, int(round(sigma_mm / s))) for s in spacing]
+    nb = [int(np.ceil(n / k)) for n, k in zip(cbct.shape, b)]
+    pad = [(0, nbi * k - n) for nbi, k, n in zip(nb, b, cbct.shape)]
+    d = np.pad(np.where(soft, diff, np.nan), pad, constant_values=np.nan)
+    d = d.reshape(nb[0], b[0], nb[1], b[1], nb[2], b[2]).transpose(0, 2, 4, 1, 3, 5).reshape(nb[0], nb[1], nb[2], -1)
+    count = np.sum(np.isfinite(d), axis=-1)
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            blk = np.nanmedian(d, axis=-1)
+    ok = count >= 0.2 * d.shape[-1]
+    blk = np.where(ok, blk, 0.0).astype(np.float32)
+    smooth = _normconv(blk, ok, [1.5, 1.5, 1.5])
+    smooth = np.where(ndimage.gaussian_filter(ok.astype(np.float32), 1.5) > 1e-3, smooth, med).astype(np.float32)
+    # block centres -> voxel positions (linear interpolation, edges held)
+    coords = [(np.arange(n) - (k - 1) / 2.0) / k for n, k in zip(cbct.shape, b)]
+    zz, yy, xx = np.meshgrid(*coords, indexing="ij", sparse=True)
+    zz, yy, xx = np.broadcast_arrays(zz, yy, xx)
+    out = ndimage.map_coordinates(smooth, [zz, yy, xx], order=1, mode="nearest", prefilter=False)
+    return out.astype(np.float32)
 
 
 def _ball(radius_mm: float, spacing) -> np.ndarray:
@@ -310,6 +335,13 @@ def register_deformable(
     method : {"symmetric", "diffeomorphic"}, keyword-only
         SimpleITK's fast symmetric-forces demons (default, faster) or
         diffeomorphic demons (exponential updates). Folding is checked either way.
+    presmooth_mm : float, keyword-only
+        Gaussian sigma (mm) applied to both images before the demons (noise).
+    intensity_threshold_hu : float, keyword-only
+        Least demons intensity-difference threshold (HU); the one used is
+        max(this, 1.5 x the measured residual noise), see ``info``.
+    rigid_bones : bool, keyword-only
+        Keep the bones (and 10 mm around them, fading in) on the rigid map.
 
     Returns
     -------
@@ -386,7 +418,7 @@ def register_deformable(
         else:
             ref = sample_image(ct.array, ct.grid, apply_matrix(rigid.matrix_4x4, pts + u), fill_value=-1000.0)
         s = shading_correction(raw, ref, region, sp, sigma_mm=shading_sigma_mm)
-        corr = raw - s * np.clip((raw + 1000.0) / 1000.0, 0.0, 2.0)
+        corr = np.where(raw > -900.0, raw - s, raw)
         corr = np.where(fov, corr, ct_r)
         corr, gas_f = _inpaint_gas(corr, body, sp)
         return corr, s, gas_f, ref
@@ -394,7 +426,7 @@ def register_deformable(
     corr, shade, gas_f, _ = prepare(None)
     if rigid_bones:
         # bones move with the rigid (bony) match: the field fades in over 10 mm from them
-        bone = ndimage.binary_opening((corr > _BONE_HU) & region, structure=np.ones((2, 2, 2), dtype=bool))
+        bone = (ndimage.gaussian_filter(corr, [1.0 / s for s in sp], truncate=2.0) > _BONE_HU) & region
         if bone.any():
             dbone = ndimage.distance_transform_edt(~bone, sampling=sp)
             wbody *= np.clip((dbone - 1.0) / 10.0, 0.0, 1.0).astype(np.float32)

@@ -81,7 +81,7 @@ def synthetic_ct(ct: Volume, cbct: Volume, result: DeformableResult, *, body: Vo
     region = bm & fov
     raw = cbct.array.astype(np.float32)
     shade = shading_correction(raw, warped, region, cg.spacing)
-    corr = raw - shade * np.clip((raw + 1000.0) / 1000.0, 0.0, 2.0)
+    corr = np.where(raw > -900.0, raw - shade, raw)
     # linear calibration on well-registered tissue
     sel = region & (warped > _TISSUE) & (corr > _TISSUE)
     slope, intercept, n_fit = 1.0, 0.0, int(sel.sum())

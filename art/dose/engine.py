@@ -32,11 +32,12 @@ class BeamPoints:
     rho: np.ndarray
 
 
-def beam_points(density: Volume, frame: BeamFrame, points_lps: np.ndarray, *, lateral_step_mm: float = 2.0) -> BeamPoints:
+def beam_points(density: Volume, frame: BeamFrame, points_lps: np.ndarray, *, lateral_step_mm: float = 2.0, bev: tuple | None = None) -> BeamPoints:
     """Geometry of LPS points (n, 3) for one beam: BEV (u, v) at the isocentre plane (mm),
-    axial distance from the source z (mm), radiological depth (mm) and relative density."""
-    u, v, z = frame.to_bev(points_lps)
-    d = radiological_depth(density, frame, points_lps, lateral_step_mm=lateral_step_mm)
+    axial distance from the source z (mm), radiological depth (mm) and relative density.
+    ``bev``: ``frame.to_bev(points_lps)`` if the caller already has it."""
+    u, v, z = frame.to_bev(points_lps) if bev is None else bev
+    d = radiological_depth(density, frame, points_lps, lateral_step_mm=lateral_step_mm, bev=(u, v, z))
     rho = sample_density(density, points_lps)
     f4 = np.float32
     return BeamPoints(u.astype(f4), v.astype(f4), z.astype(f4), d, rho)

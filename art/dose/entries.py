@@ -9,9 +9,12 @@ loses 20–25 % of the dose. So:
 
 1. **kept entries**: ``D[i, j] ≥ thr`` (a fraction of the largest entry of the beam);
 2. **block accounting**: the beamlets are grouped into square blocks of ``K × K``
-   bixels (default 20 mm). For every voxel and block, the exact dose of the whole
-   block ``S[i, J] = Σ_{j ∈ J} D[i, j]`` is computed (separably, by one matrix
-   product); the dose not kept inside the block is credited to the block — the
+   bixels (default 25 mm). For every voxel and block, the exact dose of the whole
+   block ``S[i, J] = Σ_{j ∈ J} D[i, j]`` is computed (the per-voxel dose of every
+   cell of the beamlets' bounding box, ``D[i, y, x] = Σ_c Gy_c[i, y] Gx_c[i, x]``, is
+   one batched ``(ny × nc) @ (nc × nx)`` product; the block sums, and the test
+   fluence's exact dose, are then matrix products with fixed indicator/weight
+   vectors); the dose not kept inside the block is credited to the block — the
    block's kept entries of that voxel are scaled up, or, if it has none, one entry
    is added on the block's central beamlet.
 
@@ -46,8 +49,9 @@ class BlockLayout:
     k : int, block side in bixels
     block_of : (nb,) int64 block index of each beamlet (row-major over (ny/k, nx/k))
     rep : (n_blocks,) int64 column of each block's representative beamlet (-1: empty block)
-    scatter_map : (nx, ny * nx/k) float32, ``mask`` spread so that ``gx @ scatter_map``
-        gives per-(y, block column) sums
+    cell_beamlet : (ny * nx,) int64 beamlet column of each cell (row-major), -1 where none
+    block_matrix : (ny * nx, n_blocks) float32, 1 where the cell holds a beamlet of the block,
+        so that ``dose_per_cell @ block_matrix`` gives the block sums
     """
 
     col_x: np.ndarray
@@ -58,7 +62,8 @@ class BlockLayout:
     k: int
     block_of: np.ndarray
     rep: np.ndarray
-    scatter_map: np.ndarray
+    cell_beamlet: np.ndarray
+    block_matrix: np.ndarray
 
     @property
     def n_blocks(self) -> int:
@@ -86,10 +91,11 @@ def block_layout(ix: np.ndarray, iy: np.ndarray, bixel_mm: float, k: int) -> Blo
         m = np.flatnonzero(block_of == blk)
         cx, cy = col_x[m].mean(), col_y[m].mean()
         rep[blk] = m[np.argmin((col_x[m] - cx) ** 2 + (col_y[m] - cy) ** 2)]
-    smap = np.zeros((nx, ny, njx), np.float32)
-    xs = np.arange(nx)
-    for y in range(ny):
-        smap[xs, y, xs // k] = mask[y]
+    cell = col_y * nx + col_x
+    cell_beamlet = np.full(ny * nx, -1, np.int64)
+    cell_beamlet[cell] = np.arange(ix.size)
+    bmat = np.zeros((ny * nx, nblk), np.float32)
+    bmat[cell, block_of] = 1.0
     return BlockLayout(
         col_x=col_x,
         col_y=col_y,
@@ -99,7 +105,8 @@ def block_layout(ix: np.ndarray, iy: np.ndarray, bixel_mm: float, k: int) -> Blo
         k=k,
         block_of=block_of,
         rep=rep,
-        scatter_map=smap.reshape(nx, ny * njx),
+        cell_beamlet=cell_beamlet,
+        block_matrix=bmat,
     )
 
 
@@ -138,38 +145,25 @@ def chunk_entries(amp, sig, u, v, layout: BlockLayout, *, thr: float, floor: flo
     nc = int(amp.shape[1])
     ex = xp.asarray(layout.x_edges)
     ey = xp.asarray(layout.y_edges)
-    col_x = xp.asarray(layout.col_x)
-    col_y = xp.asarray(layout.col_y)
-    smap = xp.asarray(layout.scatter_map)
+    cell_beamlet = xp.asarray(layout.cell_beamlet)
+    bmat = xp.asarray(layout.block_matrix)
     nby, nbx = layout.shape_blocks
-    k = layout.k
-    ny = nby * k
-    gxs, gys = [], []
-    ub = xp.zeros(n, dtype=xp.float32)
-    s_blk = xp.zeros((n, nby * nbx), dtype=xp.float32)
+    ny, nx = layout.mask.shape
+    # dose per unit weight of every cell of the padded beamlet box, all components:
+    # D[i, y, x] = Σ_c Gy_c[i, y] Gx_c[i, x] (one batched (ny × nc) @ (nc × nx) product per voxel)
+    gxs = xp.empty((n, nc, nx), dtype=xp.float32)
+    gys = xp.empty((n, ny, nc), dtype=xp.float32)
     for c in range(nc):
-        gx = gaussian_bin_integrals(u, sig[:, c], ex, xp=xp).astype(xp.float32) * amp[:, c : c + 1]
-        gy = gaussian_bin_integrals(v, sig[:, c], ey, xp=xp).astype(xp.float32)
-        ub += xp.max(gx, axis=1) * xp.max(gy, axis=1)
-        h = (gx @ smap).reshape(n, ny, nbx)
-        s_blk += xp.sum((h * gy[:, :, None]).reshape(n, nby, k, nbx), axis=2).reshape(n, nby * nbx)
-        gxs.append(gx)
-        gys.append(gy)
-    s_blk = xp.maximum(s_blk, 0.0)
-    near = xp.nonzero(ub >= thr)[0]
-    if int(near.size):
-        blk = None
-        for gx, gy in zip(gxs, gys):
-            t = gx[near][:, col_x] * gy[near][:, col_y]
-            blk = t if blk is None else blk + t
-        r, cc = xp.nonzero(blk >= thr)
-        vals = blk[r, cc]
-        r = near[r]
-        del blk
-    else:
-        r = xp.zeros(0, dtype=xp.int64)
-        cc = xp.zeros(0, dtype=xp.int64)
-        vals = xp.zeros(0, dtype=xp.float32)
+        gxs[:, c, :] = gaussian_bin_integrals(u, sig[:, c], ex, xp=xp).astype(xp.float32) * amp[:, c : c + 1]
+        gys[:, :, c] = gaussian_bin_integrals(v, sig[:, c], ey, xp=xp).astype(xp.float32)
+    dcell = xp.matmul(gys, gxs).reshape(n, ny * nx)
+    del gxs, gys
+    s_blk = xp.maximum(dcell @ bmat, 0.0)  # exact dose of each block (existing beamlets only)
+    r, cell = xp.nonzero(dcell >= thr)
+    cc = cell_beamlet[cell]
+    ok = cc >= 0
+    r, cell, cc = r[ok], cell[ok], cc[ok]
+    vals = dcell[r, cell]
     nblk = nby * nbx
     full = float(xp.sum(s_blk, dtype=xp.float64))
     kept = float(xp.sum(vals, dtype=xp.float64))
@@ -195,11 +189,9 @@ def chunk_entries(amp, sig, u, v, layout: BlockLayout, *, thr: float, floor: flo
     test_full = test_err = 0.0
     if test_weights is not None:
         tw = xp.asarray(test_weights, dtype=xp.float32)
-        wmap = xp.zeros((ny, nbx * k), dtype=xp.float32)
-        wmap[col_y, col_x] = tw
-        exact = xp.zeros(n, dtype=xp.float32)
-        for gx, gy in zip(gxs, gys):
-            exact += xp.sum((gy @ wmap) * gx, axis=1)
+        wcell = xp.zeros(ny * nx, dtype=xp.float32)
+        wcell[xp.asarray(layout.col_y * nx + layout.col_x)] = tw
+        exact = dcell @ wcell
         got = xp.bincount(r, weights=(vals * tw[cc]).astype(xp.float64), minlength=n)
         test_full = float(xp.sum(exact, dtype=xp.float64))
         test_err = float(xp.sum(xp.abs(got - exact.astype(xp.float64))))

@@ -34,6 +34,9 @@ from art.geometry import Grid, Volume
 from art.plan import Beam
 from art.structures import StructureSet
 
+#: voxels × beamlets per chunk of the per-beam computation (cache-sized temporaries)
+_CHUNK_ELEMS = 3_000_000
+
 
 @dataclass
 class InfluenceMatrix:
@@ -287,7 +290,7 @@ def influence_matrix(
         for sel, step in ((near, 2.0), (~near, 5.0)):
             ii = ridx[sel]
             if ii.size:
-                parts.append((ii, beam_points(setup.density, frame, setup.points[ii], lateral_step_mm=step)))
+                parts.append((ii, beam_points(setup.density, frame, setup.points[ii], lateral_step_mm=step, bev=(u[ii], v[ii], z[ii]))))
         order = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
         pu = np.concatenate([p[1].u for p in parts]) if parts else np.zeros(0, np.float32)
         pv = np.concatenate([p[1].v for p in parts]) if parts else np.zeros(0, np.float32)
@@ -307,7 +310,7 @@ def influence_matrix(
         peak = (kernel.sad_mm / zmin) ** 2 * np.max(np.sum(wk * erf(b / (2 * np.sqrt(2) * sk * kernel.sad_mm / zmin)) ** 2, axis=1))
         thr = float(threshold * peak * sc)
         test_w = np.random.default_rng(k).uniform(0.3, 1.7, nb).astype(np.float32) if measure_dropped else None
-        chunk = max(1024, int(3_000_000 // max(nb, lay.mask.size, 1)))
+        chunk = max(256, int(_CHUNK_ELEMS // max(nb, lay.mask.size, 1)))
         res = {"rows": [], "cols": [], "vals": [], "full": 0.0, "kept": 0.0, "stored": 0.0, "dropped": 0.0, "test_full": 0.0, "test_err": 0.0}
         n_near = int(np.count_nonzero(near))
         nearest = nearest_beamlet_map(lay)

@@ -32,6 +32,7 @@ def radiological_depth(
     lateral_step_mm: float = 2.0,
     axial_step_mm: float | None = None,
     max_samples: int = 40_000_000,
+    bev: tuple | None = None,
 ) -> np.ndarray:
     """Water-equivalent depth (mm) of points along rays from the beam's source.
 
@@ -49,6 +50,8 @@ def radiological_depth(
         Sampling step along the central axis; default half the smallest voxel size.
     max_samples : int, keyword-only
         Guard against runaway memory; the fan is coarsened if it would exceed this.
+    bev : tuple of three (n,) arrays, keyword-only
+        ``frame.to_bev(points_lps)`` if the caller already has it.
 
     Returns
     -------
@@ -60,7 +63,7 @@ def radiological_depth(
         raise InputError(f"points_lps must have shape (n, 3), got {pts.shape}")
     if pts.shape[0] == 0:
         return np.zeros(0, np.float32)
-    u, v, z = frame.to_bev(pts)
+    u, v, z = frame.to_bev(pts) if bev is None else bev
     if np.any(~np.isfinite(u)) or np.any(z <= 0):
         raise InputError("some points lie behind the beam's source")
     dz = float(axial_step_mm) if axial_step_mm else 0.5 * min(density.grid.spacing)
@@ -91,26 +94,23 @@ def radiological_depth(
     cum = np.empty((nu, nv, nz), dtype=np.float32)
     uu, vv = np.meshgrid(ug, vg, indexing="ij")
     obliq = np.sqrt(1.0 + (uu**2 + vv**2) / frame.sad**2).astype(np.float32)
-    rot = frame.rotation
-    # LPS = iso + rot @ (u f, v f, sad - z), f = z / sad; index = inverse affine
+    # LPS = iso + rot @ (u f, v f, sad - z), f = z / sad; index = inv @ (LPS - origin), so
+    # index_d = f (M_d0 u + M_d1 v) + M_d2 (sad - z) + c_d with M = inv @ rot
     a = density.grid.affine
     inv = np.linalg.inv(a[:3, :3])
+    mrot = inv @ frame.rotation
+    cvec = inv @ (np.asarray(frame.isocenter, np.float64) - a[:3, 3])
+    lat = [(mrot[d, 0] * uu + mrot[d, 1] * vv).astype(np.float32)[..., None] for d in range(3)]
     chunk = max(1, int(4_000_000 // (nu * nv)))
     running = np.zeros((nu, nv), dtype=np.float32)
     for k0 in range(0, nz, chunk):
         ks = np.arange(k0, min(nz, k0 + chunk))
-        f = zg[ks] / frame.sad
-        bx = uu[..., None] * f
-        by = vv[..., None] * f
-        bz = np.broadcast_to(frame.sad - zg[ks], bx.shape)
-        lps = (
-            frame.isocenter[:, None, None, None]
-            + rot[:, 0, None, None, None] * bx
-            + rot[:, 1, None, None, None] * by
-            + rot[:, 2, None, None, None] * bz
-        )
-        ijk = np.tensordot(inv, lps - a[:3, 3][:, None, None, None], axes=1)
-        coords = ijk[::-1].astype(np.float32)  # (k, j, i)
+        f = (zg[ks] / frame.sad).astype(np.float32)
+        coords = np.empty((3, nu, nv, ks.size), np.float32)
+        for d in range(3):  # array axes (k, j, i) = index components (2, 1, 0)
+            off = (mrot[d, 2] * (frame.sad - zg[ks]) + cvec[d]).astype(np.float32)
+            np.multiply(lat[d], f, out=coords[2 - d])
+            coords[2 - d] += off
         rho = ndimage.map_coordinates(arr, coords.reshape(3, -1), order=1, mode="constant", cval=0.0, prefilter=False)
         rho = rho.reshape(nu, nv, ks.size) * (obliq[..., None] * dz)
         c = np.cumsum(rho, axis=2) + running[..., None]

@@ -1,0 +1,416 @@
+"""Cross-references of an exported result folder: every object points at the right UIDs.
+
+A plan is not exported when its DICOM objects do not hang together (issue 9,
+item 4): a treatment planning or record-and-verify system would attach the plan
+to the wrong structure set, the dose to the wrong plan, or refuse the import.
+:func:`check_result_references` lists every broken reference in a result folder
+(``art plan`` / ``art replan`` output), checking:
+
+* RTSTRUCT: ReferencedFrameOfReferenceSequence names the structure set's frame
+  of reference, study and image series; every ContourImageSequence item
+  (series level and per contour) names an existing SOP instance of that series
+  with its SOP class; every ROI's ReferencedFrameOfReferenceUID is listed;
+* RTPLAN: ReferencedStructureSetSequence → the SOPInstanceUID of an RTSTRUCT in
+  the folder; DoseReferenceSequence ROI numbers exist in that structure set;
+* RTDOSE: ReferencedRTPlanSequence → the SOPInstanceUID of an RTPLAN in the
+  folder (and an existing fraction group);
+* REG (Spatial Registration) and DREG (Deformable Spatial Registration): the
+  registered image instances exist in image series with the frames of reference
+  given, at least two different series are registered, and the Common Instance
+  Reference module names existing series and instances;
+* FrameOfReferenceUID equal along image → RTSTRUCT → RTPLAN → RTDOSE,
+  StudyInstanceUID of each object equal to that of the images it is on,
+  PatientID the same in every object and image, SOPInstanceUIDs unique and equal
+  to the file meta's MediaStorageSOPInstanceUID.
+
+Messages name the file and the attribute; they never contain patient names or
+IDs, and UIDs are shortened to their last digits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from art.errors import ArtError, InputError
+
+__all__ = ["check_result_references"]
+
+RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
+RT_PLAN_STORAGE = "1.2.840.10008.5.1.4.1.1.481.5"
+RT_DOSE_STORAGE = "1.2.840.10008.5.1.4.1.1.481.2"
+SPATIAL_REGISTRATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.1"
+DEFORMABLE_SPATIAL_REGISTRATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.3"
+STUDY_COMPONENT_SOP_CLASS = "1.2.840.10008.3.1.2.3.1"  # Detached Study Management (RTReferencedStudySequence)
+_RT_CLASSES = {
+    RT_STRUCTURE_SET_STORAGE: "RTSTRUCT",
+    RT_PLAN_STORAGE: "RTPLAN",
+    RT_DOSE_STORAGE: "RTDOSE",
+    SPATIAL_REGISTRATION_STORAGE: "REG",
+    DEFORMABLE_SPATIAL_REGISTRATION_STORAGE: "DREG",
+}
+
+
+@dataclass
+class _Series:
+    """What is needed to resolve references to one image series."""
+
+    series_uid: str
+    frame_of_reference_uid: str
+    study_uid: str
+    sop_class_uid: str
+    patient_id: str
+    where: str
+    sop_instance_uids: set[str] = field(default_factory=set)
+
+
+def _s(v: Any) -> str:
+    return "" if v is None else str(v).strip()
+
+
+def _short(uid: Any) -> str:
+    uid = _s(uid)
+    return f"…{uid[-8:]}" if len(uid) > 8 else (uid or "(empty)")
+
+
+def _items(ds: Any, keyword: str) -> list:
+    v = ds.get(keyword, None) if ds is not None else None
+    try:
+        return list(v) if v is not None else []
+    except TypeError:
+        return []
+
+
+def _image_series_from(obj: Any, problems: list[str]) -> list[_Series]:
+    """Image series records from an ImageSeries or a folder of DICOM image files."""
+    from art.io.series import ImageSeries
+
+    if isinstance(obj, ImageSeries):
+        s = _Series(obj.series_instance_uid, obj.frame_of_reference_uid, obj.study_instance_uid, obj.sop_class_uid,
+                    obj.patient.id, obj.files[0].parent.name if obj.files else f"{obj.modality} series")  # fmt: skip
+        s.sop_instance_uids = set(obj.sop_instance_uids)
+        return [s]
+    if isinstance(obj, (str, Path)):
+        folder = Path(obj)
+        if not folder.is_dir():
+            raise InputError("image series folder not found", path=folder)
+        return _scan_images(folder, problems)
+    raise InputError(f"images must be ImageSeries objects or folders, got {type(obj).__name__}")
+
+
+def _scan_images(folder: Path, problems: list[str]) -> list[_Series]:
+    from art.io.dicom_common import looks_like_dicom, read_dataset
+
+    by_series: dict[str, _Series] = {}
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        if not (looks_like_dicom(f) or f.suffix.lower() == ".dcm"):
+            continue
+        try:
+            ds = read_dataset(f, stop_before_pixels=True)
+        except ArtError:
+            problems.append(f"{f.relative_to(folder.parent)}: cannot be read as DICOM")
+            continue
+        if _s(ds.get("SOPClassUID")) in _RT_CLASSES or "PixelSpacing" not in ds:
+            continue
+        uid = _s(ds.get("SeriesInstanceUID"))
+        s = by_series.get(uid)
+        if s is None:
+            s = by_series[uid] = _Series(uid, _s(ds.get("FrameOfReferenceUID")), _s(ds.get("StudyInstanceUID")),
+                                         _s(ds.get("SOPClassUID")), _s(ds.get("PatientID")), f.parent.name)  # fmt: skip
+        s.sop_instance_uids.add(_s(ds.get("SOPInstanceUID")))
+    return list(by_series.values())
+
+
+def check_result_references(folder: str | Path, *, images: Any = None) -> list[str]:
+    """List the broken UID references between the DICOM objects of a result folder.
+
+    Parameters
+    ----------
+    folder : str or Path
+        A result folder: the DICOM objects directly inside it (RTSTRUCT, RTPLAN,
+        RTDOSE, REG, DREG; any file names) are checked. Image series in its
+        sub-folders (e.g. ``CT/``) count as known images.
+    images : ImageSeries, folder, or a list of them, optional, keyword-only
+        The image series the objects are on or register (planning CT, daily
+        CBCT). References to images are resolved against these and the
+        sub-folders' series; when an RTSTRUCT or a registration refers to
+        images and none are known, that is reported as a problem.
+
+    Returns
+    -------
+    list of str
+        One line per problem (empty: every reference resolves), each starting
+        with the file name. Patient names and IDs are never included.
+
+    Raises
+    ------
+    InputError
+        ``folder`` (or a folder in ``images``) does not exist.
+    """
+    from art.io.dicom_common import looks_like_dicom, read_dataset
+    from art.io.network import pixel_data_problem
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError("result folder not found", path=folder)
+    problems: list[str] = []
+    add = problems.append
+
+    # ---- known image series
+    series: dict[str, _Series] = {}
+    if images is not None:
+        from art.io.series import ImageSeries
+
+        given = [images] if isinstance(images, (ImageSeries, str, Path)) else list(images)
+        for obj in given:
+            for s in _image_series_from(obj, problems):
+                series.setdefault(s.series_uid, s).sop_instance_uids |= s.sop_instance_uids
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        for s in _scan_images(sub, problems):
+            series.setdefault(s.series_uid, s).sop_instance_uids |= s.sop_instance_uids
+    sop_to_series = {uid: s for s in series.values() for uid in s.sop_instance_uids}
+
+    # ---- the exported objects
+    objects: list[tuple[str, Any, str]] = []  # (file name, dataset, kind)
+    for f in sorted(p for p in folder.iterdir() if p.is_file()):
+        if not (looks_like_dicom(f) or f.suffix.lower() == ".dcm"):
+            continue
+        try:
+            ds = read_dataset(f)
+        except ArtError:
+            add(f"{f.name}: cannot be read as DICOM")
+            continue
+        truncated = pixel_data_problem(ds)
+        if truncated:
+            add(f"{f.name}: cannot be read as DICOM: {truncated}")
+            continue
+        kind = _RT_CLASSES.get(_s(ds.get("SOPClassUID")))
+        if kind is None:
+            add(f"{f.name}: unexpected object (SOP class {_s(ds.get('SOPClassUID')) or 'missing'}) in the result folder")
+            continue
+        objects.append((f.name, ds, kind))
+    if not objects:
+        add(f"{folder.name}: no RTSTRUCT, RTPLAN, RTDOSE or registration object found")
+        return problems
+
+    # ---- identity: SOP instance UIDs, patient
+    seen: dict[str, str] = {}
+    for name, ds, _ in objects:
+        uid = _s(ds.get("SOPInstanceUID"))
+        if not uid:
+            add(f"{name}: SOPInstanceUID missing")
+            continue
+        meta = getattr(ds, "file_meta", None)
+        if meta is not None and _s(meta.get("MediaStorageSOPInstanceUID")) not in ("", uid):
+            add(f"{name}: file meta MediaStorageSOPInstanceUID differs from SOPInstanceUID")
+        if uid in seen:
+            add(f"{name}: SOPInstanceUID {_short(uid)} is also that of {seen[uid]}")
+        seen.setdefault(uid, name)
+    patient_ids = {s.patient_id for s in series.values()}
+    if len(patient_ids) > 1:
+        add(f"{folder.name}: the image series belong to {len(patient_ids)} different PatientIDs")
+    ref_pid = next(iter(patient_ids)) if len(patient_ids) == 1 else _s(objects[0][1].get("PatientID"))
+    for name, ds, _ in objects:
+        if _s(ds.get("PatientID")) != ref_pid:
+            add(f"{name}: PatientID differs from that of the {'image series' if patient_ids else 'other objects'}")
+
+    needs_images = any(kind in ("RTSTRUCT", "REG", "DREG") for _, _, kind in objects)
+    if needs_images and not series:
+        add(f"{folder.name}: no image series given or found: references to images cannot be checked")
+
+    by_kind: dict[str, list[tuple[str, Any]]] = {}
+    for name, ds, kind in objects:
+        by_kind.setdefault(kind, []).append((name, ds))
+    structs = {_s(ds.get("SOPInstanceUID")): (name, ds) for name, ds in by_kind.get("RTSTRUCT", [])}
+    plans = {_s(ds.get("SOPInstanceUID")): (name, ds) for name, ds in by_kind.get("RTPLAN", [])}
+
+    for name, ds in by_kind.get("RTSTRUCT", []):
+        _check_rtstruct(name, ds, series, sop_to_series, add)
+    for name, ds in by_kind.get("RTPLAN", []):
+        _check_rtplan(name, ds, structs, add)
+    for name, ds in by_kind.get("RTDOSE", []):
+        _check_rtdose(name, ds, plans, add)
+    for name, ds in by_kind.get("REG", []):
+        _check_registration(name, ds, series, sop_to_series, add, deformable=False)
+    for name, ds in by_kind.get("DREG", []):
+        _check_registration(name, ds, series, sop_to_series, add, deformable=True)
+    return problems
+
+
+def _check_image_refs(name: str, what: str, items: list, s: _Series | None, sop_to_series: dict, add) -> None:
+    """Every item's ReferencedSOPInstanceUID is an instance of series ``s`` (or of a known series)."""
+    missing = 0
+    wrong_class = 0
+    elsewhere = 0
+    for it in items:
+        uid = _s(it.get("ReferencedSOPInstanceUID"))
+        owner = sop_to_series.get(uid)
+        if owner is None:
+            missing += 1
+        elif s is not None and owner is not s:
+            elsewhere += 1
+        elif _s(it.get("ReferencedSOPClassUID")) != owner.sop_class_uid:
+            wrong_class += 1
+    if missing:
+        add(f"{name}: {what}: {missing} referenced image instance(s) do not exist in the image series")
+    if elsewhere:
+        add(f"{name}: {what}: {elsewhere} referenced image instance(s) belong to another series than the one referenced")
+    if wrong_class:
+        add(f"{name}: {what}: {wrong_class} item(s) with a ReferencedSOPClassUID other than the image's SOP class")
+
+
+def _check_rtstruct(name: str, ds: Any, series: dict, sop_to_series: dict, add) -> None:
+    for_uid = _s(ds.get("FrameOfReferenceUID"))
+    rfors = _items(ds, "ReferencedFrameOfReferenceSequence")
+    if not rfors:
+        add(f"{name}: ReferencedFrameOfReferenceSequence missing or empty")
+    listed_fors = {_s(it.get("FrameOfReferenceUID")) for it in rfors}
+    if for_uid and rfors and for_uid not in listed_fors:
+        add(f"{name}: ReferencedFrameOfReferenceSequence does not name the structure set's FrameOfReferenceUID {_short(for_uid)}")
+    referenced_series: list[_Series] = []
+    for it in rfors:
+        f = _s(it.get("FrameOfReferenceUID"))
+        studies = _items(it, "RTReferencedStudySequence")
+        if not studies:
+            add(f"{name}: ReferencedFrameOfReferenceSequence item lacks RTReferencedStudySequence")
+        for st in studies:
+            study_uid = _s(st.get("ReferencedSOPInstanceUID"))
+            for se in _items(st, "RTReferencedSeriesSequence"):
+                suid = _s(se.get("SeriesInstanceUID"))
+                s = series.get(suid)
+                if s is None:
+                    if series:
+                        add(f"{name}: RTReferencedSeriesSequence names series {_short(suid)}, which is not among the image series")
+                    continue
+                referenced_series.append(s)
+                if s.frame_of_reference_uid != f:
+                    add(f"{name}: ReferencedFrameOfReferenceSequence frame of reference {_short(f)} is not that of the image series ({_short(s.frame_of_reference_uid)})")
+                if study_uid != s.study_uid:
+                    add(f"{name}: RTReferencedStudySequence names study {_short(study_uid)}, the image series is in {_short(s.study_uid)}")
+                cis = _items(se, "ContourImageSequence")
+                if not cis:
+                    add(f"{name}: RTReferencedSeriesSequence item lacks ContourImageSequence")
+                _check_image_refs(name, "ContourImageSequence (referenced series)", cis, s, sop_to_series, add)
+    if rfors and series and not referenced_series:
+        add(f"{name}: references no known image series")
+    for s in {id(s): s for s in referenced_series}.values():
+        if for_uid and s.frame_of_reference_uid != for_uid:
+            add(f"{name}: FrameOfReferenceUID differs from that of the image series")
+        if _s(ds.get("StudyInstanceUID")) != s.study_uid:
+            add(f"{name}: StudyInstanceUID differs from that of the image series")
+    for roi in _items(ds, "StructureSetROISequence"):
+        if _s(roi.get("ReferencedFrameOfReferenceUID")) not in listed_fors:
+            add(f"{name}: ROI {roi.get('ROINumber', '?')} ReferencedFrameOfReferenceUID is not in ReferencedFrameOfReferenceSequence")
+    target = referenced_series[0] if len({id(s) for s in referenced_series}) == 1 else None
+    contour_refs = [ci for rc in _items(ds, "ROIContourSequence") for c in _items(rc, "ContourSequence") for ci in _items(c, "ContourImageSequence")]
+    if series:
+        _check_image_refs(name, "ContourSequence ContourImageSequence", contour_refs, target, sop_to_series, add)
+    listed = {_s(ci.get("ReferencedSOPInstanceUID")) for se_s in rfors for st in _items(se_s, "RTReferencedStudySequence")
+              for se in _items(st, "RTReferencedSeriesSequence") for ci in _items(se, "ContourImageSequence")}  # fmt: skip
+    unlisted = sum(1 for ci in contour_refs if _s(ci.get("ReferencedSOPInstanceUID")) not in listed)
+    if unlisted:
+        add(f"{name}: {unlisted} contour image reference(s) not listed in ReferencedFrameOfReferenceSequence")
+
+
+def _check_rtplan(name: str, ds: Any, structs: dict, add) -> None:
+    refs = _items(ds, "ReferencedStructureSetSequence")
+    if len(refs) != 1:
+        add(f"{name}: ReferencedStructureSetSequence must have exactly one item, has {len(refs)}")
+        return
+    uid = _s(refs[0].get("ReferencedSOPInstanceUID"))
+    if _s(refs[0].get("ReferencedSOPClassUID")) != RT_STRUCTURE_SET_STORAGE:
+        add(f"{name}: ReferencedStructureSetSequence ReferencedSOPClassUID is not RT Structure Set Storage")
+    if uid not in structs:
+        add(f"{name}: ReferencedStructureSetSequence names {_short(uid)}, which is not the SOPInstanceUID of an RTSTRUCT in the folder")
+        return
+    rs_name, rs = structs[uid]
+    if _s(ds.get("FrameOfReferenceUID")) != _s(rs.get("FrameOfReferenceUID")):
+        add(f"{name}: FrameOfReferenceUID differs from that of {rs_name}")
+    if _s(ds.get("StudyInstanceUID")) != _s(rs.get("StudyInstanceUID")):
+        add(f"{name}: StudyInstanceUID differs from that of {rs_name}")
+    rois = {_s(r.get("ROINumber")) for r in _items(rs, "StructureSetROISequence")}
+    for d in _items(ds, "DoseReferenceSequence"):
+        if "ReferencedROINumber" in d and _s(d.ReferencedROINumber) not in rois:
+            add(f"{name}: DoseReferenceSequence item {d.get('DoseReferenceNumber', '?')} references ROI {d.ReferencedROINumber}, not in {rs_name}")
+
+
+def _check_rtdose(name: str, ds: Any, plans: dict, add) -> None:
+    refs = _items(ds, "ReferencedRTPlanSequence")
+    if len(refs) != 1:
+        add(f"{name}: ReferencedRTPlanSequence must have exactly one item, has {len(refs)}")
+        return
+    uid = _s(refs[0].get("ReferencedSOPInstanceUID"))
+    if _s(refs[0].get("ReferencedSOPClassUID")) != RT_PLAN_STORAGE:
+        add(f"{name}: ReferencedRTPlanSequence ReferencedSOPClassUID is not RT Plan Storage")
+    if uid not in plans:
+        add(f"{name}: ReferencedRTPlanSequence names {_short(uid)}, which is not the SOPInstanceUID of an RTPLAN in the folder")
+        return
+    plan_name, plan = plans[uid]
+    if _s(ds.get("FrameOfReferenceUID")) != _s(plan.get("FrameOfReferenceUID")):
+        add(f"{name}: FrameOfReferenceUID differs from that of {plan_name}")
+    if _s(ds.get("StudyInstanceUID")) != _s(plan.get("StudyInstanceUID")):
+        add(f"{name}: StudyInstanceUID differs from that of {plan_name}")
+    groups = {_s(fg.get("FractionGroupNumber")) for fg in _items(plan, "FractionGroupSequence")}
+    for fg in _items(refs[0], "ReferencedFractionGroupSequence"):
+        if _s(fg.get("ReferencedFractionGroupNumber")) not in groups:
+            add(f"{name}: ReferencedFractionGroupNumber {fg.get('ReferencedFractionGroupNumber')} is not a fraction group of {plan_name}")
+
+
+def _check_registration(name: str, ds: Any, series: dict, sop_to_series: dict, add, *, deformable: bool) -> None:
+    own_for = _s(ds.get("FrameOfReferenceUID"))
+    registered: list[_Series] = []
+    if deformable:
+        items = _items(ds, "DeformableRegistrationSequence")
+        key, what = "SourceFrameOfReferenceUID", "DeformableRegistrationSequence"
+    else:
+        items = _items(ds, "RegistrationSequence")
+        key, what = "FrameOfReferenceUID", "RegistrationSequence"
+    if not items:
+        add(f"{name}: {what} missing or empty")
+    for n, it in enumerate(items, start=1):
+        f = _s(it.get(key))
+        refs = _items(it, "ReferencedImageSequence")
+        if not refs:
+            add(f"{name}: {what} item {n} lacks ReferencedImageSequence")
+            continue
+        owners = {id(sop_to_series[u]): sop_to_series[u] for u in (_s(r.get("ReferencedSOPInstanceUID")) for r in refs) if u in sop_to_series}
+        if series:
+            if len(owners) > 1:
+                add(f"{name}: {what} item {n} references instances of {len(owners)} image series")
+            owner = next(iter(owners.values())) if len(owners) == 1 else None
+            _check_image_refs(name, f"{what} item {n} ReferencedImageSequence", refs, owner, sop_to_series, add)
+            if owner is not None:
+                registered.append(owner)
+                if owner.frame_of_reference_uid != f:
+                    add(f"{name}: {what} item {n} {key} {_short(f)} is not that of the referenced image series ({_short(owner.frame_of_reference_uid)})")
+    # Common Instance Reference module: the series and instances named exist
+    cir_series = []
+    for se in _items(ds, "ReferencedSeriesSequence"):
+        cir_series.append((se, _s(ds.get("StudyInstanceUID"))))
+    for st in _items(ds, "StudiesContainingOtherReferencedInstancesSequence"):
+        for se in _items(st, "ReferencedSeriesSequence"):
+            cir_series.append((se, _s(st.get("StudyInstanceUID"))))
+    cir_named: list[_Series] = []
+    for se, study in cir_series:
+        s = series.get(_s(se.get("SeriesInstanceUID")))
+        if s is None:
+            if series:
+                add(f"{name}: Common Instance Reference names series {_short(se.get('SeriesInstanceUID'))}, which is not among the image series")
+            continue
+        cir_named.append(s)
+        if study != s.study_uid:
+            add(f"{name}: Common Instance Reference puts series {_short(s.series_uid)} in the wrong study")
+        _check_image_refs(name, "Common Instance Reference", _items(se, "ReferencedInstanceSequence"), s, sop_to_series, add)
+    if series:
+        named = {id(s): s for s in registered + cir_named}
+        if len(named) < 2:
+            add(f"{name}: registers {len(named)} image series; a registration needs the two series it links")
+        missing = [s for s in registered if id(s) not in {id(c) for c in cir_named}]
+        if missing:
+            add(f"{name}: Common Instance Reference does not list {len(missing)} registered image series")
+        if own_for and not any(s.frame_of_reference_uid == own_for for s in named.values()):
+            add(f"{name}: FrameOfReferenceUID {_short(own_for)} is not that of either registered image series")
+        study = _s(ds.get("StudyInstanceUID"))
+        if named and not any(s.study_uid == study for s in named.values()):
+            add(f"{name}: StudyInstanceUID is not that of either registered image series")

@@ -345,6 +345,9 @@ def influence_matrix(
                 oamp, osig = kernel_terms(kernel, opts)
                 res["outside"] = 8.0 * sc * float(fluence_dose(oamp, osig, opts.u, opts.v, lay.x_edges, lay.y_edges, lay.mask).sum(dtype=np.float64))
         res.setdefault("outside", 0.0)
+        c1 = time.thread_time()
+        res["mat"] = _assemble_csr(res.pop("rows"), res.pop("cols"), res.pop("vals"), (n_vox, nb))
+        res["cpu_csr"] = time.thread_time() - c1
         res.update(nb=nb, ix=ix, iy=iy, sc=sc, n_reach=ridx.size, n_near=n_near, time=time.perf_counter() - t0, trace=t_trace,
                    cpu=time.thread_time() - c0, cpu_trace=c_trace, cpu_near=c_near, cpu_far=c_far, nnz_near=nnz_near, nnz_far=nnz_far)
         if progress:
@@ -363,11 +366,9 @@ def influence_matrix(
             results = [one_beam(k, bm) for k, bm in enumerate(beams)]
     tot = dict.fromkeys(("full", "kept", "stored", "dropped", "outside", "test_full", "test_err"), 0.0)
     col0 = 0
-    rows_all, cols_all, vals_all = [], [], []
+    mats = []
     for k, res in enumerate(results):
-        rows_all.extend(res["rows"])
-        cols_all.extend([c + col0 for c in res["cols"]])
-        vals_all.extend(res["vals"])
+        mats.append(res.pop("mat"))
         for key in tot:
             tot[key] += res[key]
         beam_index.append(np.full(res["nb"], k, np.int32))
@@ -377,14 +378,15 @@ def influence_matrix(
         col0 += res["nb"]
         timings[f"beam{k}_s"] = res["time"]
         timings[f"beam{k}_trace_s"] = res["trace"]
-        for key in ("cpu", "cpu_trace", "cpu_near", "cpu_far"):
+        for key in ("cpu", "cpu_trace", "cpu_near", "cpu_far", "cpu_csr"):
             timings[f"beam{k}_{key}_s"] = res[key]
         for key in ("n_reach", "n_near", "nnz_near", "nnz_far"):
             timings[f"beam{k}_{key}"] = res[key]
     del results
     t0 = time.perf_counter()
-    mat = _assemble_csr(rows_all, cols_all, vals_all, (n_vox, col0))
-    del rows_all, cols_all, vals_all
+    # per-beam CSRs (built in the workers) side by side: columns are grouped by beam
+    mat = _hstack_csr(mats)
+    del mats
     timings["assemble_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - t_start
     total = tot["full"] + tot["outside"]
@@ -417,22 +419,56 @@ def influence_matrix(
     )
 
 
+def _hstack_csr(mats: list) -> sp.csr_matrix:
+    """Side-by-side concatenation of CSR blocks with sorted indices (vectorised scatter;
+    SciPy's ``hstack`` copies row by row and is several times slower here)."""
+    if len(mats) == 1:
+        return mats[0]
+    n_rows = mats[0].shape[0]
+    counts = [np.diff(m.indptr).astype(np.int64) for m in mats]
+    nnz = int(sum(m.nnz for m in mats))
+    n_cols = int(sum(m.shape[1] for m in mats))
+    idx_dtype = np.int32 if nnz < 2**31 and n_cols < 2**31 else np.int64
+    indptr = np.zeros(n_rows + 1, np.int64)
+    np.cumsum(np.sum(counts, axis=0), out=indptr[1:])
+    data = np.empty(nnz, np.float32)
+    indices = np.empty(nnz, idx_dtype)
+    start = indptr[:-1].copy()  # where the next block's entries of each row go
+    col0 = 0
+    for m, cnt in zip(mats, counts):
+        shift = start - m.indptr[:-1]
+        dest = np.repeat(shift, cnt)
+        dest += np.arange(m.nnz, dtype=np.int64)
+        data[dest] = m.data
+        indices[dest] = m.indices + col0
+        start += cnt
+        col0 += m.shape[1]
+        del dest
+    mat = sp.csr_matrix((data, indices, indptr.astype(idx_dtype)), shape=(n_rows, n_cols))
+    mat.has_sorted_indices = True  # each block is sorted and the column offsets increase
+    return mat
+
+
 def _assemble_csr(rows: list, cols: list, vals: list, shape: tuple[int, int]) -> sp.csr_matrix:
-    """CSR from per-chunk COO pieces without duplicates (counting sort by row)."""
+    """Canonical CSR (sorted indices, no duplicates) from per-chunk COO pieces without duplicates.
+
+    The pieces come in ascending-row runs, so a stable (Timsort) sort by row is cheap;
+    the columns inside each row are then sorted by SciPy.
+    """
     n_rows, n_cols = shape
     if not rows:
         return sp.csr_matrix(shape, dtype=np.float32)
     r = np.concatenate(rows)
     counts = np.bincount(r, minlength=n_rows)
-    indptr = np.zeros(n_rows + 1, np.int64)
+    idx_dtype = np.int32 if r.size < 2**31 and n_cols < 2**31 else np.int64
+    indptr = np.zeros(n_rows + 1, idx_dtype)
     np.cumsum(counts, out=indptr[1:])
     order = np.argsort(r, kind="stable")
     del r
-    idx_dtype = np.int32 if indptr[-1] < 2**31 else np.int64
     indices = np.concatenate(cols)[order].astype(idx_dtype, copy=False)
     data = np.concatenate(vals)[order]
     del order
-    mat = sp.csr_matrix((data, indices, indptr.astype(idx_dtype)), shape=shape)
+    mat = sp.csr_matrix((data, indices, indptr), shape=shape)
     mat.has_sorted_indices = False
     mat.sort_indices()
     return mat

@@ -16,6 +16,14 @@ fraction is simulated (sampled anatomy of the day; rectal gas forced on in the
 * the synthetic CT's mean absolute HU error inside the body (vs the raw CBCT);
 * times (rigid, deformable) and the process's peak resident memory.
 
+Scenarios: ``all`` (default CBCT artefacts), ``none``, each artefact alone
+(``shading``, ``offset``, ``noise``, ``truncation``, ``gas`` = rectal gas with
+streaks), on the sampled anatomy of fraction 1; ``large``: a hard day (bladder
++40 %, rectal filling with gas, prostate shift (0.5, 3, -2) mm and 3 degree
+tilt, all artefacts) and ``large_guided``: the same with the true daily
+bladder, rectum and prostate masks as guide structures (perfect AI contours:
+an upper bound of the guided mode).
+
 Targets (issue 6): TRE mean <= 1.5 mm, p95 <= 3 mm, max <= 5 mm; Dice
 prostate >= 0.87, bladder >= 0.90, rectum >= 0.85; MSD <= 1.5 mm; no folding;
 deformable <= 30 s at 3 mm on 2 cores. The machine is shared, so times are
@@ -37,7 +45,9 @@ from pathlib import Path
 
 import numpy as np
 
-SCENARIOS = ("all", "none", "shading", "offset", "noise", "truncation", "gas")
+SCENARIOS = ("all", "none", "shading", "offset", "noise", "truncation", "gas", "large", "large_guided")
+# a hard day: bladder +40 %, rectal filling with gas, prostate shift and tilt (all artefacts on)
+LARGE = dict(bladder_filling=0.4, rectal_gas=True, rectal_filling=0.15, prostate_shift_mm=(0.5, 3.0, -2.0), prostate_rotation_deg=3.0)
 ORGANS = ("Prostate", "Bladder", "Rectum", "SeminalVesicles", "CTV")
 TARGETS = {"tre_mean": 1.5, "tre_p95": 3.0, "tre_max": 5.0, "dice": {"Prostate": 0.87, "Bladder": 0.90, "Rectum": 0.85}, "msd": 1.5, "time_s": 30.0}
 
@@ -45,7 +55,7 @@ TARGETS = {"tre_mean": 1.5, "tre_p95": 3.0, "tre_max": 5.0, "dice": {"Prostate":
 def _artefacts(name):
     from art_phantoms import CbctArtefacts
 
-    if name == "all":
+    if name in ("all", "large", "large_guided"):
         return CbctArtefacts()
     if name == "none":
         return CbctArtefacts.none()
@@ -67,13 +77,19 @@ def run_one(seed: int, scenario: str, spacing: float) -> dict:
 
     case = make_pelvis(seed=seed, spacing=(spacing,) * 3)
     kw = {"rectal_gas": True} if scenario == "gas" else {}
+    if scenario.startswith("large"):
+        kw = dict(LARGE)
     day = make_fraction(case, fraction=1, artefacts=_artefacts(scenario), **kw)
     truth = day.truth
     t = time.perf_counter()
     rigid = register_rigid(case.ct, day.cbct, ct_body=case.structures["BODY"].volume)
     t_rigid = time.perf_counter() - t
     t = time.perf_counter()
-    res = register_deformable(case.ct, day.cbct, rigid=rigid, ct_body=case.structures["BODY"].volume)
+    guides = None
+    if scenario == "large_guided":
+        # perfect "AI" contours (the true daily masks) of bladder, rectum and prostate: an upper bound of the guided mode
+        guides = {n: (case.structures[n].volume, truth.structures[n].volume) for n in ("Bladder", "Rectum", "Prostate")}
+    res = register_deformable(case.ct, day.cbct, rigid=rigid, ct_body=case.structures["BODY"].volume, guide_structures=guides)
     t_def = time.perf_counter() - t
 
     fov = field_of_view(day.cbct)

@@ -107,3 +107,25 @@ def test_guide_structures_pull_the_organ_onto_its_ai_contour(reg_case, deformed_
     d_guided = contour_metrics(propagate_structures(reg_case.structures, guided)["Bladder"].mask, truth.structures["Bladder"].mask, sp)
     assert d_guided["dice"] > d_plain["dice"]
     assert guided.quality["folded_voxels_cbct"] == 0
+
+
+def test_save_writes_documented_format(tmp_path, deformed_reg):
+    import json
+
+    rigid, res = deformed_reg
+    res.save(tmp_path / "reg")
+    doc = json.loads((tmp_path / "reg" / "registration.json").read_text())
+    assert doc["format"] == "art.registration/1"
+    np.testing.assert_allclose(doc["rigid"]["matrix_4x4"], rigid.matrix_4x4)
+    with np.load(tmp_path / "reg" / "fields.npz") as f:
+        np.testing.assert_array_equal(f["cbct_to_ct"], res.cbct_to_ct)
+        assert f["ct_to_cbct"].shape == res.ct_grid.shape + (3,)
+
+
+def test_import_stays_light():
+    import subprocess
+    import sys
+
+    code = "import sys, art.registration; print('SimpleITK' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

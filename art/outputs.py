@@ -66,17 +66,29 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _signals_deferred() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back (delivered on exit) while the result folders are swapped."""
-    mask = {signal.SIGINT, signal.SIGTERM}
+    """Hold SIGINT and SIGTERM back while the result folders are swapped; deliver them afterwards.
+
+    Python runs signal handlers in the main thread only, so replacing the handlers
+    (rather than masking the signal in one thread) covers signals delivered to any thread.
+    """
+    pending: list[int] = []
+
+    def record(signum, frame):  # pragma: no cover - exercised by the interruption test
+        pending.append(signum)
+
     try:
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, mask)
-    except (AttributeError, OSError, ValueError):  # no POSIX signal masks (Windows)
+        previous = {s: signal.signal(s, record) for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: no Python handler can interrupt this thread
         yield
         return
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for s, handler in previous.items():
+            if handler is not None:
+                signal.signal(s, handler)
+        for s in dict.fromkeys(pending):
+            signal.raise_signal(s)
 
 
 @contextlib.contextmanager

@@ -249,7 +249,13 @@ def make_plan(
         optimization=opt,
         sequencing=seq,
         isocenter_lps=iso,
-        parameters={"dose_grid_mm": protocol.dose_grid_mm, "bixel_mm": protocol.beams.bixel_mm, "machine": machine.name},
+        parameters={
+            "dose_grid_mm": protocol.dose_grid_mm,
+            "bixel_mm": protocol.beams.bixel_mm,
+            "machine": machine.name,
+            "optimizer": {"method": getattr(opt, "method", None), "seed": int(opts.get("seed", 0)), "warm_start": warm_start is not None},
+            "sequencing": dict(sequencing_options or {}, method=(sequencing_options or {}).get("method", "sweep")),
+        },
     )
 
 

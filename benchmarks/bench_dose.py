@@ -7,8 +7,13 @@ agreement of D @ w with the full (untruncated) pencil-beam dose in the PTV.
 ``dropped_fraction`` is measured against the untruncated dose of the same kernel at
 the same voxels (unit weights); ``modulated_test_error`` is Σ|stored − exact| / Σ exact
 for a random per-beamlet fluence (uniform 0.3–1.7), the worst case for the block
-accounting (see art/dose/entries.py). Timings are wall-clock on a shared machine:
-``load_avg_1min`` says how busy it was.
+accounting (see art/dose/entries.py). ``build_s`` is wall-clock on a possibly shared
+machine (``load_avg_1min`` at the start and end says how busy it was);
+``build_cpu_s`` is the CPU time of the process during the build (all threads), which
+the other processes' load hardly changes: on an otherwise idle 2-core machine the
+wall time is about ``setup CPU + (Σ per-beam CPU) / 2 + assembly CPU``, reported as
+``build_s_idle_2core_estimate``. ``cpu_s_by_phase`` sums the per-beam thread CPU
+times (ray tracing, near-voxel entries, far-voxel entries, per-beam CSR).
 
 Run: ``.venv/bin/python benchmarks/bench_dose.py [--seed 0] [--no-check]``.
 Falls back to a synthetic elliptical pelvis-like phantom when ``art_phantoms``
@@ -66,9 +71,18 @@ def main() -> None:
     t_fit = time.perf_counter() - t
     iso = ss["PTV"].centroid_lps()
     beams = [Beam(f"G{g:03d}", float(g), isocenter_lps=iso) for g in (0, 51, 103, 154, 206, 257, 309)]
+    load0 = os.getloadavg()[0]
     t = time.perf_counter()
+    c = time.process_time()
     im = influence_matrix(ct, ss, beams, machine, dose_grid_mm=3.0, bixel_mm=5.0, progress=True)
     t_build = time.perf_counter() - t
+    c_build = time.process_time() - c
+    load1 = os.getloadavg()[0]
+    st = im.stats
+    phases = {p: round(sum(v for k, v in st.items() if k.startswith("beam") and k.endswith(f"_{p}_s")), 2) for p in ("cpu_trace", "cpu_near", "cpu_far", "cpu_csr")}
+    beam_cpus = [v for k, v in st.items() if k.startswith("beam") and k.endswith("_cpu_s") and k.count("_") == 2]
+    # two worker threads share the beams: the critical path is at least half the beams' CPU
+    idle_est = st["setup_cpu_s"] + max(sum(beam_cpus) / 2, max(beam_cpus)) + st["assemble_cpu_s"]
     w = np.ones(im.n_beamlets, np.float32)
     im.matrix @ w
     t = time.perf_counter()
@@ -95,6 +109,9 @@ def main() -> None:
         "matrix_mb": round((im.matrix.data.nbytes + im.matrix.indices.nbytes + im.matrix.indptr.nbytes) / 2**20, 1),
         "kernel_fit_s": round(t_fit, 2),
         "build_s": round(t_build, 2),
+        "build_cpu_s": round(c_build, 2),
+        "cpu_s_by_phase": phases,
+        "build_s_idle_2core_estimate": round(idle_est, 1),
         "d_times_w_s": round(t_dw, 4),
         "dT_times_y_s": round(t_dty, 4),
         "dropped_fraction": round(im.dropped_fraction, 5),
@@ -103,9 +120,11 @@ def main() -> None:
         "modulated_test_error": round(im.stats["modulated_error"], 4),
         "trace_s_per_beam": round(float(np.mean([v for k, v in im.stats.items() if k.endswith("_trace_s")])), 2),
         "assemble_s": round(im.stats["assemble_s"], 2),
+        "setup_cpu_s": round(st["setup_cpu_s"], 2),
+        "assemble_cpu_s": round(st["assemble_cpu_s"], 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "cpu_count": os.cpu_count(),
-        "load_avg_1min": round(os.getloadavg()[0], 2),
+        "load_avg_1min": [round(load0, 2), round(load1, 2)],
         "python": platform.python_version(),
     }
     if not args.no_check:

@@ -58,7 +58,11 @@ class InfluenceMatrix:
         weights, summed over the voxels and beams (block masses below the floor and,
         with a cut-off, dose outside the lateral reach).
     stats : dict
-        Timings (s) and counts.
+        Timings and counts: wall seconds (``setup_s``, ``beam<k>_s``, ``assemble_s``,
+        ``total_s``), CPU seconds of the thread doing the work (``setup_cpu_s``,
+        ``beam<k>_cpu_s`` split into ``_cpu_trace_s``, ``_cpu_near_s``, ``_cpu_far_s``,
+        ``_cpu_csr_s``; ``assemble_cpu_s``), voxels reached / near per beam,
+        ``nnz`` (and per beam ``_nnz_near``, ``_nnz_far``), dose-accounting fractions.
     """
 
     matrix: sp.csr_matrix
@@ -240,6 +244,7 @@ def influence_matrix(
         dose of the same kernel at the same voxels).
     """
     t_start = time.perf_counter()
+    c_start = time.thread_time()
     if machine is None:
         machine = load_machine()
     if not beams:
@@ -261,7 +266,7 @@ def influence_matrix(
     tgt_pts, tgt_half_diag = _target_points(structures, target)
     n_vox = setup.voxel_indices.size
     beam_index, bx, by, sc_list = [], [], [], []
-    timings = {"setup_s": time.perf_counter() - t_start}
+    timings = {"setup_s": time.perf_counter() - t_start, "setup_cpu_s": time.thread_time() - c_start}
     from scipy.special import erf
 
     wk, sk = kernel.at(kernel.depths_mm)
@@ -384,10 +389,12 @@ def influence_matrix(
             timings[f"beam{k}_{key}"] = res[key]
     del results
     t0 = time.perf_counter()
+    c0 = time.thread_time()
     # per-beam CSRs (built in the workers) side by side: columns are grouped by beam
     mat = _hstack_csr(mats)
     del mats
     timings["assemble_s"] = time.perf_counter() - t0
+    timings["assemble_cpu_s"] = time.thread_time() - c0
     timings["total_s"] = time.perf_counter() - t_start
     total = tot["full"] + tot["outside"]
 

@@ -222,20 +222,21 @@ def far_entries(amp, sig, u, v, layout: BlockLayout, nearest, *, floor: float, r
     ey = xp.asarray(layout.y_edges)
     mask = xp.asarray(layout.mask)
     comps = range(1, int(amp.shape[1])) if components is None else components
-    s = xp.zeros(n, dtype=xp.float32)
-    wmap = None
+    ny, nx = layout.mask.shape
+    # unit fluence and (optionally) the test fluence side by side: one product per component
+    maps = mask
     if test_weights is not None:
-        wmap = xp.zeros(layout.mask.shape, dtype=xp.float32)
+        wmap = xp.zeros((ny, nx), dtype=xp.float32)
         wmap[xp.asarray(layout.col_y), xp.asarray(layout.col_x)] = xp.asarray(test_weights, dtype=xp.float32)
-        exact = xp.zeros(n, dtype=xp.float32)
+        maps = xp.concatenate([mask, wmap], axis=1)
+    acc = xp.zeros((n, maps.shape[1] // nx), dtype=xp.float32)
     for c in comps:
         gx = gaussian_bin_integrals(u, sig[:, c], ex, xp=xp).astype(xp.float32) * amp[:, c : c + 1]
         gy = gaussian_bin_integrals(v, sig[:, c], ey, xp=xp).astype(xp.float32)
-        s += xp.sum((gy @ mask) * gx, axis=1)
-        if wmap is not None:
-            exact += xp.sum((gy @ wmap) * gx, axis=1)
+        acc += xp.sum((gy @ maps).reshape(n, -1, nx) * gx[:, None, :], axis=2)
+    s = acc[:, 0]
+    exact = acc[:, 1] if test_weights is not None else None
     s = xp.maximum(s, 0.0)
-    ny, nx = layout.mask.shape
     cx = xp.clip(xp.floor((u - ex[0]) / (ex[1] - ex[0])), 0, nx - 1).astype(xp.int64)
     cy = xp.clip(xp.floor((v - ey[0]) / (ey[1] - ey[0])), 0, ny - 1).astype(xp.int64)
     col = xp.asarray(nearest)[cy, cx]
@@ -247,7 +248,7 @@ def far_entries(amp, sig, u, v, layout: BlockLayout, nearest, *, floor: float, r
     stored = float(xp.sum(vals, dtype=xp.float64))
     dropped = full - stored
     test_full = test_err = 0.0
-    if wmap is not None:
+    if exact is not None:
         got = xp.zeros(n, dtype=xp.float64)
         got[r] = (vals * xp.asarray(test_weights, dtype=xp.float32)[cc]).astype(xp.float64)
         test_full = float(xp.sum(exact, dtype=xp.float64))

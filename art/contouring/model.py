@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -204,7 +205,9 @@ def load_model(path: str | Path | None = None, *, device: str | None = None) -> 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        module = torch.jit.load(str(p), map_location=device)
+        with warnings.catch_warnings():  # torch >= 2.10 deprecates TorchScript; it is still the plug-in format
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = torch.jit.load(str(p), map_location=device)
     except Exception as exc:  # torch raises RuntimeError / ValueError / zipfile errors
         raise InputError(f"contour model cannot be loaded as TorchScript (corrupted or not a TorchScript file): {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", path=p) from exc
     module.eval()

@@ -25,7 +25,7 @@ from art.errors import InputError
 
 from .labels import CLASSES
 
-__all__ = ["train", "DEFAULT_NORMALISATION", "DEFAULT_VAL_SEEDS", "CHANNELS"]
+__all__ = ["train", "export_model", "DEFAULT_NORMALISATION", "DEFAULT_VAL_SEEDS", "CHANNELS"]
 
 DEFAULT_NORMALISATION = {"type": "body_mean", "scale_hu": 200.0, "clip": [-6.0, 6.0], "body_threshold_hu": -500.0, "window_hu": [-200.0, 200.0]}
 #: Held-out validation patients (never used for training).
@@ -75,8 +75,8 @@ def train(
     out_dir,
     *,
     seeds=range(100, 160),
-    epochs: int = 20,
-    patch=(48, 64, 80),
+    epochs: int = 8,
+    patch=(32, 64, 80),
     spacing_mm=(4.0, 4.0, 4.0),
     seed: int = 0,
     progress: bool = True,
@@ -209,8 +209,10 @@ def train(
                 loss.backward()
                 opt.step()
                 sched.step()
-                losses.append(float(loss))
+                losses.append(float(loss.detach()))
                 prog.update(task, advance=1, info=f"epoch {ep + 1}/{epochs} loss {np.mean(losses[-20:]):.3f}")
+                if not progress and (b + 1) % 25 == 0:
+                    print(f"epoch {ep + 1} step {b + 1}/{steps_per_epoch} loss {np.mean(losses[-25:]):.3f} ({time.time() - t_start:.0f} s)", file=sys.stderr, flush=True)
             net.eval()
             dices = []
             for img, lab in val:
@@ -222,29 +224,29 @@ def train(
             prog.console.print(line) if progress else print(line, file=sys.stderr, flush=True)
             torch.save(net.state_dict(), out_dir / f"{name}.checkpoint.pth")
 
-    net = net.cpu().eval()
-    scripted = torch.jit.script(net)
-    pt = out_dir / f"{name}.pt"
-    tmp = out_dir / f"{name}.pt.tmp"
-    scripted.save(str(tmp))
-    tmp.replace(pt)
     (out_dir / f"{name}.checkpoint.pth").unlink(missing_ok=True)
-    from art.provenance import sha256_file
+    card = export_model(net.cpu().eval(), out_dir, name=name, card=_card(seeds, val_seeds, cases, epochs, batch_size, lr, seed, device, command, patch, spacing_mm, norm, history, t_start))
+    return card
 
-    card = {
+
+def _card(seeds, val_seeds, cases, epochs, batch_size, lr, seed, device, command, patch, spacing_mm, norm, history, t_start) -> dict:
+    import torch
+
+    return {
         "format": CARD_FORMAT,
         "classes": list(CLASSES),
-        "spacing_mm": spacing_mm,
-        "normalisation": norm,
-        "patch": patch,
+        "spacing_mm": list(spacing_mm),
+        "normalisation": dict(norm),
+        "patch": list(patch),
         "divisor": 8,
-        "architecture": {"name": "UNet3D", "channels": list(CHANNELS), "norm": "instance", "parameters": int(sum(p.numel() for p in net.parameters()))},
+        "architecture": {"name": "UNet3D", "channels": list(CHANNELS), "norm": "instance"},
         "training": {
-            "train_seeds": seeds,
+            "train_seeds": list(seeds),
             "fractions": "1 and 2 at the network voxel size; 3 for every other seed at the planning CT voxel size (3, 2, 2) mm, resampled",
-            "n_cases": len(cases),
-            "val_seeds": val_seeds,
+            "n_cases": cases if isinstance(cases, int) else len(cases),
+            "val_seeds": list(val_seeds),
             "epochs": epochs,
+            "epochs_completed": len(history),
             "batch_size": batch_size,
             "lr": lr,
             "loss": "cross-entropy + soft Dice (classes 1..)",
@@ -259,7 +261,46 @@ def train(
         "validation_dice": history[-1]["val_dice"] if history else {},
         "validation_note": "Dice on the network grid, held-out seeds, fraction 1, one pass (no test-time augmentation, no post-processing)",
         "history": history,
-        "weights_sha256": sha256_file(pt),
     }
+
+
+def export_model(net, out_dir, *, name: str = "contour_unet", card: dict) -> dict:
+    """Write a trained :class:`UNet3D` as TorchScript ``<name>.pt`` plus its card ``<name>.json``.
+
+    Parameters
+    ----------
+    net : UNet3D
+        The trained network (moved to the CPU, eval mode).
+    out_dir : path
+        Output folder.
+    name : str, keyword-only
+        File stem.
+    card : dict
+        The model card (classes, spacing_mm, normalisation, patch, ...);
+        ``weights_sha256`` and the parameter count are added.
+
+    Returns
+    -------
+    dict
+        The card as written.
+    """
+    import warnings
+
+    import torch
+
+    from art.provenance import sha256_file
+
+    out_dir = Path(out_dir)
+    net = net.cpu().eval()
+    with warnings.catch_warnings():  # TorchScript is deprecated in torch >= 2.10 but is the model format here
+        warnings.simplefilter("ignore", DeprecationWarning)
+        scripted = torch.jit.script(net)
+        pt = out_dir / f"{name}.pt"
+        tmp = out_dir / f"{name}.pt.tmp"
+        scripted.save(str(tmp))
+    tmp.replace(pt)
+    card = dict(card)
+    card.setdefault("architecture", {})["parameters"] = int(sum(p.numel() for p in net.parameters()))
+    card["weights_sha256"] = sha256_file(pt)
     (out_dir / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     return card

@@ -16,7 +16,7 @@ NAME = "train-contours"
 def command(
     out: Out,
     cases: Annotated[int, typer.Option("--cases", min=1, max=2000, help="Number of training patients (seeds 100, 101, ...; 2-3 daily CBCTs each).")] = 60,
-    epochs: Annotated[int, typer.Option("--epochs", min=1, max=1000, help="Passes over the training CBCTs.")] = 12,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, max=1000, help="Passes over the training CBCTs.")] = 8,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the weights, patches and augmentation.")] = 0,
 ) -> None:
     """Train the organ segmentation network on digital patients: contour_unet.pt (TorchScript) and contour_unet.json (model card)."""

@@ -115,3 +115,18 @@ def test_bad_card_names_file_and_field(tmp_path, text, field):
     with pytest.raises(InputError) as e:
         read_card(p)
     assert str(p) in str(e.value) and field in str(e.value)
+
+
+def test_label_map_organs_over_body_on_a_coarser_grid():
+    from art.contouring.dataset import label_map
+    from art.contouring.labels import CLASSES
+
+    ss = _pelvis_like()
+    fine = ss.grid
+    coarse = Grid(shape=(20, 30, 40), spacing=(8.0, 8.0, 8.0), origin=tuple(np.asarray(fine.origin) + 2.0))
+    lab = label_map(ss, coarse)
+    assert lab.dtype == np.uint8 and lab.shape == coarse.shape
+    for i, name in enumerate(CLASSES[2:], start=2):
+        vol_cc = np.count_nonzero(lab == i) * coarse.voxel_volume_cc
+        assert vol_cc == pytest.approx(ss[name].volume_cc, rel=0.35), name
+    assert (lab == 0).sum() > 0 and (lab == 1).sum() > 0

@@ -163,7 +163,7 @@ def adapt(
     from art.evaluate import evaluate_goals
     from art.evaluate.gamma import gamma_index
     from art.registration import propagate_structures, register_deformable, register_rigid, synthetic_ct
-    from art.workflow import make_plan
+    from art.workflow import EVALUATION_MODE, make_plan
 
     stages = stages if stages is not None else Stages(show=False)
     machine = machine if machine is not None else load_machine()
@@ -216,7 +216,7 @@ def adapt(
         scheduled = _shift_plan(reference.plan, iso_today)
         scheduled.fractions = int(protocol.prescription.fractions)
         scheduled_dose = plan_dose(sct, scheduled, machine, dose_grid_mm=protocol.dose_grid_mm, structures=daily)
-        scheduled_goals = evaluate_goals(scheduled_dose, daily, protocol)
+        scheduled_goals = evaluate_goals(scheduled_dose, daily, protocol, mode=EVALUATION_MODE)
 
     adapted = make_plan(
         sct,
@@ -226,6 +226,7 @@ def adapt(
         isocenter_lps=iso_today,
         stages=stages.child("adapted: "),
         optimizer_options=optimizer_options,
+        warm_start=scheduled,
     )
 
     with stages.stage("independent check"):

@@ -100,6 +100,11 @@ def beams_from_protocol(protocol: Any, structures: StructureSet, *, isocenter_lp
     ]
 
 
+#: How goals are evaluated everywhere in the workflow: on the dose grid, each dose voxel weighted
+#: by the fraction of it inside the structure (:func:`art.evaluate.dvh.occupancy`) — the same
+#: voxels and weights the optimiser sees, so its goal values and the reported ones agree.
+EVALUATION_MODE = "occupancy"
+
 #: Structures named by the protocol must be at least this large (cc) to be evaluated reliably.
 MIN_STRUCTURE_CC = 0.1
 
@@ -143,6 +148,29 @@ def map_weights(reference: Any, weights: np.ndarray, influence: Any) -> np.ndarr
     return out
 
 
+def weights_from_segments(plan: Plan, influence: Any, machine: Any) -> np.ndarray:
+    """Beamlet weights (per fraction) equivalent to a plan's MLC segments on a matrix's beamlets.
+
+    Beams are matched by order and must have the same gantry angles; each beam's segments
+    are turned into a fluence on its bixel grid (:func:`art.delivery.segments_to_fluence`).
+    """
+    from art.delivery import segments_to_fluence
+
+    if len(plan.beams) != len(influence.beams):
+        raise InputError(f"warm start: the plan has {len(plan.beams)} beams, today's matrix {len(influence.beams)}")
+    w = np.zeros(influence.n_beamlets, dtype=np.float64)
+    b = influence.bixel_mm
+    for k, (beam, (m, grid)) in enumerate(zip(plan.beams, influence.fluence_maps(w))):
+        if abs((beam.gantry_deg - influence.beams[k].gantry_deg + 180.0) % 360.0 - 180.0) > 0.5:
+            raise InputError(f"warm start: beam {beam.name!r} gantry {beam.gantry_deg} differs from today's beam {k + 1}")
+        flu = segments_to_fluence(beam.segments, grid, machine)
+        cols = influence.columns(k)
+        ix = np.round(influence.bev_x_mm[cols] / b - 0.5).astype(int)
+        iy = np.round(influence.bev_y_mm[cols] / b - 0.5).astype(int)
+        w[cols] = flu[iy - iy.min(), ix - ix.min()]
+    return w
+
+
 def make_plan(
     ct: Volume,
     structures: StructureSet,
@@ -169,8 +197,10 @@ def make_plan(
         Default :func:`art.dose.load_machine` ().
     isocenter_lps : (3,) floats, optional, keyword-only
         Overrides the protocol's isocentre (the adapted plan keeps the reference one).
-    warm_start : PlanResult, optional, keyword-only
-        A previous result with the same beams: its weights start the optimiser.
+    warm_start : PlanResult or Plan, optional, keyword-only
+        A previous result with the same beams (its weights start the optimiser), or a plan
+        with MLC segments (e.g. the reference RT Plan): its segments' fluence on today's
+        beamlets starts the optimiser.
     stages : Stages, optional, keyword-only
         Timing/progress tracker (default: a silent one).
 
@@ -207,12 +237,25 @@ def make_plan(
 
     with stages.stage("optimisation"):
         names = sorted(set(protocol.structure_names) | {rx.target})
-        svs = build_structure_voxels(im, structures, names=names)
+        svs = build_structure_voxels(im, structures, names=names, fractional=True)
         opts = dict(_optimizer_extras(im, structures, rx.target), fractions=fractions)
         opts.update(optimizer_options or {})
-        if warm_start is not None:
+        if isinstance(warm_start, PlanResult):
             opts["warm_start"] = map_weights(warm_start.influence, warm_start.weights, im)
+        elif isinstance(warm_start, Plan):
+            opts["warm_start"] = weights_from_segments(warm_start, im, machine)
+        elif warm_start is not None:
+            raise InputError(f"warm_start must be a PlanResult or a Plan, got {type(warm_start).__name__}")
         opt = optimize_fluence(im.matrix, svs, list(protocol.goals), rx, **opts)
+        fallback = False
+        if "warm_start" in opts and not opt.priority1_met:
+            # a warm start that ends short of a priority-1 goal (e.g. today's anatomy is far from
+            # the reference): solve again from scratch and keep the better plan by priority
+            stages.note("warm start missed a priority-1 goal: optimising again from a cold start")
+            cold_opts = {k: v for k, v in opts.items() if k != "warm_start"}
+            cold = optimize_fluence(im.matrix, svs, list(protocol.goals), rx, **cold_opts)
+            if _priority_key(cold.goals) > _priority_key(opt.goals):
+                opt, fallback = cold, True
         weights = np.asarray(opt.weights, dtype=np.float64)
         fluence_dose = im.dose(weights, fractions=fractions)
 
@@ -235,8 +278,8 @@ def make_plan(
         plan = scale_plan(plan, scale)
         delivered = Volume((delivered.array * np.float32(scale)).astype(np.float32), delivered.grid)
         seq = dict(seq, normalisation_factor=round(float(scale), 5))
-        goals = evaluate_goals(delivered, structures, protocol)
-        fluence_goals = evaluate_goals(fluence_dose, structures, protocol)
+        goals = evaluate_goals(delivered, structures, protocol, mode=EVALUATION_MODE)
+        fluence_goals = evaluate_goals(fluence_dose, structures, protocol, mode=EVALUATION_MODE)
 
     return PlanResult(
         plan=plan,
@@ -253,7 +296,12 @@ def make_plan(
             "dose_grid_mm": protocol.dose_grid_mm,
             "bixel_mm": protocol.beams.bixel_mm,
             "machine": machine.name,
-            "optimizer": {"method": getattr(opt, "method", None), "seed": int(opts.get("seed", 0)), "warm_start": warm_start is not None},
+            "optimizer": {
+                "method": getattr(opt, "method", None),
+                "seed": int(opts.get("seed", 0)),
+                "warm_start": warm_start is not None,
+                "cold_start_fallback": fallback,
+            },
             "sequencing": dict(sequencing_options or {}, method=(sequencing_options or {}).get("method", "sweep")),
         },
     )
@@ -269,16 +317,16 @@ def normalisation_factor(dose: Volume, structures: StructureSet, protocol: Any) 
     from art.optimize.normalize import prescription_goal
 
     goal = prescription_goal(list(protocol.goals), protocol.prescription)
-    (res,) = evaluate_goals(dose, structures, [goal])
+    (res,) = evaluate_goals(dose, structures, [goal], mode=EVALUATION_MODE)
     if not np.isfinite(res.value) or res.value <= 0:
         raise InputError(f"cannot normalise: {goal.structure} {goal.metric} is {res.value} on the plan dose")
     if goal.metric.kind in ("D", "mean", "min", "max"):
-        return float(goal.at_least) / float(res.value)
+        return float(goal.at_least) / float(res.value) * (1.0 + 1e-6)  # float32 rounding must not undo it
     # a volume metric (V<x>Gy ≥ v %): bisection on the scale, the metric is monotone in it
     lo, hi = 0.5, 2.0
     for _ in range(30):
         mid = 0.5 * (lo + hi)
-        (r,) = evaluate_goals(Volume(dose.array * np.float32(mid), dose.grid), structures, [goal])
+        (r,) = evaluate_goals(Volume(dose.array * np.float32(mid), dose.grid), structures, [goal], mode=EVALUATION_MODE)
         lo, hi = (lo, mid) if r.value >= goal.at_least else (mid, hi)
     return hi
 
@@ -297,6 +345,17 @@ def scale_plan(plan: Plan, factor: float) -> Plan:
                  segments=segs, fluence=b.fluence, fluence_grid=b.fluence_grid, sad_mm=b.sad_mm)
         )
     return dataclasses.replace(plan, beams=beams)
+
+
+def _priority_key(reports: Any) -> tuple:
+    """Goals met per priority (ascending priority) as a comparable tuple, then minus the total shortfall."""
+    by: dict[int, int] = {}
+    short = 0.0
+    for r in reports:
+        by.setdefault(int(r.goal.priority), 0)
+        by[int(r.goal.priority)] += int(bool(r.met))
+        short += float(getattr(r, "shortfall", 0.0) or 0.0)
+    return tuple(by[p] for p in sorted(by)) + (-short,)
 
 
 def _inside(structure: Any, point_lps: np.ndarray) -> bool:

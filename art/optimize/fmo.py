@@ -520,7 +520,7 @@ def optimize_fluence(
         for sg in goal_surrogates(g, i, _find(svs, g.structure)):
             shift = goal_margin * rx * (-1.0 if sg.sense == "upper" else 1.0)
             surr.append(dataclasses.replace(sg, level_gy=max(sg.level_gy + shift, 0.0)))
-    goal_names = {g.structure for g in goals}
+    goal_names = {_find_key(svs, g.structure) for g in goals}
 
     # ---- down-sampling
     target_rows_full = np.unique(np.concatenate([sv.rows for sv in svs.values() if sv.is_target] + [_find(svs, prescription.target).rows]))
@@ -530,8 +530,12 @@ def optimize_fluence(
         nt_rows_full = np.setdiff1d(nt_rows_full, target_rows_full, assume_unique=True)
     used = {k: v for k, v in svs.items() if k in goal_names or v.is_target or v.roi_type in ("ORGAN", "AVOIDANCE")}
     used[_find_key(svs, prescription.target)] = _find(svs, prescription.target)
+    # every voxel of a structure a goal is set on, unless it is large (then its rows are sampled,
+    # and the hot or cold tail that matters lies near a target, where every voxel is kept anyway)
+    keep_all = [k for k in used if k in goal_names and (max_voxels is None or used[k].rows.size <= max_voxels // 2)]
     sample = sample_voxels(
-        used, n_vox, max_voxels=max_voxels, distance_to_target_mm=dist, keep_near_target_mm=keep_near_target_mm, extra_rows=nt_rows_full, seed=seed
+        used, n_vox, max_voxels=max_voxels, distance_to_target_mm=dist, keep_near_target_mm=keep_near_target_mm,
+        extra_rows=nt_rows_full, keep_structures=keep_all, seed=seed,
     )
     rows = sample.rows
     sub = a[rows].astype(np.float64)

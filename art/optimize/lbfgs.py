@@ -35,7 +35,9 @@ weight, the stretch goals, OAR mean dose, a quadratic normal-tissue fall-off
 penalty, target hot spots above the prescription and fluence smoothness
 (squared differences of neighbouring beamlets). After a stage, held
 requirements that slipped by more than the tolerance get a ten-fold weight and
-the stage continues (at most twice).
+the stage continues (at most three times). The objective is scaled by
+``1 / tolerance²`` so that L-BFGS-B's stopping rule (relative to ``max(|f|, 1)``)
+does not take a miss near the tolerance for convergence.
 
 Each evaluation costs one product with ``B`` and one with ``Bᵀ``; vector dot
 products avoid BLAS, whose threads spin on a busy machine.
@@ -142,11 +144,19 @@ def _dot(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _tail_point(d: np.ndarray, om: np.ndarray, fraction: float, sense: str) -> float:
-    """Dose with volume ``fraction`` hotter (upper) or colder (lower) than it."""
+    """Dose with volume ``fraction`` hotter (upper) or colder (lower) than it, conservatively.
+
+    :mod:`art.evaluate.metrics` places each voxel's dose at the middle of the
+    volume it stands for and interpolates between neighbours; the value
+    returned is the hotter (upper) or colder (lower) of the two voxels the
+    interpolation uses, so that it meeting a level implies the exact metric does.
+    """
     order = np.argsort(-d if sense == "upper" else d, kind="stable")
-    cum = np.cumsum(om[order])
-    k = int(np.searchsorted(cum, fraction * cum[-1] * (1 - 1e-12)))
-    k = min(k, d.size - 1)
+    w = om[order]
+    cum = np.cumsum(w)
+    mid = cum - 0.5 * w
+    k = int(np.searchsorted(mid, fraction * cum[-1] * (1 + 1e-12), side="right")) - 1
+    k = min(max(k, 0), d.size - 1)
     return float(d[order[k]])
 
 
@@ -297,6 +307,9 @@ def run_stages(
     final_iterations = max_iterations if final_iterations is None else final_iterations
     n_stages = len(stage_terms) + 1
     hard = np.array([t.form == "extreme" and t.sense == "upper" for t in terms])
+    # L-BFGS-B stops when the objective changes by less than ftol * max(|f|, 1): unscaled, penalties of
+    # misses near the tolerance (~1e-6) look converged at once. Scaled, a miss of ``tolerance`` costs ~1.
+    obj_scale = 1.0 / max(tolerance, 1e-6) ** 2
 
     def minimise(tw: np.ndarray, lam: np.ndarray, maxiter: int, stop_when_met: bool) -> tuple[str, int]:
         nonlocal x, timed_out
@@ -310,8 +323,12 @@ def run_stages(
             if stop_when_met and prob.last_penalty == 0.0:
                 raise StopIteration  # every requirement of the stage holds: leave the rest to later stages
 
+        def fun(xk: np.ndarray, *args) -> tuple[float, np.ndarray]:  # noqa: ANN002
+            f, g = prob.objective(xk, *args)
+            return f * obj_scale, g * obj_scale
+
         res = optimize.minimize(
-            prob.objective,
+            fun,
             x,
             args=(tw, levels, lam),
             jac=True,
@@ -341,8 +358,12 @@ def run_stages(
         for k in ks:
             tw[k] = max(tw[k], hold_weight if hard[k] else 1.0)
         status, nit = minimise(tw, lam, maxiter, prio is not None)
-        # held requirements that slipped: stiffer and continue (at most twice)
-        for _ in range(2):
+        if status.startswith("ABNORMAL") and prio is not None and not timed_out and nit < maxiter:
+            # a failed line search (the DVH penalties are only piecewise smooth): restart with a fresh memory
+            st2, nit2 = minimise(tw, lam, maxiter - nit, True)
+            status, nit = st2, nit + nit2
+        # held requirements that slipped: stiffer and continue (at most three times)
+        for _ in range(3):
             if timed_out:
                 break
             u = prob.dose(x)
@@ -370,11 +391,12 @@ def run_stages(
             u = prob.dose(x)
         # hold what was achieved: the goal level when met, the achieved value otherwise
         for k in ks:
+            # a met requirement is held at its own level (the slip allowance then stays inside the goal margin)
             a = terms[k].achieved(u)
             if terms[k].sense == "upper":
-                levels[k] = max(terms[k].level, a + tolerance)
+                levels[k] = terms[k].level if a <= terms[k].level else a + tolerance
             else:
-                levels[k] = min(terms[k].level, a - tolerance)
+                levels[k] = terms[k].level if a >= terms[k].level else a - tolerance
             held[k] = True
             hold_w[k] = hold_weight
         stages.append(log)

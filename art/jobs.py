@@ -15,6 +15,16 @@ from art.privacy import identifiers
 from art.progress import Stages
 
 
+def _check_references(folder: Path, images: list) -> None:
+    """Refuse an export whose objects do not reference each other and the images correctly."""
+    from art.errors import InputError
+    from art.io.references import check_result_references
+
+    problems = check_result_references(folder, images=images)
+    if problems:
+        raise InputError(f"exported objects fail the reference check ({len(problems)} problem(s)): {problems[0]}; nothing exported")
+
+
 def _announce_patient(stages: Stages, patient: Any) -> None:
     """Name the patient on the terminal only with ``--verbose-phi``."""
     from art.privacy import identifiers
@@ -80,6 +90,7 @@ def plan_job(
     with atomic_output_dir(out) as tmp:
         with stages.stage("export"):
             write_plan_files(tmp, plan=result.plan, dose=result.dose, ct=ct, structures=structures, protocol=protocol, machine=machine, label="REFERENCE")
+            _check_references(tmp, [ct])
         summary = {
             "kind": "reference",
             "provenance": provenance(inputs=hashes, parameters={**result.parameters, "machine": _machine_record(machine)}),
@@ -153,6 +164,7 @@ def replan_job(reference_dir: Path, cbct_dir: Path, out: Path, *, show: bool = T
                 protocol=protocol, machine=machine, label="ADAPTED", rtstruct_label="daily",
             )
             _write_registration(tmp, result, reference, cbct)
+            _check_references(tmp, [cbct, reference.ct])
         summary = {
             "kind": "adaptive",
             "provenance": provenance(inputs=hashes, parameters={"machine": _machine_record(machine), **result.adapted.parameters}),

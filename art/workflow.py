@@ -238,7 +238,9 @@ def make_plan(
     with stages.stage("optimisation"):
         names = sorted(set(protocol.structure_names) | {rx.target})
         svs = build_structure_voxels(im, structures, names=names, fractional=True)
-        opts = dict(_optimizer_extras(im, structures, rx.target), fractions=fractions)
+        # aim 1 % of the prescription beyond each goal: leaf sequencing and re-normalisation
+        # then still leave the delivered plan on the right side of its goals
+        opts = dict(_optimizer_extras(im, structures, rx.target), fractions=fractions, goal_margin=0.01)
         opts.update(optimizer_options or {})
         if isinstance(warm_start, PlanResult):
             opts["warm_start"] = map_weights(warm_start.influence, warm_start.weights, im)
@@ -262,6 +264,13 @@ def make_plan(
     with stages.stage("leaf sequencing"):
         fluence_plan = Plan(beams=_with_fluence(beams, im, weights), fractions=fractions, machine_name=machine.name)
         plan, seq = _sequence(fluence_plan, machine, **(sequencing_options or {}))
+
+    with stages.stage("segment weight refinement"):
+        from art.delivery import refine_segment_weights
+
+        plan, refine = refine_segment_weights(plan, im, weights, machine)
+        seq = dict(seq, refinement={k: v for k, v in refine.items() if isinstance(v, (int, float, str))})
+        stages.note(f"segment MU re-fitted: RMS dose difference {refine.get('rms_before', float('nan')):.4f} -> {refine.get('rms_after', float('nan')):.4f}")
 
     with stages.stage("dose of the sequenced plan"):
         delivered = plan_dose(ct, plan, machine, dose_grid_mm=protocol.dose_grid_mm, structures=structures)

@@ -101,6 +101,8 @@ def run(argv: list[str]) -> int:
     try:
         rv = app(args=list(argv), prog_name="art", standalone_mode=False)
         if isinstance(rv, int):  # with standalone_mode=False an Exit comes back as its code
+            if rv == 130:  # typer turns KeyboardInterrupt (SIGINT, SIGTERM) into exit code 130
+                typer.echo("art: interrupted; nothing was written", err=True)
             return rv
     except Exit as exc:
         return int(exc.exit_code or 0)

@@ -105,6 +105,10 @@ def beams_from_protocol(protocol: Any, structures: StructureSet, *, isocenter_lp
 #: voxels and weights the optimiser sees, so its goal values and the reported ones agree.
 EVALUATION_MODE = "occupancy"
 
+#: Leaf sequencing defaults: the Bortfeld sweep with 20 intensity levels (fidelity to the
+#: optimised fluence matters more to the goals than the last few segments).
+DEFAULT_SEQUENCING = {"method": "sweep", "levels": 20}
+
 #: Structures named by the protocol must be at least this large (cc) to be evaluated reliably.
 MIN_STRUCTURE_CC = 0.1
 
@@ -263,7 +267,7 @@ def make_plan(
 
     with stages.stage("leaf sequencing"):
         fluence_plan = Plan(beams=_with_fluence(beams, im, weights), fractions=fractions, machine_name=machine.name)
-        plan, seq = _sequence(fluence_plan, machine, **(sequencing_options or {}))
+        plan, seq = _sequence(fluence_plan, machine, **{**DEFAULT_SEQUENCING, **(sequencing_options or {})})
 
     with stages.stage("segment weight refinement"):
         from art.delivery import refine_segment_weights
@@ -311,7 +315,7 @@ def make_plan(
                 "warm_start": warm_start is not None,
                 "cold_start_fallback": fallback,
             },
-            "sequencing": dict(sequencing_options or {}, method=(sequencing_options or {}).get("method", "sweep")),
+            "sequencing": {**DEFAULT_SEQUENCING, **(sequencing_options or {})},
         },
     )
 

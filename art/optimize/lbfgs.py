@@ -255,7 +255,7 @@ def run_stages(
     lam_final: np.ndarray,
     x0: np.ndarray,
     *,
-    hold_weight: float = 1e3,
+    hold_weight: float = 20.0,
     reg: float = 1e-3,
     tolerance: float = 1e-3,
     max_iterations: int = 300,

@@ -186,14 +186,22 @@ def adapt(
                 if float(contours.confidence.get(s.name, 0.0)) >= confidence_threshold:
                     guide[r.name] = (r.volume, s.volume)
         ai_body = next((s for s in contours.structures if s.roi_type.upper() == "EXTERNAL"), None)
-        deformable = register_deformable(
-            ct,
-            cbct_vol,
-            rigid=rigid,
-            body_mask=ai_body.volume if ai_body is not None and ai_body.name not in contours.flagged else None,
-            ct_body=body.volume if body is not None else None,
-            guide_structures=guide or None,
-        )
+        body_mask = ai_body.volume if ai_body is not None and ai_body.name not in contours.flagged else None
+        attempts = [("guided" if guide else "unguided", dict(guide_structures=guide or None))]
+        if guide:
+            attempts.append(("unguided", dict(guide_structures=None)))
+        attempts.append(("unguided, smoother (9 mm)", dict(guide_structures=None, smoothing_mm=9.0)))
+        registration_log = []
+        for label, extra in attempts:
+            deformable = register_deformable(
+                ct, cbct_vol, rigid=rigid, body_mask=body_mask, ct_body=body.volume if body is not None else None, **extra
+            )
+            folded = int(deformable.quality.get("folded_voxels_cbct", 0)) + int(deformable.quality.get("folded_voxels_ct", 0))
+            registration_log.append({"variant": label, "folded_voxels": folded})
+            if folded == 0:
+                break
+            stages.note(f"{label} registration folds {folded} voxels: trying again")
+        deformable.info["attempts"] = registration_log
         stages.note(
             "Jacobian determinant {:.2f}..{:.2f}, folded voxels {}".format(
                 float(deformable.quality.get("jacobian_min_cbct", float("nan"))),

@@ -15,6 +15,18 @@ from art.privacy import identifiers
 from art.progress import Stages
 
 
+def _pdf(html: Path, stages: Stages) -> None:
+    """``report.pdf`` beside ``report.html`` when headless Chromium is installed (else skipped, noted)."""
+    from art.errors import BackendError
+    from art.report import write_pdf
+
+    try:
+        if write_pdf(html, html.with_suffix(".pdf"), timeout_s=120.0) is None:
+            stages.note("no Chromium found: report.pdf skipped (report.html is complete)")
+    except BackendError as exc:  # the HTML report stands; a failed PDF print is not a failed plan
+        stages.note(f"report.pdf not written: {exc}")
+
+
 def _check_references(folder: Path, images: list) -> None:
     """Refuse an export whose objects do not reference each other and the images correctly."""
     from art.errors import InputError
@@ -111,6 +123,7 @@ def plan_job(
                 warnings=[f"priority-1 goal not met: {g.structure} {g.metric} {g.goal}" for g in result.goals if g.priority == 1 and not g.met],
             )
             write_report(model, tmp / "report.html")
+            _pdf(tmp / "report.html", stages)
         summary["timings_s"] = dict(stages.timings)
         write_summary(summary, tmp / "summary.json")
     return summary
@@ -191,6 +204,10 @@ def replan_job(reference_dir: Path, cbct_dir: Path, out: Path, *, show: bool = T
             from art.report import adaptive_report_model, write_report
 
             warnings = [f"{n}: AI contour below the confidence threshold or implausible; the propagated contour was used — review it" for n in result.flagged]
+            q = result.deformable.quality
+            folded = int(q.get("folded_voxels_cbct", 0)) + int(q.get("folded_voxels_ct", 0))
+            if folded:
+                warnings.append(f"deformable registration folds {folded} voxels (Jacobian determinant ≤ 0): review the registration before using the adapted plan")
             warnings += [f"adapted plan: priority-1 goal not met: {g.structure} {g.metric} {g.goal}" for g in result.adapted.goals if g.priority == 1 and not g.met]
             model = adaptive_report_model(
                 result.synthetic_ct, result.daily_structures, result.scheduled_dose, result.adapted.dose,
@@ -203,6 +220,7 @@ def replan_job(reference_dir: Path, cbct_dir: Path, out: Path, *, show: bool = T
                 timings=stages.timings, warnings=warnings,
             )
             write_report(model, tmp / "report.html")
+            _pdf(tmp / "report.html", stages)
         summary.pop("registration_display", None)
         summary["timings_s"] = dict(stages.timings)
         summary["total_time_s"] = stages.total_s
@@ -235,6 +253,7 @@ def _registration_record(result: Any) -> dict:
         "rotation_deg": np.round(np.asarray(rig.rotation_deg, float), 2).tolist(),
         "matrix_cbct_to_ct": np.asarray(rig.matrix_4x4, float).tolist(),
         "deformable_quality": q,
+        "deformable_attempts": list(getattr(de, "info", {}).get("attempts", [])),
     }
 
 

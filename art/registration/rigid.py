@@ -290,7 +290,8 @@ def register_rigid(
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=50)
     reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(float(sampling), int(seed))
+    # SimpleITK reads a seed of 0 as "seed from the wall clock" (sitkWallClock): never pass 0
+    reg.SetMetricSamplingPercentage(float(sampling), int(seed) + 1)
     reg.SetMetricFixedMask(fixed_mask)
     reg.SetInterpolator(sitk.sitkLinear)
     reg.SetOptimizerAsRegularStepGradientDescent(
@@ -301,12 +302,19 @@ def register_rigid(
     reg.SetSmoothingSigmasPerLevel([float(s) for s in smoothing_mm])
     reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
     reg.SetInitialTransform(tx, inPlace=True)
+    # one thread (the registration and the metric's filters): a fixed summation order gives
+    # bit-identical transforms for the same inputs, so the plan downstream is reproducible
+    reg.SetNumberOfThreads(1)
+    threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
     try:
         reg.Execute(fixed, moving)
     except RuntimeError as exc:  # SimpleITK raises RuntimeError for e.g. no overlap
         from art.errors import ArtError
 
         raise ArtError(f"rigid registration failed: {str(exc).splitlines()[-1] if str(exc) else exc}") from exc
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
     metric = float(reg.GetMetricValue())
 
     m = np.eye(4)

@@ -102,3 +102,17 @@ def test_no_patient_name_in_any_output_without_verbose_phi(e2e):
         for f in ("summary.json", "report.html"):
             text = (e2e[folder] / f).read_text(encoding="utf-8")
             assert PATIENT_NAME not in text and "ARTPH" not in text, f"{folder}/{f}"
+
+
+@pytest.mark.slow
+def test_replan_is_deterministic(e2e, tmp_path):
+    """The same reference, CBCT and seeds give byte-identical adapted plan MU and dose (issue 9)."""
+    import numpy as np
+    import pydicom
+
+    again = tmp_path / "again"
+    assert run(["replan", "--reference", str(e2e["reference"]), "--cbct", str(e2e["patient"] / "CBCT_01"), "--out", str(again)]) in (0, 3)
+    a, b = (pydicom.dcmread(d / "RTDOSE.dcm") for d in (e2e["adapted"], again))
+    assert np.array_equal(a.pixel_array, b.pixel_array) and a.DoseGridScaling == b.DoseGridScaling
+    mu = lambda d: [x.BeamMeterset for x in pydicom.dcmread(d / "RTPLAN.dcm").FractionGroupSequence[0].ReferencedBeamSequence]  # noqa: E731
+    assert mu(e2e["adapted"]) == mu(again)

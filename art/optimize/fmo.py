@@ -347,7 +347,7 @@ def _find(svs: Mapping[str, StructureVoxels], name: str) -> StructureVoxels:
 
 
 # ----------------------------------------------------------------------------- main entry
-def optimize_fluence(
+def _optimize_fluence_once(
     matrix: sparse.spmatrix,
     structures: Mapping[str, StructureVoxels],
     goals: Sequence[Goal],
@@ -890,3 +890,37 @@ def _find_key(svs: Mapping[str, StructureVoxels], name: str) -> str:
         if k.lower() == name.lower():
             return k
     raise KeyError(name)  # pragma: no cover
+
+
+def _met_key(result: "OptimizationResult") -> tuple:
+    """Goals met per priority (ascending), then minus the total shortfall: larger is better."""
+    by: dict[int, int] = {}
+    short = 0.0
+    for g in result.goals:
+        by[int(g.goal.priority)] = by.get(int(g.goal.priority), 0) + int(bool(g.met))
+        short += float(g.shortfall)
+    return tuple(by[p] for p in sorted(by)) + (-short,)
+
+
+def optimize_fluence(*args: Any, continuation: int = 1, **kwargs: Any) -> "OptimizationResult":
+    result = _optimize_fluence_once(*args, **kwargs)
+    method = kwargs.get("method", "lbfgs")
+    budget_limited = any(s.status in ("iteration limit",) for s in result.stages)
+    if method == "lbfgs" and continuation > 0 and result.failed and budget_limited and kwargs.get("max_time_s") is None:
+        # a goal still missed while a stage ran out of iterations: continue once from where it
+        # stopped (warm, with the cold iteration budget) and keep the better plan by priority
+        more = dict(kwargs, warm_start=result, max_iterations=kwargs.get("max_iterations") or 400)
+        again = _optimize_fluence_once(*args, **more)
+        again.time_s += result.time_s
+        again.iterations += result.iterations
+        if _met_key(again) > _met_key(result):
+            return again
+    return result
+
+
+optimize_fluence.__doc__ = (_optimize_fluence_once.__doc__ or "") + """
+    continuation : int, keyword-only
+        With ``method="lbfgs"``: when a goal is still missed and a stage stopped at its
+        iteration limit, continue this many times from the result (warm, with the cold
+        iteration budget) and keep the better plan by goals met per priority (default 1).
+"""

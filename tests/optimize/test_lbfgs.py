@@ -217,18 +217,15 @@ def test_commissioning_c_shape():
 
 @pytest.mark.slow
 def test_commissioning_c_shape_hard():
-    """Core D10% <= 10 Gy (TG-119's harder variant): feasible (met with the core goal alone at priority 2
-    and ~1500 iterations per stage) but at the edge; the default plan comes within a fraction of a Gy
-    and must report exactly what it misses."""
+    """Core D10% <= 10 Gy (TG-119's harder variant): at the edge of feasible; the default plan (with
+    one continuation when a stage runs out of iterations) meets every goal."""
     from art_phantoms.commissioning import c_shape
 
     r = _plan_commissioning(c_shape(hard=True), ["PTV", "Core"], grid_mm=4.0)
-    assert r.priority1_met, r.report()
+    assert r.priority1_met and not r.failed, r.report()
     core = [g for g in r.goals if g.goal.structure == "Core"][0]
-    assert core.value <= 10.5, r.report()
-    assert ("NOT met" in r.report()) == bool(r.failed)
-    for g in r.failed:
-        assert g.goal.priority == 2 and g.shortfall < 0.5, r.report()
+    assert core.value <= 10.0, r.report()
+    assert "NOT met" not in r.report()
 
 
 @pytest.mark.slow

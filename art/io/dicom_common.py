@@ -13,11 +13,13 @@ Patient data (name, ID, birth date, sex) is never put in messages.
 
 from __future__ import annotations
 
+import contextlib
+
 import datetime as _dt
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -202,6 +204,24 @@ def looks_like_dicom(path: Path) -> bool:
     except OSError:
         return False
     return len(head) == 132 and head[128:132] == b"DICM"
+
+
+@contextlib.contextmanager
+def malformed_as_dicom_error(what: str, path: str | Path) -> Iterator[None]:
+    """Turn an unanticipated malformed value (AttributeError, ValueError, ...) into a
+    :class:`~art.errors.DicomError` that names the file, e.g. ``malformed RT Plan (...)``.
+
+    Readers wrap their parsing in it: fuzzing found values that pass the explicit checks
+    but break a conversion further on.
+    """
+    from art.errors import InputError
+
+    try:
+        yield
+    except (DicomError, InputError):
+        raise
+    except (AttributeError, KeyError, ValueError, TypeError, IndexError, OverflowError, ZeroDivisionError) as exc:
+        raise DicomError(f"malformed {what} ({type(exc).__name__}: {exc})", path=Path(path)) from exc
 
 
 def read_dataset(path: Path, *, stop_before_pixels: bool = False, what: str = "DICOM file") -> Any:

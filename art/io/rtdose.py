@@ -227,13 +227,10 @@ def read_rtdose(path: str | Path, *, allow_relative: bool = False) -> Volume:
     DicomError
         Not an RT Dose, units not GY, uneven frame spacing, pixel data missing or short.
     """
-    try:
+    from art.io.dicom_common import malformed_as_dicom_error
+
+    with malformed_as_dicom_error("RT Dose", path):
         return _read_rtdose(path, allow_relative=allow_relative)
-    except (DicomError, InputError):
-        raise
-    except (AttributeError, KeyError, ValueError, TypeError, IndexError, OverflowError, ZeroDivisionError) as exc:
-        # a malformed value the checks did not anticipate: refuse clearly, naming the file
-        raise DicomError(f"malformed RT Dose ({type(exc).__name__}: {exc})", path=Path(path)) from exc
 
 
 def _read_rtdose(path: str | Path, *, allow_relative: bool = False) -> Volume:

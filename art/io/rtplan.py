@@ -484,13 +484,10 @@ def read_rtplan(path: str | Path, *, machine: Any = None) -> Plan:
         Unreadable file, not an RT Plan, or a beam that cannot be represented
         (named with the file).
     """
-    try:
+    from art.io.dicom_common import malformed_as_dicom_error
+
+    with malformed_as_dicom_error("RT Plan", path):
         return _read_rtplan(path, machine=machine)
-    except (DicomError, InputError):
-        raise
-    except (AttributeError, KeyError, ValueError, TypeError, IndexError, OverflowError, ZeroDivisionError) as exc:
-        # a malformed value the checks did not anticipate: refuse clearly, naming the file
-        raise DicomError(f"malformed RT Plan ({type(exc).__name__}: {exc})", path=Path(path)) from exc
 
 
 def _read_rtplan(path: str | Path, *, machine: Any = None) -> Plan:

@@ -161,3 +161,18 @@ def test_grid_index_lps_round_trip_any_rotation(angles, spacing, origin, idx):
     back = g.lps_to_index(g.index_to_lps(i))
     assert np.allclose(back, i, atol=1e-6)
     assert g.same_as(Grid.from_dict(g.to_dict()))
+
+
+def test_rtplan_with_a_malformed_number_is_a_dicom_error(tmp_path):
+    """Fuzzing found int('1\\x02') escaping from the RT Plan reader (ReferencedPatientSetupNumber)."""
+    import pydicom
+    import pydicom.data
+
+    from art.io.rtplan import read_rtplan
+
+    ds = pydicom.dcmread(pydicom.data.get_testdata_file("rtplan.dcm"), force=True)
+    ds.BeamSequence[0].add_new(0x300C006A, "LO", "1x")  # ReferencedPatientSetupNumber, not a number
+    path = tmp_path / "RP.dcm"
+    ds.save_as(path)
+    with pytest.raises(DicomError, match=r"RP.dcm: malformed RT Plan \(ValueError"):
+        read_rtplan(path)

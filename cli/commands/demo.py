@@ -32,7 +32,7 @@ def command(
     typer.echo(f"total time {summary['total_time_s']:.0f} s", err=True)
     typer.echo(
         f"outputs in {out}/: patient/ (digital patient), reference/ (reference plan), adapted/ "
-        "(RTPLAN.dcm, RTDOSE.dcm, RTSTRUCT.dcm, REG.dcm, report.html, summary.json)",
+        "(RTPLAN.dcm, RTDOSE.dcm, daily RTSTRUCT.dcm, REG.dcm and DREG.dcm registrations, report.html/.pdf, summary.json)",
         err=True,
     )
     if not summary["adaptive"]["priority1_met"]:

@@ -70,7 +70,14 @@ def _machine_record(machine: Any) -> dict:
 
 
 def plan_job(
-    ct_dir: Path, structures_path: Path, protocol_path: Path, out: Path, *, show: bool = True, machine_path: Path | None = None
+    ct_dir: Path,
+    structures_path: Path,
+    protocol_path: Path,
+    out: Path,
+    *,
+    show: bool = True,
+    machine_path: Path | None = None,
+    optimizer_options: dict | None = None,
 ) -> dict:
     """``art plan``: planning CT + RTSTRUCT + protocol → RTPLAN, RTDOSE, RTSTRUCT, report.html, summary.json.
 
@@ -98,7 +105,7 @@ def plan_job(
         _announce_patient(stages, ct.patient)
         machine = load_machine(machine_path)
         hashes = _hash_inputs(ct=ct_dir, structures=structures_path, protocol=protocol_path, machine=machine_path)
-    result = make_plan(ct.volume, structures, protocol, machine=machine, stages=stages)
+    result = make_plan(ct.volume, structures, protocol, machine=machine, stages=stages, optimizer_options=optimizer_options)
     with atomic_output_dir(out) as tmp:
         with stages.stage("export"):
             write_plan_files(tmp, plan=result.plan, dose=result.dose, ct=ct, structures=structures, protocol=protocol, machine=machine, label="REFERENCE")

@@ -21,6 +21,10 @@ def command(
     machine: Annotated[
         Optional[Path], typer.Option(help="Machine (beam model) file, JSON or TOML (default: the generic 6 MV linac).")
     ] = None,
+    optimizer: Annotated[
+        str, typer.Option(help="'lbfgs' (fast, smooth penalties, default) or 'cvxpy' (convex surrogates; the reference).")
+    ] = "lbfgs",
+    solver: Annotated[str, typer.Option(help="cvxpy solver with --optimizer cvxpy: CLARABEL (default), OSQP or SCS.")] = "CLARABEL",
     json: Json = False,
 ) -> None:
     """Make the reference plan: RTPLAN, RTDOSE, RTSTRUCT, report.html, summary.json.
@@ -30,7 +34,12 @@ def command(
     from art.jobs import plan_job
     from art.summary import dumps
 
-    summary = plan_job(ct, structures, protocol, out, show=True, machine_path=machine)
+    if optimizer not in ("lbfgs", "cvxpy"):
+        raise typer.BadParameter(f"unknown optimizer {optimizer!r}; choose lbfgs or cvxpy", param_hint="--optimizer")
+    if solver.upper() not in ("CLARABEL", "OSQP", "SCS"):
+        raise typer.BadParameter(f"unknown solver {solver!r}; choose CLARABEL, OSQP or SCS", param_hint="--solver")
+    options = {"method": optimizer, "solver": solver.upper()} if optimizer == "cvxpy" else {"method": optimizer}
+    summary = plan_job(ct, structures, protocol, out, show=True, machine_path=machine, optimizer_options=options)
     if json:
         typer.echo(dumps(summary))
     typer.echo(f"reference plan written to {out}", err=True)

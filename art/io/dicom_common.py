@@ -314,6 +314,21 @@ def set_equipment(ds: Any) -> None:
     ds.SoftwareVersions = str(__version__)
 
 
+def set_rt_series(ds: Any, modality: str, series_uid: str, series_number: int, frame_of_reference_uid: str) -> None:
+    """RT Series, Frame of Reference and General Equipment modules of an RT object on an image.
+
+    Modality, SeriesInstanceUID, SeriesNumber, OperatorsName (type 2, empty), the image's
+    FrameOfReferenceUID with an empty PositionReferenceIndicator, and :func:`set_equipment`.
+    """
+    ds.Modality = modality
+    ds.SeriesInstanceUID = series_uid
+    ds.SeriesNumber = int(series_number)
+    ds.OperatorsName = ""
+    ds.FrameOfReferenceUID = frame_of_reference_uid
+    ds.PositionReferenceIndicator = ""
+    set_equipment(ds)
+
+
 def sequence_items(ds: Any, keyword: str) -> list:
     """Items of a sequence attribute, or ``[]`` when absent or empty."""
     seq = ds.get(keyword, None)

@@ -39,9 +39,9 @@ from art.io.dicom_common import (
     new_file_dataset,
     read_dataset,
     save_dataset,
-    set_equipment,
     set_general_study,
     set_patient,
+    set_rt_series,
 )
 from art.io.series import ImageSeries
 from art.io.uids import check_uid, is_valid_uid, new_uid
@@ -116,13 +116,7 @@ def dose_to_dataset(
     ds = new_file_dataset(RT_DOSE_STORAGE, sop_uid)
     set_patient(ds, image.patient)
     set_general_study(ds, image.study_instance_uid, image.study_date, image.study_time)
-    ds.Modality = "RTDOSE"
-    ds.SeriesInstanceUID = series_uid
-    ds.SeriesNumber = int(series_number)
-    ds.OperatorsName = ""
-    ds.FrameOfReferenceUID = image.frame_of_reference_uid
-    ds.PositionReferenceIndicator = ""
-    set_equipment(ds)
+    set_rt_series(ds, "RTDOSE", series_uid, series_number, image.frame_of_reference_uid)
     ds.InstanceNumber = 1
     if comment:
         ds.DoseComment = comment[:64]

@@ -87,9 +87,9 @@ from art.io.dicom_common import (
     save_dataset,
     sequence_items,
     set_character_set,
-    set_equipment,
     set_general_study,
     set_patient,
+    set_rt_series,
 )
 from art.io.series import ImageSeries
 from art.io.uids import check_uid, is_valid_uid, new_uid
@@ -223,15 +223,8 @@ def plan_to_dataset(
     set_character_set(ds, image.patient.name, label, name, *(b.name for b in plan.beams), target_name or "")
     set_patient(ds, image.patient)
     set_general_study(ds, image.study_instance_uid, image.study_date, image.study_time)
-    # RT series
-    ds.Modality = "RTPLAN"
-    ds.SeriesInstanceUID = series_uid
-    ds.SeriesNumber = int(series_number)
-    ds.OperatorsName = ""
-    # frame of reference: the CT's
-    ds.FrameOfReferenceUID = image.frame_of_reference_uid
-    ds.PositionReferenceIndicator = ""
-    set_equipment(ds)
+    # RT series, frame of reference (the CT's), equipment
+    set_rt_series(ds, "RTPLAN", series_uid, series_number, image.frame_of_reference_uid)
     # RT general plan
     ds.InstanceNumber = 1
     ds.RTPlanLabel = label

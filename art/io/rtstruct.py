@@ -65,9 +65,9 @@ from art.io.dicom_common import (
     save_dataset,
     sequence_items,
     set_character_set,
-    set_equipment,
     set_general_study,
     set_patient,
+    set_rt_series,
 )
 from art.io.series import ImageSeries
 from art.io.uids import check_uid, new_uid
@@ -426,17 +426,9 @@ def structures_to_dataset(
     # patient, general study (the image's)
     set_patient(ds, image.patient)
     set_general_study(ds, image.study_instance_uid, image.study_date, image.study_time)
-    # RT series
-    ds.Modality = "RTSTRUCT"
-    ds.SeriesInstanceUID = series_uid
-    ds.SeriesNumber = int(series_number)
+    # RT series, frame of reference (in the RT Structure Set IOD of recent editions of PS3.3), equipment
+    set_rt_series(ds, "RTSTRUCT", series_uid, series_number, image.frame_of_reference_uid)
     ds.SeriesDescription = series_description
-    ds.OperatorsName = ""
-    # frame of reference (in the RT Structure Set IOD of recent editions of PS3.3)
-    ds.FrameOfReferenceUID = image.frame_of_reference_uid
-    ds.PositionReferenceIndicator = ""
-    # general equipment
-    set_equipment(ds)
     # structure set
     ds.StructureSetLabel = label
     if name:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from art.geometry import Volume
-from art.plan import Beam, Plan
+from art.plan import Plan
 from art.progress import Stages
 from art.structures import Structure, StructureSet
 
@@ -62,25 +62,8 @@ def _mapped_point(matrix_cbct_to_ct: np.ndarray, point_ct: np.ndarray) -> np.nda
 
 def _shift_plan(plan: Plan, isocenter_lps: np.ndarray) -> Plan:
     """The same beams, segments and MU about another isocentre (the couch-shift correction)."""
-    beams = [
-        Beam(
-            b.name,
-            b.gantry_deg,
-            b.collimator_deg,
-            b.couch_deg,
-            isocenter_lps=tuple(isocenter_lps),
-            energy=b.energy,
-            segments=list(b.segments),
-            sad_mm=b.sad_mm,
-        )
-        for b in plan.beams
-    ]
+    beams = [dataclasses.replace(b, isocenter_lps=tuple(isocenter_lps), fluence=None, fluence_grid=None) for b in plan.beams]
     return dataclasses.replace(plan, beams=beams)
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    s = int(a.sum()) + int(b.sum())
-    return float(2.0 * np.logical_and(a, b).sum() / s) if s else 1.0
 
 
 def daily_structures(
@@ -99,6 +82,8 @@ def daily_structures(
     qa : list of dicts {structure, source, confidence, dice_ai_vs_propagated, flagged}
     flagged : list of structure names a person must review
     """
+    from art.registration.metrics import dice
+
     grid = propagated.grid
     ai = {s.name.lower(): s for s in (contours.structures if contours is not None else [])}
     conf = {k.lower(): float(v) for k, v in (contours.confidence.items() if contours is not None else [])}
@@ -111,7 +96,7 @@ def daily_structures(
         a = ai.get(key)
         row = {"structure": s.name, "source": "propagated", "confidence": None, "dice_ai_vs_propagated": None, "flagged": False}
         if a is not None and roi_type.upper() not in TARGET_TYPES and roi_type.upper() != "EXTERNAL":
-            d = _dice(a.mask, s.mask)
+            d = dice(a.mask, s.mask)
             c = conf.get(key, 0.0)
             row.update(confidence=round(c, 3), dice_ai_vs_propagated=round(d, 3))
             if c >= confidence_threshold and key not in ai_flagged:

@@ -239,15 +239,10 @@ def _overlap_fraction(a: Any, b: Any) -> float:
     """Fraction of grid ``b``'s bounding box (LPS, axis-aligned) inside grid ``a``'s."""
     import numpy as np
 
-    def box(g):
-        corners = np.array([[i, j, k] for i in (0, g.shape[0] - 1) for j in (0, g.shape[1] - 1) for k in (0, g.shape[2] - 1)], float)
-        p = g.index_to_lps(corners)
-        return p.min(axis=0), p.max(axis=0)
-
-    (alo, ahi), (blo, bhi) = box(a), box(b)
+    pa, pb = a.corners_lps(), b.corners_lps()
+    alo, ahi, blo, bhi = pa.min(axis=0), pa.max(axis=0), pb.min(axis=0), pb.max(axis=0)
     inter = np.clip(np.minimum(ahi, bhi) - np.maximum(alo, blo), 0, None)
-    vol_b = np.prod(np.maximum(bhi - blo, 1e-9))
-    return float(np.prod(inter) / vol_b)
+    return float(np.prod(inter) / np.prod(np.maximum(bhi - blo, 1e-9)))
 
 
 def _registration_record(result: Any) -> dict:

@@ -127,31 +127,6 @@ def check_structures(protocol: Any, structures: StructureSet, *, where: str = "s
             )
 
 
-def map_weights(reference: Any, weights: np.ndarray, influence: Any) -> np.ndarray:
-    """Carry beamlet weights from one influence matrix to another with the same beams.
-
-    Beamlets are matched by (beam, BEV x, BEV y); beamlets new today start at the mean
-    weight of their beam. Used to warm-start the daily re-optimisation.
-    """
-    w = np.asarray(weights, dtype=np.float64)
-    b = influence.bixel_mm
-
-    def keys(im):
-        ix = np.round(np.asarray(im.bev_x_mm) / im.bixel_mm - 0.5).astype(np.int64)
-        iy = np.round(np.asarray(im.bev_y_mm) / im.bixel_mm - 0.5).astype(np.int64)
-        return list(zip(np.asarray(im.beam_index).tolist(), ix.tolist(), iy.tolist()))
-
-    if abs(reference.bixel_mm - b) > 1e-6:
-        raise InputError("warm start: bixel sizes differ between the reference and today's matrix")
-    ref = {k: w[j] for j, k in enumerate(keys(reference))}
-    beam_mean = {}
-    for k, val in zip(np.asarray(reference.beam_index).tolist(), w):
-        beam_mean.setdefault(k, []).append(val)
-    beam_mean = {k: float(np.mean(v)) for k, v in beam_mean.items()}
-    out = np.array([ref.get(k, beam_mean.get(k[0], 0.0)) for k in keys(influence)], dtype=np.float64)
-    return out
-
-
 def weights_from_segments(plan: Plan, influence: Any, machine: Any) -> np.ndarray:
     """Beamlet weights (per fraction) equivalent to a plan's MLC segments on a matrix's beamlets.
 
@@ -215,7 +190,8 @@ def make_plan(
     from art.dose import influence_matrix, load_machine
     from art.dose import dose as plan_dose
     from art.evaluate import evaluate_goals
-    from art.optimize.fmo import optimize_fluence
+    from art.optimize.fmo import optimize_fluence, priority_key
+    from art.optimize.neighbours import transfer_weights
     from art.optimize.voxels import build_structure_voxels
 
     stages = stages if stages is not None else Stages(show=False)
@@ -247,7 +223,7 @@ def make_plan(
         opts = dict(_optimizer_extras(im, structures, rx.target), fractions=fractions, goal_margin=0.01)
         opts.update(optimizer_options or {})
         if isinstance(warm_start, PlanResult):
-            opts["warm_start"] = map_weights(warm_start.influence, warm_start.weights, im)
+            opts["warm_start"] = transfer_weights(warm_start.influence, warm_start.weights, im)
         elif isinstance(warm_start, Plan):
             opts["warm_start"] = weights_from_segments(warm_start, im, machine)
         elif warm_start is not None:
@@ -260,7 +236,7 @@ def make_plan(
             stages.note("warm start missed a priority-1 goal: optimising again from a cold start")
             cold_opts = {k: v for k, v in opts.items() if k != "warm_start"}
             cold = optimize_fluence(im.matrix, svs, list(protocol.goals), rx, **cold_opts)
-            if _priority_key(cold.goals) > _priority_key(opt.goals):
+            if priority_key(cold.goals) > priority_key(opt.goals):
                 opt, fallback = cold, True
         weights = np.asarray(opt.weights, dtype=np.float64)
         fluence_dose = im.dose(weights, fractions=fractions)
@@ -350,25 +326,8 @@ def scale_plan(plan: Plan, factor: float) -> Plan:
 
     if not np.isfinite(factor) or factor <= 0:
         raise InputError(f"normalisation factor must be positive, got {factor}")
-    beams = []
-    for b in plan.beams:
-        segs = [Segment(s.leaf_positions, s.jaws, s.mu * factor) for s in b.segments]
-        beams.append(
-            Beam(b.name, b.gantry_deg, b.collimator_deg, b.couch_deg, isocenter_lps=b.isocenter_lps, energy=b.energy,
-                 segments=segs, fluence=b.fluence, fluence_grid=b.fluence_grid, sad_mm=b.sad_mm)
-        )
+    beams = [dataclasses.replace(b, segments=[Segment(s.leaf_positions, s.jaws, s.mu * factor) for s in b.segments]) for b in plan.beams]
     return dataclasses.replace(plan, beams=beams)
-
-
-def _priority_key(reports: Any) -> tuple:
-    """Goals met per priority (ascending priority) as a comparable tuple, then minus the total shortfall."""
-    by: dict[int, int] = {}
-    short = 0.0
-    for r in reports:
-        by.setdefault(int(r.goal.priority), 0)
-        by[int(r.goal.priority)] += int(bool(r.met))
-        short += float(getattr(r, "shortfall", 0.0) or 0.0)
-    return tuple(by[p] for p in sorted(by)) + (-short,)
 
 
 def _inside(structure: Any, point_lps: np.ndarray) -> bool:
@@ -389,23 +348,7 @@ def _optimizer_extras(im: Any, structures: StructureSet, target: str) -> dict:
 
 
 def _with_fluence(beams: list[Beam], im: Any, weights: np.ndarray) -> list[Beam]:
-    maps = im.fluence_maps(weights)
-    out = []
-    for beam, (fluence, grid) in zip(beams, maps):
-        out.append(
-            Beam(
-                beam.name,
-                beam.gantry_deg,
-                beam.collimator_deg,
-                beam.couch_deg,
-                isocenter_lps=beam.isocenter_lps,
-                energy=beam.energy,
-                fluence=fluence,
-                fluence_grid=grid,
-                sad_mm=beam.sad_mm,
-            )
-        )
-    return out
+    return [dataclasses.replace(b, fluence=f, fluence_grid=g) for b, (f, g) in zip(beams, im.fluence_maps(weights))]
 
 
 def _sequence(plan: Plan, machine: Any, **options: Any) -> tuple[Plan, dict]:

@@ -892,11 +892,11 @@ def _find_key(svs: Mapping[str, StructureVoxels], name: str) -> str:
     raise KeyError(name)  # pragma: no cover
 
 
-def _met_key(result: "OptimizationResult") -> tuple:
-    """Goals met per priority (ascending), then minus the total shortfall: larger is better."""
+def priority_key(goals: Sequence[GoalReport]) -> tuple:
+    """Goals met per priority (ascending), then minus the total shortfall: the larger, the better plan."""
     by: dict[int, int] = {}
     short = 0.0
-    for g in result.goals:
+    for g in goals:
         by[int(g.goal.priority)] = by.get(int(g.goal.priority), 0) + int(bool(g.met))
         short += float(g.shortfall)
     return tuple(by[p] for p in sorted(by)) + (-short,)
@@ -913,7 +913,7 @@ def optimize_fluence(*args: Any, continuation: int = 1, **kwargs: Any) -> "Optim
         again = _optimize_fluence_once(*args, **more)
         again.time_s += result.time_s
         again.iterations += result.iterations
-        if _met_key(again) > _met_key(result):
+        if priority_key(again.goals) > priority_key(result.goals):
             return again
     return result
 

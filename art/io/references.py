@@ -313,22 +313,37 @@ def _check_rtstruct(name: str, ds: Any, series: dict, sop_to_series: dict, add) 
         add(f"{name}: {unlisted} contour image reference(s) not listed in ReferencedFrameOfReferenceSequence")
 
 
-def _check_rtplan(name: str, ds: Any, structs: dict, add) -> None:
-    refs = _items(ds, "ReferencedStructureSetSequence")
+def _resolve_reference(name: str, ds: Any, keyword: str, sop_class: str, class_name: str, known: dict, modality: str, add):
+    """The one object a ``keyword`` sequence references, checked: its class, that it is in the folder
+    (``known``: SOPInstanceUID -> (file name, dataset)), and that frame of reference and study agree.
+
+    Returns ``(item, file name, dataset)``, or None when it cannot be resolved (reported).
+    """
+    refs = _items(ds, keyword)
     if len(refs) != 1:
-        add(f"{name}: ReferencedStructureSetSequence must have exactly one item, has {len(refs)}")
-        return
+        add(f"{name}: {keyword} must have exactly one item, has {len(refs)}")
+        return None
     uid = _s(refs[0].get("ReferencedSOPInstanceUID"))
-    if _s(refs[0].get("ReferencedSOPClassUID")) != RT_STRUCTURE_SET_STORAGE:
-        add(f"{name}: ReferencedStructureSetSequence ReferencedSOPClassUID is not RT Structure Set Storage")
-    if uid not in structs:
-        add(f"{name}: ReferencedStructureSetSequence names {_short(uid)}, which is not the SOPInstanceUID of an RTSTRUCT in the folder")
+    if _s(refs[0].get("ReferencedSOPClassUID")) != sop_class:
+        add(f"{name}: {keyword} ReferencedSOPClassUID is not {class_name}")
+    if uid not in known:
+        add(f"{name}: {keyword} names {_short(uid)}, which is not the SOPInstanceUID of an {modality} in the folder")
+        return None
+    ref_name, ref = known[uid]
+    if _s(ds.get("FrameOfReferenceUID")) != _s(ref.get("FrameOfReferenceUID")):
+        add(f"{name}: FrameOfReferenceUID differs from that of {ref_name}")
+    if _s(ds.get("StudyInstanceUID")) != _s(ref.get("StudyInstanceUID")):
+        add(f"{name}: StudyInstanceUID differs from that of {ref_name}")
+    return refs[0], ref_name, ref
+
+
+def _check_rtplan(name: str, ds: Any, structs: dict, add) -> None:
+    found = _resolve_reference(
+        name, ds, "ReferencedStructureSetSequence", RT_STRUCTURE_SET_STORAGE, "RT Structure Set Storage", structs, "RTSTRUCT", add
+    )
+    if found is None:
         return
-    rs_name, rs = structs[uid]
-    if _s(ds.get("FrameOfReferenceUID")) != _s(rs.get("FrameOfReferenceUID")):
-        add(f"{name}: FrameOfReferenceUID differs from that of {rs_name}")
-    if _s(ds.get("StudyInstanceUID")) != _s(rs.get("StudyInstanceUID")):
-        add(f"{name}: StudyInstanceUID differs from that of {rs_name}")
+    _, rs_name, rs = found
     rois = {_s(r.get("ROINumber")) for r in _items(rs, "StructureSetROISequence")}
     for d in _items(ds, "DoseReferenceSequence"):
         if "ReferencedROINumber" in d and _s(d.ReferencedROINumber) not in rois:
@@ -336,23 +351,12 @@ def _check_rtplan(name: str, ds: Any, structs: dict, add) -> None:
 
 
 def _check_rtdose(name: str, ds: Any, plans: dict, add) -> None:
-    refs = _items(ds, "ReferencedRTPlanSequence")
-    if len(refs) != 1:
-        add(f"{name}: ReferencedRTPlanSequence must have exactly one item, has {len(refs)}")
+    found = _resolve_reference(name, ds, "ReferencedRTPlanSequence", RT_PLAN_STORAGE, "RT Plan Storage", plans, "RTPLAN", add)
+    if found is None:
         return
-    uid = _s(refs[0].get("ReferencedSOPInstanceUID"))
-    if _s(refs[0].get("ReferencedSOPClassUID")) != RT_PLAN_STORAGE:
-        add(f"{name}: ReferencedRTPlanSequence ReferencedSOPClassUID is not RT Plan Storage")
-    if uid not in plans:
-        add(f"{name}: ReferencedRTPlanSequence names {_short(uid)}, which is not the SOPInstanceUID of an RTPLAN in the folder")
-        return
-    plan_name, plan = plans[uid]
-    if _s(ds.get("FrameOfReferenceUID")) != _s(plan.get("FrameOfReferenceUID")):
-        add(f"{name}: FrameOfReferenceUID differs from that of {plan_name}")
-    if _s(ds.get("StudyInstanceUID")) != _s(plan.get("StudyInstanceUID")):
-        add(f"{name}: StudyInstanceUID differs from that of {plan_name}")
+    ref, plan_name, plan = found
     groups = {_s(fg.get("FractionGroupNumber")) for fg in _items(plan, "FractionGroupSequence")}
-    for fg in _items(refs[0], "ReferencedFractionGroupSequence"):
+    for fg in _items(ref, "ReferencedFractionGroupSequence"):
         if _s(fg.get("ReferencedFractionGroupNumber")) not in groups:
             add(f"{name}: ReferencedFractionGroupNumber {fg.get('ReferencedFractionGroupNumber')} is not a fraction group of {plan_name}")
 

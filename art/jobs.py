@@ -197,7 +197,6 @@ def replan_job(reference_dir: Path, cbct_dir: Path, out: Path, *, show: bool = T
             "recommendation": rec,
             "priority1_met": rec["adapted_priority1_met"],
             "registration": _registration_record(result),
-            "registration_display": _registration_display(result),
             "contours": {"structures": result.contour_qa, "flagged": result.flagged},
             "independent_check": {
                 "gamma_3pct_2mm_pass_percent": round(float(result.gamma.pass_rate), 2),
@@ -220,7 +219,7 @@ def replan_job(reference_dir: Path, cbct_dir: Path, out: Path, *, show: bool = T
                 result.synthetic_ct, result.daily_structures, result.scheduled_dose, result.adapted.dose,
                 result.scheduled_goals, result.adapted.goals, scheduled_plan=result.scheduled_plan, adapted_plan=result.adapted.plan,
                 point_lps=result.isocenter_lps, fixed_image=cbct.volume, moving_resampled=result.synthetic_ct,
-                registration=summary["registration_display"], contour_qa=result.contour_qa,
+                registration=_registration_display(summary["registration"]), contour_qa=result.contour_qa,
                 check_dose=result.independent_dose, gamma=result.gamma.gamma,
                 recommendation=f"{rec['plan']} plan: {rec['reason']}", provenance=summary["provenance"],
                 identifiers=identifiers(reference.ct.patient),
@@ -228,7 +227,6 @@ def replan_job(reference_dir: Path, cbct_dir: Path, out: Path, *, show: bool = T
             )
             write_report(model, tmp / "report.html")
             _pdf(tmp / "report.html", stages)
-        summary.pop("registration_display", None)
         summary["timings_s"] = dict(stages.timings)
         summary["total_time_s"] = stages.total_s
         write_summary(summary, tmp / "summary.json")
@@ -259,11 +257,10 @@ def _registration_record(result: Any) -> dict:
     }
 
 
-def _registration_display(result: Any) -> dict:
-    """Registration QA values as shown in the report (plain numbers and text)."""
+def _registration_display(rec: dict) -> dict:
+    """The summary's registration record as shown in the report (plain numbers and text)."""
     import numpy as np
 
-    rec = _registration_record(result)
     out = {
         "couch shift (mm, LPS x/y/z)": ", ".join(f"{v:+.1f}" for v in rec["couch_shift_mm"]),
         "rotation (deg)": ", ".join(f"{v:+.2f}" for v in rec["rotation_deg"]),

@@ -243,6 +243,19 @@ class Grid:
         origin = self.index_to_lps(np.array(starts, dtype=np.float64))
         return Grid(shape=tuple(shape), spacing=self.spacing, origin=tuple(origin), direction=self.direction)
 
+    def pad(self, voxels) -> "Grid":
+        """The grid grown by ``voxels`` (one int, or (nz, ny, nx) ints >= 0) on both sides of each axis.
+
+        Same spacing and orientation; voxel ``[k, j, i]`` of ``self`` is voxel
+        ``[k + nz, j + ny, i + nx]`` of the result (the inverse of :meth:`crop`).
+        """
+        n = np.broadcast_to(np.asarray(voxels), (3,))
+        if not np.issubdtype(n.dtype, np.integer) or (n < 0).any():
+            raise InputError(f"voxels must be one or three integers >= 0, got {voxels!r}")
+        n = [int(v) for v in n]
+        origin = self.index_to_lps(-np.array(n, dtype=np.float64))
+        return Grid(shape=tuple(s + 2 * k for s, k in zip(self.shape, n)), spacing=self.spacing, origin=tuple(origin), direction=self.direction)
+
     def same_as(self, other: "Grid", *, tol_mm: float = 1e-3) -> bool:
         """True when both grids have the same shape and place every voxel within ``tol_mm``."""
         if self.shape != other.shape:

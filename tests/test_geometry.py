@@ -128,3 +128,15 @@ def test_mask_volume_converts_to_uint8_image(small_grid):
     m[2, 3, 4] = True
     back = Volume.from_sitk(Volume(m, small_grid).to_sitk())
     assert back.array[2, 3, 4] == 1 and back.array.sum() == 1
+
+
+def test_pad_is_the_inverse_of_crop(rotated_grid):
+    big = rotated_grid.pad((1, 2, 3))
+    assert big.shape == tuple(s + 2 * k for s, k in zip(rotated_grid.shape, (1, 2, 3)))
+    assert big.crop((slice(1, -1), slice(2, -2), slice(3, -3))).same_as(rotated_grid)
+    # the padded grid's voxel [1, 2, 3] is the original's [0, 0, 0]
+    np.testing.assert_allclose(big.index_to_lps([1, 2, 3]), rotated_grid.index_to_lps([0, 0, 0]), atol=1e-9)
+    with pytest.raises(InputError):
+        rotated_grid.pad(-1)
+    with pytest.raises(InputError):
+        rotated_grid.pad(1.5)

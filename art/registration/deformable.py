@@ -23,9 +23,15 @@ Method
    update where ``|fixed - moving|`` is below a noise-adaptive threshold
    (1.5 x the robust residual noise, at least ``intensity_threshold_hu``) so
    noise in flat regions does not drive the field.
-6. The deformable part fades to the rigid map outside the body, at the CBCT
-   grid's border, and (``rigid_bones``) within 10 mm of bone (> 200 HU): the
-   pelvic bones move with the rigid bony match.
+6. The deformable part fades to the rigid map outside the body, at the
+   grid's lateral and anterior/posterior borders (the transaxial field-of-view
+   edge, 20 mm) and (``rigid_bones``) within 10 mm of bone (> 200 HU): the
+   pelvic bones move with the rigid bony match. It is *not* forced to the
+   rigid map at the superior/inferior border: tissue moving across the CBCT's
+   first or last slice (above a filling bladder) keeps its motion there.
+   Beyond the grid the deformable part is held at its value on the grid's
+   border and fades linearly to the rigid map over ``EDGE_FADE_MM`` (30 mm),
+   so both maps stay continuous and invertible there.
 
 Conventions
 -----------
@@ -37,7 +43,7 @@ Displacement fields are float32 arrays ``(nz, ny, nx, 3)`` holding LPS
   phantom's ``DailyTruth.daily_to_planning``. Includes the rigid part.
 * ``ct_to_cbct`` (on the planning grid): the planning point ``x`` is found at
   ``x + ct_to_cbct(x)`` in the CBCT. Same as ``DailyTruth.planning_to_daily``.
-  Outside the CBCT's grid it is the rigid map.
+  Beyond the CBCT's grid it joins the rigid map within ``EDGE_FADE_MM``.
 """
 
 from __future__ import annotations
@@ -53,7 +59,10 @@ from art.geometry import Grid, Volume
 from art.registration.fields import apply_matrix, grid_points, jacobian_determinant, sample_field, sample_image
 from art.registration.rigid import RigidResult, body_mask, field_of_view
 
-__all__ = ["DeformableResult", "register_deformable", "shading_correction"]
+__all__ = ["DeformableResult", "register_deformable", "shading_correction", "extend_field", "EDGE_FADE_MM"]
+
+#: Beyond the CBCT grid the deformable part fades to the rigid map over this distance (mm).
+EDGE_FADE_MM = 30.0
 
 _WINDOW = (-250.0, 250.0)
 _GAS_HU = -400.0
@@ -71,7 +80,8 @@ class DeformableResult:
         ``y + cbct_to_ct[y]`` (LPS mm, components dx, dy, dz). Rigid part included.
     ct_to_cbct : ndarray, float32, shape ``ct_grid.shape + (3,)``
         On the planning grid: planning point ``x`` lies at ``x + ct_to_cbct[x]``
-        in the CBCT (the inverse map; rigid beyond the CBCT's grid).
+        in the CBCT (the inverse map; rigid once more than ``EDGE_FADE_MM``
+        beyond the CBCT's grid).
     cbct_grid, ct_grid : Grid
         The grids of the two fields.
     rigid : RigidResult
@@ -110,11 +120,17 @@ class DeformableResult:
         return tuple(Volume(np.ascontiguousarray(self.ct_to_cbct[..., a]), self.ct_grid) for a in range(3))  # type: ignore[return-value]
 
     def cbct_to_ct_points(self, points) -> np.ndarray:
-        """Map LPS points (..., 3) of the CBCT frame to the planning frame (deformable inside the CBCT grid, rigid outside)."""
+        """Map LPS points (..., 3) of the CBCT frame to the planning frame.
+
+        Deformable inside the CBCT grid; beyond it the deformable part is held
+        at the border value and fades to the rigid map over ``EDGE_FADE_MM``
+        (the same extension the inverse field was computed with).
+        """
         p = np.asarray(points, dtype=np.float64)
-        d, inside = sample_field(self.cbct_to_ct, self.cbct_grid, p)
-        rig = self.rigid.cbct_to_ct_points(p)
-        return np.where(inside[..., None], p + d, rig)
+        # the deformable part u(y) = T^-1(y + cbct_to_ct(y)) - y (T affine, so interpolating it is exact)
+        g = grid_points(self.cbct_grid)
+        u = (apply_matrix(self.rigid.inverse_matrix, g + self.cbct_to_ct) - g).astype(np.float32)
+        return apply_matrix(self.rigid.matrix_4x4, p + extend_field(u, self.cbct_grid, p))
 
     def ct_to_cbct_points(self, points) -> np.ndarray:
         """Map planning LPS points (..., 3) into the CBCT frame (deformable on the planning grid, rigid outside)."""
@@ -268,6 +284,36 @@ def _level_grid(grid: Grid, factor: int) -> Grid:
     return grid.with_spacing(tuple(s * factor for s in grid.spacing))
 
 
+def extend_field(u: np.ndarray, grid: Grid, points: np.ndarray, *, fade_mm: float = EDGE_FADE_MM) -> np.ndarray:
+    """A displacement field on an axis-aligned ``grid`` evaluated anywhere, faded to zero beyond the grid.
+
+    Inside the grid (between the outer voxel centres): trilinear interpolation.
+    Beyond it: the value at the nearest border point, times
+    ``max(0, 1 - distance / fade_mm)``.
+
+    Parameters
+    ----------
+    u : ndarray, shape ``grid.shape + (3,)``
+        LPS (dx, dy, dz), mm.
+    points : ndarray, shape (..., 3)
+        LPS points, mm.
+
+    Returns
+    -------
+    ndarray, float32, shape ``points.shape``
+    """
+    kji = grid.lps_to_index(np.asarray(points, dtype=np.float64).reshape(-1, 3))
+    top = np.asarray(grid.shape, dtype=np.float64) - 1.0
+    clamped = np.clip(kji, 0.0, top)
+    dist = np.linalg.norm((kji - clamped) * np.asarray(grid.spacing), axis=1)
+    w = np.clip(1.0 - dist / float(fade_mm), 0.0, 1.0).astype(np.float32)
+    out = np.empty((kji.shape[0], 3), dtype=np.float32)
+    c = clamped.T
+    for a in range(3):
+        out[:, a] = ndimage.map_coordinates(u[..., a], c, order=1, mode="nearest", prefilter=False) * w
+    return out.reshape(np.shape(points))
+
+
 def _resample_field(u: np.ndarray, src: Grid, dst: Grid) -> np.ndarray:
     pts = grid_points(dst)
     d, _ = sample_field(u, src, pts)
@@ -291,7 +337,7 @@ def register_deformable(
     shading_sigma_mm: float = 25.0,
     ct_body: Volume | None = None,
     method: str = "symmetric",
-    presmooth_mm: float = 2.0,
+    presmooth_mm: float = 1.0,
     intensity_threshold_hu: float = 10.0,
     rigid_bones: bool = True,
 ) -> DeformableResult:
@@ -402,9 +448,12 @@ def register_deformable(
     has_guides = bool(guide_structures)
 
     # ---- body weight: the field fades to the rigid map outside the body
-    wbody = ndimage.gaussian_filter(ndimage.binary_dilation(body, structure=_ball(10.0, sp)).astype(np.float32), [10.0 / s for s in sp])
-    # ... and at the CBCT grid's border, so the field joins the rigid map beyond the grid continuously
-    for ax, (n, s) in enumerate(zip(cg.shape, sp)):
+    wbody = ndimage.gaussian_filter(ndimage.binary_dilation(body, structure=_ball(10.0, sp)).astype(np.float32), [10.0 / s for s in sp], mode="nearest")
+    # ... and at the grid's lateral and anterior/posterior borders (the transaxial field-of-view edge, where
+    # truncation leaves unreliable intensities). Not at the superior/inferior border: tissue moving across the
+    # CBCT's first or last slice keeps its motion, and extend_field carries it beyond the grid to the rigid map.
+    for ax in (1, 2):
+        n, s = cg.shape[ax], sp[ax]
         dist = np.minimum(np.arange(n), np.arange(n)[::-1]) * s  # mm from the outer voxel centres
         ramp = np.clip((dist - s) / 20.0, 0.0, 1.0).astype(np.float32)
         shape = [1, 1, 1]
@@ -517,13 +566,17 @@ def register_deformable(
     # ---- total fields
     cbct_to_ct = (apply_matrix(rigid.matrix_4x4, pts + u) - pts).astype(np.float32)
     tinv = time.perf_counter()
+    # the inverse is computed on the CBCT grid grown by the edge fade, where the extended field reaches zero
+    pg = cg.pad([int(np.ceil(EDGE_FADE_MM / s)) + 1 for s in sp])
+    u_pg = extend_field(u, cg, grid_points(pg))
     w_img = sitk.InvertDisplacementField(
-        _field_to_sitk(u, cg), maximumNumberOfIterations=30, maxErrorToleranceThreshold=0.05, meanErrorToleranceThreshold=0.001, enforceBoundaryCondition=True
+        _field_to_sitk(u_pg, pg), maximumNumberOfIterations=30, maxErrorToleranceThreshold=0.05, meanErrorToleranceThreshold=0.001, enforceBoundaryCondition=True
     )
+    del u_pg
     w = sitk.GetArrayFromImage(w_img).astype(np.float32)
     xp = grid_points(ct.grid)
     yprime = apply_matrix(rigid.inverse_matrix, xp)
-    wd, inside = sample_field(w, cg, yprime)
+    wd, inside = sample_field(w, pg, yprime)
     wd[~inside] = 0.0
     ct_to_cbct = (yprime + wd - xp).astype(np.float32)
     info["inverse_time_s"] = round(time.perf_counter() - tinv, 3)

@@ -129,3 +129,58 @@ def test_import_stays_light():
     code = "import sys, art.registration; print('SimpleITK' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_motion_across_the_superior_edge_is_kept(deformed_day, deformed_reg):
+    # the filling bladder pushes tissue across the CBCT's last slices: the field must follow it there
+    # (a field faded to the rigid map at the grid's superior border would leave the rigid error)
+    rigid, res = deformed_reg
+    truth = deformed_day.truth
+    pts = grid_points(deformed_day.cbct.grid)
+    rig = rigid.cbct_to_ct_points(pts) - pts
+    body = truth.structures["BODY"].mask & field_of_view(deformed_day.cbct)
+    moving = np.linalg.norm(truth.daily_to_planning - rig, axis=-1) > 2.0
+    top = np.zeros_like(body)
+    top[-2:] = True
+    sel = top & body & moving
+    assert sel.sum() > 100  # the case moves tissue there
+    t_def = tre_stats(res.cbct_to_ct, truth.daily_to_planning, sel)["mean"]
+    t_rig = tre_stats(rig, truth.daily_to_planning, sel)["mean"]
+    assert t_def < 0.6 * t_rig, (t_def, t_rig)
+
+
+def test_maps_join_the_rigid_map_continuously_beyond_the_cbct(deformed_day, deformed_reg):
+    from art.registration.deformable import EDGE_FADE_MM
+
+    rigid, res = deformed_reg
+    g = deformed_day.cbct.grid
+    k = g.shape[0] - 1
+    ij = np.argwhere(np.linalg.norm(res.cbct_to_ct[k] - (rigid.cbct_to_ct_points(grid_points(g)[k]) - grid_points(g)[k]), axis=-1) > 2.0)
+    assert len(ij) > 0
+    on = g.index_to_lps(np.column_stack([np.full(len(ij), k), ij]).astype(float))
+    normal = g.index_to_lps([k + 1, 0, 0]) - g.index_to_lps([k, 0, 0])
+    normal /= np.linalg.norm(normal)
+    # on the last slice: the stored field; just beyond it: nearly the same; EDGE_FADE_MM beyond: the rigid map
+    np.testing.assert_allclose(res.cbct_to_ct_points(on), on + res.cbct_to_ct[k][tuple(ij.T)], atol=1e-3)
+    near = on + 0.5 * normal
+    np.testing.assert_allclose(res.cbct_to_ct_points(near) - near, res.cbct_to_ct_points(on) - on, atol=0.3)
+    far = on + (EDGE_FADE_MM + 1.0) * normal
+    np.testing.assert_allclose(res.cbct_to_ct_points(far), rigid.cbct_to_ct_points(far), atol=1e-6)
+    # the planning-grid inverse agrees with the CBCT-grid field at those points
+    back = res.ct_to_cbct_points(res.cbct_to_ct_points(on))
+    assert np.percentile(np.linalg.norm(back - on, axis=-1), 95) < 1.0
+
+
+def test_extend_field_interpolates_inside_and_fades_beyond():
+    from art.geometry import Grid
+    from art.registration.deformable import extend_field
+
+    g = Grid(shape=(4, 5, 6), spacing=(3.0, 2.0, 2.0), origin=(-5.0, -4.0, 10.0))
+    u = np.zeros(g.shape + (3,), dtype=np.float32)
+    u[..., 2] = np.arange(4, dtype=np.float32)[:, None, None]  # dz grows with the slice index
+    inside = g.index_to_lps([[1.5, 2.0, 3.0]])
+    np.testing.assert_allclose(extend_field(u, g, inside), [[0.0, 0.0, 1.5]], atol=1e-6)
+    top = g.index_to_lps([3.0, 2.0, 3.0])
+    for d_mm, w in ((0.0, 1.0), (15.0, 0.5), (30.0, 0.0), (45.0, 0.0)):
+        p = top + np.array([0.0, 0.0, d_mm])  # +z beyond the last slice
+        np.testing.assert_allclose(extend_field(u, g, p[None], fade_mm=30.0)[0], [0.0, 0.0, 3.0 * w], atol=1e-5)

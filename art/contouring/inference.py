@@ -12,19 +12,31 @@ from art.errors import InputError
 from art.geometry import Grid, Volume, resample
 from art.structures import Structure, StructureSet
 
-from .labels import COLOURS, ROI_TYPES, VOLUME_RANGES_CC
+from .labels import COLOURS, FLUID_FILLED, ROI_TYPES, VOLUME_RANGES_CC
 
-__all__ = ["ContourResult", "segment", "predict_probabilities", "postprocess_mask", "anatomical_checks", "DEFAULT_THRESHOLD"]
+__all__ = ["ContourResult", "segment", "predict_probabilities", "postprocess_mask", "intensity_consistent", "anatomical_checks", "DEFAULT_THRESHOLD"]
 
 #: Structures whose confidence is below this are flagged for review.
 DEFAULT_THRESHOLD = 0.85
 
-# test-time augmentations: (grid shift in voxels (z, y, x), HU offset, HU scale about -1000)
+# test-time augmentations: (grid shift in voxels (z, y, x), HU offset, HU scale about -1000, left-right mirror)
 _TTA = (
-    ((0.0, 0.0, 0.0), 0.0, 1.0),
-    ((0.5, 0.5, 0.5), 40.0, 1.04),
-    ((-0.5, 0.0, -0.5), -40.0, 0.96),
+    ((0.0, 0.0, 0.0), 0.0, 1.0, False),
+    ((0.5, 0.5, 0.5), 40.0, 1.04, False),
+    ((-0.5, 0.0, -0.5), -40.0, 0.96, False),
+    ((0.0, 0.0, 0.0), 0.0, 1.0, True),
+    ((0.5, 0.0, 0.5), -20.0, 1.0, True),
 )
+
+
+def _mirror_order(classes) -> list[int]:
+    """Channel order that undoes a left-right mirror: ``*_L`` and ``*_R`` classes swap, the others stay."""
+    idx = {c: i for i, c in enumerate(classes)}
+    order = []
+    for c in classes:
+        twin = c[:-2] + "_R" if c.endswith("_L") else c[:-2] + "_L" if c.endswith("_R") else c
+        order.append(idx.get(twin, idx[c]))
+    return order
 
 
 @dataclass
@@ -161,6 +173,38 @@ def postprocess_mask(mask: np.ndarray, *, fill: str = "3d") -> np.ndarray:
     return ndimage.binary_fill_holes(mask)
 
 
+def intensity_consistent(mask: np.ndarray, image: np.ndarray, spacing, *, below_hu: float, smooth_mm: float = 2.0) -> np.ndarray:
+    """Remove the voxels of a fluid-filled organ's contour that are clearly darker than its content.
+
+    Parameters
+    ----------
+    mask : ndarray of bool, (z, y, x)
+        The organ's contour (post-processed).
+    image : ndarray, (z, y, x)
+        The CBCT, HU-like, on the same grid.
+    spacing : (dz, dy, dx)
+        Voxel size, mm.
+    below_hu : float, keyword-only
+        A voxel whose smoothed intensity lies more than this below the
+        organ's median smoothed intensity is removed (fat or gas taken in by
+        the network); the rest keeps its largest component, holes filled.
+    smooth_mm : float, keyword-only
+        Gaussian sigma (mm) of the smoothing (CBCT noise). Relative to the
+        organ's own median, so a global HU offset does not matter.
+
+    Returns
+    -------
+    ndarray of bool
+        The trimmed mask (the input when nothing would remain).
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        return mask
+    sm = ndimage.gaussian_filter(np.asarray(image, dtype=np.float32), [float(smooth_mm) / float(s) for s in spacing])
+    keep = mask & (sm >= float(np.median(sm[mask])) - float(below_hu))
+    return postprocess_mask(keep) if keep.any() else mask
+
+
 def anatomical_checks(structures: StructureSet) -> dict[str, list[str]]:
     """Sanity checks of a pelvic structure set; returns name -> reasons (empty when all pass).
 
@@ -237,8 +281,9 @@ def segment(
         Contours propagated from planning by registration (any grid); when
         given, agreement with them enters the confidence.
     tta : bool, keyword-only
-        Test-time augmentation (3 passes: sub-voxel grid shifts and HU
-        offsets); its disagreement gives the confidence. False: one pass,
+        Test-time augmentation (5 passes: sub-voxel grid shifts, HU offsets
+        and two left-right mirrored passes with the ``*_L``/``*_R`` classes
+        swapped back); its disagreement gives the confidence. False: one pass,
         confidence only from ``propagated`` (1.0 without it).
     threshold : float, keyword-only
         Structures with confidence below this are flagged.
@@ -252,11 +297,14 @@ def segment(
     Notes
     -----
     The CBCT is resampled (linear) to the network grid (same extent, the
-    card's voxel size), normalised (:func:`~art.contouring.model.normalise`),
+    card's voxel size; the CBCT's outer voxels are replicated one voxel
+    outwards, so a shifted network grid never sees air at the CBCT's edges), normalised (:func:`~art.contouring.model.normalise`),
     segmented window by window; the class probabilities are resampled back
     (linear) to the CBCT grid and averaged over the test-time augmentations;
     each voxel takes the most probable class. Each organ keeps its largest
-    connected component with holes filled; BODY is the union of all
+    connected component with holes filled; fluid-filled organs
+    (``labels.FLUID_FILLED``: the bladder) lose the voxels clearly darker than
+    their content (:func:`intensity_consistent`); BODY is the union of all
     non-background classes (largest component, axial holes filled).
     """
     from .confidence import confidence as _confidence
@@ -273,18 +321,28 @@ def segment(
     classes = model.classes
     grid = cbct.grid
     src = Volume(np.asarray(cbct.array, dtype=np.float32), grid)
+    # one voxel of edge replication around the CBCT, so the network grid (and its sub-voxel shifts) sees the
+    # CBCT's last slices continued rather than air, and the probabilities map back onto the CBCT's outer voxels
+    src_edge = Volume(np.pad(src.array, 1, mode="edge"), grid.pad(1))
     base = network_grid(grid, card["spacing_mm"])
     acc = np.zeros((len(classes),) + tuple(grid.shape), dtype=np.float32)
     variant_labels = []
-    for shift, off, scale in _TTA if tta else _TTA[:1]:
+    mirror = _mirror_order(classes)
+    for shift, off, scale, flip in _TTA if tta else _TTA[:1]:
         g = _shifted_grid(base, shift) if any(shift) else base
-        img = src.array if g.same_as(grid) else resample(src, g, order=1, fill_value=-1000.0).array
+        img = src.array if g.same_as(grid) else resample(src_edge, g, order=1, fill_value=-1000.0).array
         img = (img + 1000.0) * scale - 1000.0 + off
-        prob = predict_probabilities(model, normalise(img, card["normalisation"]))
+        if flip:
+            # the patient mirrored left-right (array x axis); the prediction is mirrored back, _L/_R classes swapped
+            prob = predict_probabilities(model, normalise(np.ascontiguousarray(img[:, :, ::-1]), card["normalisation"]))
+            prob = np.ascontiguousarray(prob[mirror][:, :, :, ::-1])
+        else:
+            prob = predict_probabilities(model, normalise(img, card["normalisation"]))
         if g.same_as(grid):
             up = prob
         else:
-            up = np.stack([resample(Volume(prob[c], g), grid, order=1, fill_value=1.0 if c == 0 else 0.0).array for c in range(len(classes))])
+            gp = g.pad(1)
+            up = np.stack([resample(Volume(np.pad(prob[c], 1, mode="edge"), gp), grid, order=1, fill_value=1.0 if c == 0 else 0.0).array for c in range(len(classes))])
         acc += up
         variant_labels.append(np.argmax(up, axis=0).astype(np.uint8))
     labels = np.argmax(acc, axis=0)
@@ -295,6 +353,8 @@ def segment(
         if i == 0 or name == "BODY":
             continue
         masks[name] = postprocess_mask(labels == i)
+        if name in FLUID_FILLED:
+            masks[name] = intensity_consistent(masks[name], src.array, grid.spacing, below_hu=FLUID_FILLED[name])
     body_idx = classes.index("BODY") if "BODY" in classes else None
     if body_idx is not None:
         body = postprocess_mask(labels > 0, fill="axial")

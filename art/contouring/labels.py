@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["CLASSES", "ROI_TYPES", "COLOURS", "VOLUME_RANGES_CC"]
+__all__ = ["CLASSES", "ROI_TYPES", "COLOURS", "VOLUME_RANGES_CC", "FLUID_FILLED"]
 
 #: Network output channels, in order; channel 0 is the background.
 #: ``BODY`` is the body outside the other organs (the final BODY structure is
@@ -32,3 +32,9 @@ VOLUME_RANGES_CC: dict[str, tuple[float, float]] = {
     "FemoralHead_L": (20.0, 200.0),
     "FemoralHead_R": (20.0, 200.0),
 }
+
+#: Fluid-filled organs: their content is water-like (urine), never fat or gas.
+#: Value: how far (HU) below the organ's own median CBCT intensity (smoothed
+#: 2 mm) a voxel of the automatic contour may lie before it is removed as
+#: surrounding fat (~100 HU darker than urine) or gas.
+FLUID_FILLED: dict[str, float] = {"Bladder": 60.0}

@@ -4,7 +4,8 @@ Recipe (defaults): daily CBCTs of digital patients ``seeds`` (fractions 1 and
 2 simulated directly at the network voxel size, fraction 3 of every other
 patient simulated at the planning CT voxel size and resampled, as in use),
 every phantom variation and CBCT artefact on with per-case strengths; 4 mm
-isotropic grid; random patches (half centred near the prostate); intensity
+isotropic grid; random patches (a third near the prostate, a third on the
+bladder's boundary, a third anywhere); intensity
 augmentation (HU offset, scale, smooth shading, noise); loss = cross-entropy +
 soft Dice; Adam with cosine learning-rate decay; validation Dice on held-out
 patients after every epoch; the final network exported to TorchScript with its
@@ -52,14 +53,28 @@ def _crop(img, lab, patch, rng, pad_value):
     if any(p[1] for p in pads):
         img = np.pad(img, pads, constant_values=pad_value)
         lab = np.pad(lab, pads, constant_values=0)
-    if rng.random() < 0.5 and (lab == 4).any():
+    r = rng.random()
+    if r < 1.0 / 3.0 and (lab == 4).any():
+        # near the prostate
         c = np.argwhere(lab == 4).mean(axis=0) + rng.normal(0.0, 6.0, 3)
+        start = [int(round(ci - p / 2)) for ci, p in zip(c, patch)]
+    elif r < 2.0 / 3.0 and (lab == 2).any():
+        # on the bladder's boundary (the dome meets bowel of the same density: the hardest edge)
+        bl = lab == 2
+        edge = np.argwhere(bl & ~_erode(bl))
+        c = edge[int(rng.integers(0, len(edge)))]
         start = [int(round(ci - p / 2)) for ci, p in zip(c, patch)]
     else:
         start = [int(rng.integers(0, n - p + 1)) for n, p in zip(img.shape, patch)]
     start = [min(max(0, s), n - p) for s, n, p in zip(start, img.shape, patch)]
     sl = tuple(slice(s, s + p) for s, p in zip(start, patch))
     return img[sl], lab[sl]
+
+
+def _erode(mask: np.ndarray) -> np.ndarray:
+    from scipy import ndimage
+
+    return ndimage.binary_erosion(mask)
 
 
 def _dice_per_class(pred: np.ndarray, lab: np.ndarray, n: int) -> list[float]:
@@ -87,6 +102,7 @@ def train(
     cache_dir=None,
     command: str | None = None,
     name: str = "contour_unet",
+    init=None,
 ) -> dict:
     """Train the contouring network and write ``<name>.pt`` (TorchScript) and ``<name>.json`` (card) to ``out_dir``.
 
@@ -115,6 +131,10 @@ def train(
         Case cache (:func:`art.contouring.dataset.default_cache_dir`).
     command : str or None, keyword-only
         The command line recorded in the card.
+    init : path or None, keyword-only
+        Start from the weights of this TorchScript model (same architecture
+        and classes; its card beside it, recorded in the new card) instead of
+        random weights: a fine-tuning run.
 
     Returns
     -------
@@ -166,7 +186,11 @@ def train(
             prog.advance(task)
 
     n_cls = len(CLASSES)
-    net = UNet3D(1, n_cls, CHANNELS).to(device)
+    net = UNet3D(1, n_cls, CHANNELS)
+    init_record = None
+    if init is not None:
+        init_record = _load_init(net, init)
+    net = net.to(device)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     steps_per_epoch = max(1, len(cases) // batch_size)
     total = steps_per_epoch * epochs
@@ -225,8 +249,35 @@ def train(
             torch.save(net.state_dict(), out_dir / f"{name}.checkpoint.pth")
 
     (out_dir / f"{name}.checkpoint.pth").unlink(missing_ok=True)
-    card = export_model(net.cpu().eval(), out_dir, name=name, card=_card(seeds, val_seeds, cases, epochs, batch_size, lr, seed, device, command, patch, spacing_mm, norm, history, t_start))
+    card = _card(seeds, val_seeds, cases, epochs, batch_size, lr, seed, device, command, patch, spacing_mm, norm, history, t_start)
+    if init_record is not None:
+        card["training"]["initialised_from"] = init_record
+    card = export_model(net.cpu().eval(), out_dir, name=name, card=card)
     return card
+
+
+def _load_init(net, path) -> dict:
+    """Load a TorchScript model's weights into ``net``; returns what the card records about it."""
+    import warnings
+
+    import torch
+
+    from art.provenance import sha256_file
+
+    from .model import load_model
+
+    m = load_model(path)  # validates the card (classes, spacing, ...)
+    if list(m.classes) != list(CLASSES):
+        raise InputError(f"--init model {path}: classes {m.classes} differ from {list(CLASSES)}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        state = {k: v.detach().cpu() for k, v in m.module.state_dict().items()}
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        raise InputError(f"--init model {path}: weights do not fit the UNet3D {list(CHANNELS)} architecture ({str(exc).splitlines()[0]})") from exc
+    prev = m.card.get("training", {})
+    return {"weights_sha256": sha256_file(m.path), "command": prev.get("command"), "epochs": prev.get("epochs_completed", prev.get("epochs")), "seed": prev.get("seed"), "initialised_from": prev.get("initialised_from")}
 
 
 def _card(seeds, val_seeds, cases, epochs, batch_size, lr, seed, device, command, patch, spacing_mm, norm, history, t_start) -> dict:
@@ -250,7 +301,7 @@ def _card(seeds, val_seeds, cases, epochs, batch_size, lr, seed, device, command
             "batch_size": batch_size,
             "lr": lr,
             "loss": "cross-entropy + soft Dice (classes 1..)",
-            "augmentation": "HU offset +-60, scale 0.92-1.08 about air, smooth shading <= 50 HU, noise <= 25 HU; random patches, half centred near the prostate",
+            "augmentation": "HU offset +-60, scale 0.92-1.08 about air, smooth shading <= 50 HU, noise <= 25 HU; random patches: a third centred near the prostate, a third on the bladder's boundary, a third anywhere",
             "seed": seed,
             "device": device,
             "torch": torch.__version__,

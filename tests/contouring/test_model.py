@@ -113,3 +113,51 @@ def test_plugin_with_wrong_class_count_is_rejected(tmp_path):
     (tmp_path / "user.json").write_text(json.dumps(card))
     with pytest.raises(InputError, match="3 classes"):
         load_model(p)
+
+
+def test_mirror_order_swaps_left_and_right_classes():
+    from art.contouring.inference import _mirror_order
+
+    classes = ["background", "BODY", "Bladder", "FemoralHead_L", "FemoralHead_R", "Kidney_L"]
+    assert _mirror_order(classes) == [0, 1, 2, 4, 3, 5]  # a class without its twin stays
+
+
+def test_mirrored_pass_keeps_left_and_right(model, day, monkeypatch):
+    # the mirrored test-time pass alone: its prediction, mirrored back with _L/_R swapped, must keep the sides
+    import art.contouring.inference as inf
+
+    monkeypatch.setattr(inf, "_TTA", tuple(t for t in inf._TTA if t[3]))
+    res = inf.segment(day.cbct, model=model, tta=True)
+    for n in ("FemoralHead_L", "FemoralHead_R"):
+        assert dice(res.structures[n].mask, day.truth.structures[n].mask) > 0.85, n
+
+
+def test_organ_crossing_the_cbct_edge_is_segmented_up_to_the_last_slice(model, day):
+    # cut the CBCT through the bladder: every test-time pass (shifted grids included) must see the last
+    # slices as tissue, not air, and map its probabilities back onto them
+    from art.geometry import Volume
+
+    bl = day.truth.structures["Bladder"].mask
+    zs = np.nonzero(bl.any(axis=(1, 2)))[0]
+    k = int((zs[0] + zs[-1]) // 2)
+    g = day.cbct.grid.crop((slice(0, k + 1), slice(None), slice(None)))
+    cut = Volume(day.cbct.array[: k + 1], g)
+    res = segment(cut, model=model, tta=True)
+    last_true = bl[k]
+    last_pred = res.structures["Bladder"].mask[-1]
+    assert dice(last_pred, last_true) > 0.7, dice(last_pred, last_true)
+
+
+def test_fine_tuning_starts_from_the_given_weights(tmp_path):
+    from art.contouring.labels import CLASSES
+    from art.contouring.network import UNet3D
+    from art.contouring.training import CHANNELS, _load_init
+
+    net = UNet3D(1, len(CLASSES), CHANNELS)
+    rec = _load_init(net, shipped_model_path())
+    ref = load_model(device="cpu").module.state_dict()
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, ref[k].cpu()), k
+    assert len(rec["weights_sha256"]) == 64 and "train-contours" in rec["command"]
+    with pytest.raises(InputError):
+        _load_init(net, tmp_path / "missing.pt")

@@ -130,3 +130,24 @@ def test_label_map_organs_over_body_on_a_coarser_grid():
         vol_cc = np.count_nonzero(lab == i) * coarse.voxel_volume_cc
         assert vol_cc == pytest.approx(ss[name].volume_cc, rel=0.35), name
     assert (lab == 0).sum() > 0 and (lab == 1).sum() > 0
+
+
+def test_intensity_consistent_trims_fat_taken_into_a_fluid_organ():
+    from art.contouring.inference import intensity_consistent
+
+    rng = np.random.default_rng(0)
+    img = np.full((20, 40, 40), -100.0, dtype=np.float32)  # fat
+    z, y, x = np.ogrid[:20, :40, :40]
+    bladder = (z - 8) ** 2 / 36 + (y - 20) ** 2 / 100 + (x - 20) ** 2 / 100 <= 1
+    img[bladder] = 10.0 + 300.0  # urine, with a global offset the rule must not care about
+    img[~bladder] += 300.0
+    img += rng.normal(0.0, 30.0, img.shape).astype(np.float32)  # CBCT noise
+    over = bladder.copy()
+    over[12:20, 14:26, 14:26] = True  # the network took the fat above the dome
+    out = intensity_consistent(over, img, (3.0, 2.0, 2.0), below_hu=60.0)
+    assert (out & ~bladder).sum() < 0.1 * (over & ~bladder).sum()
+    assert (out & bladder).sum() > 0.95 * bladder.sum()
+    # a contour that is all urine stays (but for a few boundary voxels blurred by the smoothing); an empty one stays empty
+    same = intensity_consistent(bladder, img, (3.0, 2.0, 2.0), below_hu=60.0)
+    assert not (same & ~bladder).any() and same.sum() > 0.995 * bladder.sum()
+    assert not intensity_consistent(np.zeros_like(bladder), img, (3.0, 2.0, 2.0), below_hu=60.0).any()

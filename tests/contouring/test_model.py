@@ -132,10 +132,14 @@ def test_mirrored_pass_keeps_left_and_right(model, day, monkeypatch):
         assert dice(res.structures[n].mask, day.truth.structures[n].mask) > 0.85, n
 
 
-def test_organ_crossing_the_cbct_edge_is_segmented_up_to_the_last_slice(model, day):
-    # cut the CBCT through the bladder: every test-time pass (shifted grids included) must see the last
-    # slices as tissue, not air, and map its probabilities back onto them
+@pytest.mark.parametrize("shift", [(0.5, 0.5, 0.5), (-0.5, 0.0, -0.5)])
+def test_organ_crossing_the_cbct_edge_is_segmented_up_to_the_last_slice(model, day, shift, monkeypatch):
+    # cut the CBCT through the bladder: a test-time pass on a shifted grid must see the last slices as
+    # tissue, not air (shift +0.5), and map its probabilities back onto them (shift -0.5)
+    import art.contouring.inference as inf
     from art.geometry import Volume
+
+    monkeypatch.setattr(inf, "_TTA", ((shift, 0.0, 1.0, False),))
 
     bl = day.truth.structures["Bladder"].mask
     zs = np.nonzero(bl.any(axis=(1, 2)))[0]

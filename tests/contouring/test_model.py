@@ -46,12 +46,12 @@ def test_shipped_model_segments_a_held_out_cbct(model, day):
     assert res.structures.grid.same_as(day.cbct.grid)
     assert res.structures["BODY"].roi_type == "EXTERNAL" and res.structures["Bladder"].roi_type == "ORGAN"
     d = {n: dice(res.structures[n].mask, day.truth.structures[n].mask) for n in ORGANS + ("BODY",)}
-    # floors far above what an untrained or a wrong-side network reaches (~0); the shipped
-    # (early-stopped) weights reach about BODY 0.91, Bladder 0.76, Rectum 0.86, Prostate 0.88, heads 0.93-0.96 here
+    # floors far above what an untrained or a wrong-side network reaches (~0); the shipped weights
+    # reach BODY 0.92, Bladder 0.94, Rectum 0.97, Prostate 0.97, heads 0.99 here (one pass, no augmentation)
     assert d["BODY"] > 0.85
-    assert d["Bladder"] > 0.6
-    assert d["FemoralHead_L"] > 0.85 and d["FemoralHead_R"] > 0.85
-    assert d["Rectum"] > 0.7 and d["Prostate"] > 0.7
+    assert d["Bladder"] > 0.85
+    assert d["FemoralHead_L"] > 0.9 and d["FemoralHead_R"] > 0.9
+    assert d["Rectum"] > 0.85 and d["Prostate"] > 0.85
     assert set(res.confidence) == set(res.structures.names)
 
 

@@ -332,12 +332,11 @@ def segment(
         g = _shifted_grid(base, shift) if any(shift) else base
         img = src.array if g.same_as(grid) else resample(src_edge, g, order=1, fill_value=-1000.0).array
         img = (img + 1000.0) * scale - 1000.0 + off
+        # a mirrored pass sees the patient mirrored left-right (array x axis); its prediction is mirrored back
+        # with the _L/_R classes swapped
+        prob = predict_probabilities(model, normalise(np.ascontiguousarray(img[:, :, ::-1]) if flip else img, card["normalisation"]))
         if flip:
-            # the patient mirrored left-right (array x axis); the prediction is mirrored back, _L/_R classes swapped
-            prob = predict_probabilities(model, normalise(np.ascontiguousarray(img[:, :, ::-1]), card["normalisation"]))
             prob = np.ascontiguousarray(prob[mirror][:, :, :, ::-1])
-        else:
-            prob = predict_probabilities(model, normalise(img, card["normalisation"]))
         if g.same_as(grid):
             up = prob
         else:

@@ -49,6 +49,8 @@ def _augment(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _crop(img, lab, patch, rng, pad_value):
+    from scipy import ndimage
+
     pads = [(0, max(0, p - n)) for p, n in zip(patch, img.shape)]
     if any(p[1] for p in pads):
         img = np.pad(img, pads, constant_values=pad_value)
@@ -61,7 +63,7 @@ def _crop(img, lab, patch, rng, pad_value):
     elif r < 2.0 / 3.0 and (lab == 2).any():
         # on the bladder's boundary (the dome meets bowel of the same density: the hardest edge)
         bl = lab == 2
-        edge = np.argwhere(bl & ~_erode(bl))
+        edge = np.argwhere(bl & ~ndimage.binary_erosion(bl))
         c = edge[int(rng.integers(0, len(edge)))]
         start = [int(round(ci - p / 2)) for ci, p in zip(c, patch)]
     else:
@@ -69,12 +71,6 @@ def _crop(img, lab, patch, rng, pad_value):
     start = [min(max(0, s), n - p) for s, n, p in zip(start, img.shape, patch)]
     sl = tuple(slice(s, s + p) for s, p in zip(start, patch))
     return img[sl], lab[sl]
-
-
-def _erode(mask: np.ndarray) -> np.ndarray:
-    from scipy import ndimage
-
-    return ndimage.binary_erosion(mask)
 
 
 def _dice_per_class(pred: np.ndarray, lab: np.ndarray, n: int) -> list[float]:

@@ -88,7 +88,7 @@ def plan_job(
     """
     from art.dose import load_machine
     from art.io import read_image_series, read_rtstruct
-    from art.optimize import load_protocol
+    from art.protocol import load_protocol
     from art.outputs import atomic_output_dir
     from art.provenance import provenance
     from art.results import write_plan_files

@@ -83,7 +83,7 @@ def load_reference(folder: str | Path) -> Reference:
     """Read a reference folder (see module docstring) with clear errors naming the file."""
     from art.io import read_image_series, read_rtstruct
     from art.io.rtplan import read_rtplan
-    from art.optimize import load_protocol
+    from art.protocol import load_protocol
 
     paths = find_reference_files(folder)
     protocol = load_protocol(paths["protocol"])

@@ -38,7 +38,7 @@ from pathlib import Path
 
 from art.optimize.fmo import optimize_fluence
 from art.optimize.neighbours import distance_rows, neighbours_from_influence, transfer_weights
-from art.optimize.protocol import Goal, Prescription, parse_metric
+from art.protocol import Goal, Prescription, parse_metric
 from art.optimize.voxels import build_structure_voxels
 
 OUT = Path(__file__).parent / "results" / ("optimize.json" if os.environ.get("ART_BENCH_METHOD", "lbfgs") == "lbfgs" else "optimize_cvxpy.json")

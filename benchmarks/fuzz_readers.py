@@ -72,7 +72,7 @@ def _child(target: str, runs: int, seed_dir: Path, work: Path, crash_dir: Path) 
 
     with atheris.instrument_imports():
         import art.io  # noqa: F401
-        import art.optimize.protocol  # noqa: F401
+        import art.protocol  # noqa: F401
     from art.errors import ArtError
     from art.io import read_image_series, read_rtstruct
 
@@ -88,7 +88,7 @@ def _child(target: str, runs: int, seed_dir: Path, work: Path, crash_dir: Path) 
 
     def call(data: bytes) -> None:
         if target == "protocol":
-            from art.optimize.protocol import parse_protocol
+            from art.protocol import parse_protocol
 
             try:
                 text = data.decode("utf-8")

@@ -3,7 +3,7 @@
 Each case is a water-equivalent cylindrical phantom (HU 0 inside a 30 cm
 diameter cylinder along the patient's z axis, -1000 HU air around it) with
 target and avoidance structures and a protocol (TOML text and the parsed
-:class:`~art.optimize.protocol.Protocol`). The phantom centre is the LPS
+:class:`~art.protocol.Protocol`). The phantom centre is the LPS
 origin (0, 0, 0) and the isocentre; voxel centres lie symmetrically about it
 (an even number of voxels along each axis), so the boundaries at whole
 millimetres fall between voxel centres and the voxelised volumes match the
@@ -38,7 +38,7 @@ import numpy as np
 
 from art.errors import InputError
 from art.geometry import Grid, Volume
-from art.optimize.protocol import Protocol, parse_protocol
+from art.protocol import Protocol, parse_protocol
 from art.structures import Structure, StructureSet
 
 __all__ = ["CommissioningCase", "c_shape", "multi_target", "phantom_grid"]

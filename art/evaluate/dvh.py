@@ -29,7 +29,7 @@ from art.backend import to_numpy
 from art.errors import GeometryError, InputError
 from art.geometry import Grid, Volume, resample_mask
 from art.evaluate.metrics import evaluate_metric, mean_dose, near_max_dose, near_min_dose, prepare_samples
-from art.optimize.protocol import Metric
+from art.protocol import Metric
 from art.structures import Structure
 
 __all__ = ["DVH", "dvh", "structure_samples", "occupancy"]

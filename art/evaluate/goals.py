@@ -11,7 +11,7 @@ from art.errors import InputError
 from art.evaluate.dvh import occupancy, structure_samples
 from art.evaluate.metrics import evaluate_metric
 from art.geometry import Volume
-from art.optimize.protocol import Goal, Protocol, format_number
+from art.protocol import Goal, Protocol, format_number
 from art.structures import Structure, StructureSet
 
 __all__ = ["GoalResult", "evaluate_goals"]

@@ -45,7 +45,7 @@ import numpy as np
 
 from art.backend import to_numpy
 from art.errors import InputError
-from art.optimize.protocol import NEAR_POINT_CC, Metric, format_number, parse_metric
+from art.protocol import NEAR_POINT_CC, Metric, format_number, parse_metric
 
 __all__ = [
     "prepare_samples",

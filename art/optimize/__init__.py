@@ -1,26 +1,5 @@
-"""art.optimize: treatment protocols (clinical goals), objectives, the optimisation problem.
+"""art.optimize: fluence-map optimisation against the clinical goals (objectives, voxel sampling, solvers, normalisation).
 
-``from art.optimize import load_protocol`` stays light (no cvxpy import).
+The clinical protocol itself (goals, metrics, parsing) is :mod:`art.protocol`. Importing
+this package stays light: the solvers (scipy, cvxpy) load in the modules that use them.
 """
-
-from art.optimize.protocol import (
-    BeamSetup,
-    Goal,
-    Metric,
-    Prescription,
-    Protocol,
-    load_protocol,
-    parse_metric,
-    parse_protocol,
-)
-
-__all__ = [
-    "BeamSetup",
-    "Goal",
-    "Metric",
-    "Prescription",
-    "Protocol",
-    "load_protocol",
-    "parse_metric",
-    "parse_protocol",
-]

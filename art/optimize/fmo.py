@@ -55,7 +55,7 @@ from scipy import sparse
 from art.errors import ArtError, InputError
 from art.optimize.normalize import metric_value, normalize_to_prescription, prescription_goal, scale_limits
 from art.optimize.objectives import Surrogate, goal_surrogates, surrogate_slack, surrogate_value
-from art.optimize.protocol import Goal, Prescription
+from art.protocol import Goal, Prescription
 from art.optimize.voxels import StructureVoxels, sample_voxels
 
 __all__ = [

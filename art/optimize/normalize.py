@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from art.errors import InputError
-from art.optimize.protocol import Goal, Metric, Prescription
+from art.protocol import Goal, Metric, Prescription
 
 __all__ = ["prescription_goal", "normalize_to_prescription", "scale_limits", "metric_scale_factor", "metric_value"]
 

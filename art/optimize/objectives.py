@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from art.errors import InputError
-from art.optimize.protocol import Goal
+from art.protocol import Goal
 from art.optimize.voxels import StructureVoxels
 
 __all__ = ["Surrogate", "goal_surrogates", "surrogate_value", "surrogate_slack"]

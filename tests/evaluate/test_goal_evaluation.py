@@ -10,7 +10,7 @@ import pytest
 from art.errors import InputError
 from art.evaluate import GoalResult, evaluate_goals
 from art.geometry import Grid, Volume
-from art.optimize import parse_protocol
+from art.protocol import parse_protocol
 from art.structures import Structure, StructureSet
 
 PROTOCOL = """\

@@ -18,7 +18,7 @@ from art.evaluate.metrics import evaluate_metric, prepare_samples
 from art.optimize.fmo import NormalTissue, OptimizationResult, optimize_fluence, validate_solver
 from art.optimize.normalize import normalize_to_prescription, prescription_goal
 from art.optimize.objectives import Surrogate, goal_surrogates, surrogate_value
-from art.optimize.protocol import Goal, Prescription, parse_metric
+from art.protocol import Goal, Prescription, parse_metric
 from art.optimize.synthetic import synthetic_case
 from art.optimize.voxels import StructureVoxels, sample_voxels
 

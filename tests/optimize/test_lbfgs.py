@@ -16,7 +16,7 @@ from art.evaluate.metrics import evaluate_metric, prepare_samples
 from art.optimize.fmo import optimize_fluence
 from art.optimize.lbfgs import PenaltyTerm
 from art.optimize.neighbours import neighbours_from_influence, transfer_weights
-from art.optimize.protocol import Goal, Prescription, parse_metric
+from art.protocol import Goal, Prescription, parse_metric
 from art.optimize.synthetic import synthetic_case
 
 RX = Prescription("PTV", 60.0, 20)

@@ -10,7 +10,7 @@ from scipy import ndimage
 
 from art.evaluate import evaluate_goals
 from art.geometry import Volume
-from art.optimize import parse_protocol
+from art.protocol import parse_protocol
 from art_phantoms.commissioning import c_shape, multi_target
 
 

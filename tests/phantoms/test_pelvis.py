@@ -153,7 +153,7 @@ def test_bad_input(kwargs):
 
 
 def test_protocol_file_parses_and_matches_structures(coarse_case):
-    from art.optimize.protocol import load_protocol, parse_protocol
+    from art.protocol import load_protocol, parse_protocol
 
     text = default_protocol_text()
     assert default_protocol_path().read_text(encoding="utf-8") == text

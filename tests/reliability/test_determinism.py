@@ -40,7 +40,7 @@ FAST_PROTOCOL = {
 
 # ----------------------------------------------------------------------------- the plan
 def protocol(fast: bool):
-    from art.optimize import parse_protocol
+    from art.protocol import parse_protocol
     from art_phantoms import default_protocol_text
 
     text = default_protocol_text()

@@ -41,7 +41,7 @@ def result(tmp_path_factory, coarse_patient):
     from art.geometry import Volume
     from art.io import read_image_series, read_rtstruct
     from art.io.registration import write_deformable_registration, write_spatial_registration
-    from art.optimize import load_protocol
+    from art.protocol import load_protocol
     from art.results import write_plan_files
 
     folder = tmp_path_factory.mktemp("result") / "result"

@@ -111,7 +111,7 @@ def test_slice_without_columns_is_a_dicom_error_naming_the_file(tiny, tmp_path):
 @settings(max_examples=150, deadline=None)
 @given(text=st.text(max_size=400))
 def test_protocol_parser_refuses_arbitrary_text_only_with_protocol_errors(text):
-    from art.optimize import parse_protocol
+    from art.protocol import parse_protocol
 
     try:
         parse_protocol(text, source="p.toml")
@@ -126,7 +126,7 @@ def test_protocol_parser_refuses_arbitrary_text_only_with_protocol_errors(text):
 )
 def test_protocol_goal_values_are_validated(key, value):
     """Any value in a goal either parses to a sane goal or is refused with the line named."""
-    from art.optimize import parse_protocol
+    from art.protocol import parse_protocol
     from art_phantoms import default_protocol_text
 
     text = default_protocol_text()

@@ -8,7 +8,7 @@ import pytest
 from art.errors import InputError
 from art.evaluate import evaluate_goals
 from art.geometry import Volume
-from art.optimize import parse_protocol
+from art.protocol import parse_protocol
 from art.plan import Beam, Plan, Segment
 from art.report import adaptive_report_model, dvh_curves, plan_report_model, recommend, render_report
 

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from art.errors import InputError, ProtocolError
-from art.optimize import load_protocol, parse_metric, parse_protocol
-from art.optimize.protocol import Metric, format_number
+from art.protocol import load_protocol, parse_metric, parse_protocol
+from art.protocol import Metric, format_number
 
 # The example of DESIGN.md, verbatim (line numbers below refer to it).
 DESIGN_EXAMPLE = """\

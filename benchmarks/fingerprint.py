@@ -90,8 +90,9 @@ def demo_fingerprint(seed: int, keep: Path | None) -> dict[str, dict[str, str]]:
 
 
 def compare(a: dict, b: dict) -> list[str]:
+    """Differences between fingerprints ``a`` (before) and ``b`` (after), over the sections ``b`` has."""
     diffs = []
-    for section in sorted(set(a) | set(b)):
+    for section in sorted(b):
         sa, sb = a.get(section, {}), b.get(section, {})
         for k in sorted(set(sa) | set(sb)):
             if sa.get(k) != sb.get(k):

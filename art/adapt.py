@@ -143,12 +143,9 @@ def adapt(
     AdaptResult
     """
     from art.contouring import segment
-    from art.dose import dose as plan_dose
     from art.dose import load_machine
-    from art.evaluate import evaluate_goals
-    from art.evaluate.gamma import gamma_index
-    from art.registration import propagate_structures, register_deformable, register_rigid, synthetic_ct
-    from art.workflow import EVALUATION_MODE, make_plan
+    from art.registration import propagate_structures, register_rigid, synthetic_ct
+    from art.workflow import make_plan
 
     stages = stages if stages is not None else Stages(show=False)
     machine = machine if machine is not None else load_machine()
@@ -159,75 +156,24 @@ def adapt(
     with stages.stage("rigid registration"):
         rigid = register_rigid(ct, cbct_vol, ct_body=body.volume if body is not None else None)
         stages.note(f"couch shift {np.round(rigid.couch_shift_mm, 1).tolist()} mm")
-
     with stages.stage("AI contours"):
         contours = segment(cbct_vol, model=contour_model)
-
     with stages.stage("deformable registration"):
-        guide = {}
-        for s in contours.structures:
-            r = ref_ss.find(s.name)
-            if r is not None and s.name not in contours.flagged and r.roi_type.upper() not in TARGET_TYPES | {"EXTERNAL"}:
-                if float(contours.confidence.get(s.name, 0.0)) >= confidence_threshold:
-                    guide[r.name] = (r.volume, s.volume)
-        ai_body = next((s for s in contours.structures if s.roi_type.upper() == "EXTERNAL"), None)
-        body_mask = ai_body.volume if ai_body is not None and ai_body.name not in contours.flagged else None
-        attempts = [("guided" if guide else "unguided", dict(guide_structures=guide or None))]
-        if guide:
-            attempts.append(("unguided", dict(guide_structures=None)))
-        attempts.append(("unguided, smoother (9 mm)", dict(guide_structures=None, smoothing_mm=9.0)))
-        registration_log = []
-        for label, extra in attempts:
-            deformable = register_deformable(
-                ct, cbct_vol, rigid=rigid, body_mask=body_mask, ct_body=body.volume if body is not None else None, **extra
-            )
-            folded = int(deformable.quality.get("folded_voxels_cbct", 0)) + int(deformable.quality.get("folded_voxels_ct", 0))
-            registration_log.append({"variant": label, "folded_voxels": folded})
-            if folded == 0:
-                break
-            stages.note(f"{label} registration folds {folded} voxels: trying again")
-        deformable.info["attempts"] = registration_log
-        stages.note(
-            "Jacobian determinant {:.2f}..{:.2f}, folded voxels {}".format(
-                float(deformable.quality.get("jacobian_min_cbct", float("nan"))),
-                float(deformable.quality.get("jacobian_max_cbct", float("nan"))),
-                deformable.quality.get("folded_voxels_cbct", "?"),
-            )
-        )
-
+        deformable = _register_deformable(ct, cbct_vol, rigid, ref_ss, contours, confidence_threshold=confidence_threshold, stages=stages)
     with stages.stage("contour propagation"):
         propagated = propagate_structures(ref_ss, deformable, target_grid=cbct_vol.grid)
         daily, sources, qa, flagged = daily_structures(ref_ss, propagated, contours, confidence_threshold=confidence_threshold)
-
     with stages.stage("synthetic CT"):
         sct = synthetic_ct(ct, cbct_vol, deformable)
 
     iso_ref = np.asarray(reference.plan.beams[0].isocenter_lps, dtype=np.float64)
     iso_today = _mapped_point(rigid.matrix_4x4, iso_ref)
-
     with stages.stage("scheduled plan dose"):
-        scheduled = _shift_plan(reference.plan, iso_today)
-        scheduled.fractions = int(protocol.prescription.fractions)
-        scheduled_dose = plan_dose(sct, scheduled, machine, dose_grid_mm=protocol.dose_grid_mm, structures=daily)
-        scheduled_goals = evaluate_goals(scheduled_dose, daily, protocol, mode=EVALUATION_MODE)
-
-    adapted = make_plan(
-        sct,
-        daily,
-        protocol,
-        machine=machine,
-        isocenter_lps=iso_today,
-        stages=stages.child("adapted: "),
-        optimizer_options=optimizer_options,
-        warm_start=scheduled,
-    )
-
+        scheduled, scheduled_dose, scheduled_goals = _scheduled_plan(reference.plan, iso_today, sct, daily, protocol, machine)
+    adapted = make_plan(sct, daily, protocol, machine=machine, isocenter_lps=iso_today, stages=stages.child("adapted: "),
+                        optimizer_options=optimizer_options, warm_start=scheduled)  # fmt: skip
     with stages.stage("independent check"):
-        independent = plan_dose(sct, adapted.plan, machine, dose_grid_mm=None, structures=daily, fluence_mm=1.0)
-        from art.geometry import resample
-
-        engine_on_ct = resample(adapted.dose, independent.grid, order=1)
-        gamma = gamma_index(independent, engine_on_ct, dose_percent=3.0, distance_mm=2.0, threshold_percent=10.0)
+        independent, gamma = _independent_check(sct, adapted, daily, machine)
         stages.note(f"gamma 3 %/2 mm pass rate {gamma.pass_rate:.1f} %")
 
     return AdaptResult(
@@ -248,3 +194,81 @@ def adapt(
         contour_qa=qa,
         flagged=flagged,
     )
+
+
+def _guide_structures(ref_ss: StructureSet, contours: Any, confidence_threshold: float) -> dict:
+    """Organ pairs (planning mask, today's AI mask) that guide the deformable registration.
+
+    Confident, unflagged AI contours of organs (not targets, not the body) that the
+    planning structure set also has, keyed by the planning structure's name.
+    """
+    guide = {}
+    for s in contours.structures:
+        r = ref_ss.find(s.name)
+        if r is not None and s.name not in contours.flagged and r.roi_type.upper() not in TARGET_TYPES | {"EXTERNAL"}:
+            if float(contours.confidence.get(s.name, 0.0)) >= confidence_threshold:
+                guide[r.name] = (r.volume, s.volume)
+    return guide
+
+
+def _register_deformable(ct: Any, cbct_vol: Any, rigid: Any, ref_ss: StructureSet, contours: Any, *, confidence_threshold: float, stages: Stages) -> Any:
+    """Deformable registration of the CBCT to the CT, retried while it folds.
+
+    Attempts in order: guided by the confident AI organs (when there are any), unguided,
+    then unguided with 9 mm smoothing; the first without folded voxels is kept (else the
+    last). The attempts are recorded in ``result.info["attempts"]``.
+    """
+    from art.registration import register_deformable
+
+    body = ref_ss.external()
+    guide = _guide_structures(ref_ss, contours, confidence_threshold)
+    ai_body = next((s for s in contours.structures if s.roi_type.upper() == "EXTERNAL"), None)
+    body_mask = ai_body.volume if ai_body is not None and ai_body.name not in contours.flagged else None
+    attempts = [("guided" if guide else "unguided", dict(guide_structures=guide or None))]
+    if guide:
+        attempts.append(("unguided", dict(guide_structures=None)))
+    attempts.append(("unguided, smoother (9 mm)", dict(guide_structures=None, smoothing_mm=9.0)))
+    registration_log = []
+    for label, extra in attempts:
+        deformable = register_deformable(
+            ct, cbct_vol, rigid=rigid, body_mask=body_mask, ct_body=body.volume if body is not None else None, **extra
+        )
+        folded = int(deformable.quality.get("folded_voxels_cbct", 0)) + int(deformable.quality.get("folded_voxels_ct", 0))
+        registration_log.append({"variant": label, "folded_voxels": folded})
+        if folded == 0:
+            break
+        stages.note(f"{label} registration folds {folded} voxels: trying again")
+    deformable.info["attempts"] = registration_log
+    stages.note(
+        "Jacobian determinant {:.2f}..{:.2f}, folded voxels {}".format(
+            float(deformable.quality.get("jacobian_min_cbct", float("nan"))),
+            float(deformable.quality.get("jacobian_max_cbct", float("nan"))),
+            deformable.quality.get("folded_voxels_cbct", "?"),
+        )
+    )
+    return deformable
+
+
+def _scheduled_plan(plan: Plan, iso_today: np.ndarray, sct: Any, daily: StructureSet, protocol: Any, machine: Any) -> tuple[Plan, Any, list]:
+    """The reference plan moved to today's isocentre (LPS mm), its course dose (Gy) on the synthetic CT and its goals."""
+    from art.dose import dose as plan_dose
+    from art.evaluate import evaluate_goals
+    from art.workflow import EVALUATION_MODE
+
+    scheduled = _shift_plan(plan, iso_today)
+    scheduled.fractions = int(protocol.prescription.fractions)
+    scheduled_dose = plan_dose(sct, scheduled, machine, dose_grid_mm=protocol.dose_grid_mm, structures=daily)
+    scheduled_goals = evaluate_goals(scheduled_dose, daily, protocol, mode=EVALUATION_MODE)
+    return scheduled, scheduled_dose, scheduled_goals
+
+
+def _independent_check(sct: Any, adapted: Any, daily: StructureSet, machine: Any) -> tuple[Any, Any]:
+    """The adapted plan recomputed on the CT grid with 1 mm fluence, and gamma 3 %/2 mm (10 % threshold) against the engine's dose."""
+    from art.dose import dose as plan_dose
+    from art.evaluate.gamma import gamma_index
+    from art.geometry import resample
+
+    independent = plan_dose(sct, adapted.plan, machine, dose_grid_mm=None, structures=daily, fluence_mm=1.0)
+    engine_on_ct = resample(adapted.dose, independent.grid, order=1)
+    gamma = gamma_index(independent, engine_on_ct, dose_percent=3.0, distance_mm=2.0, threshold_percent=10.0)
+    return independent, gamma

@@ -143,94 +143,117 @@ def replan_job(reference_dir: Path, cbct_dir: Path, out: Path, *, show: bool = T
     anatomy) with the adapted plan goal by goal and recommends one.
     """
     from art.adapt import adapt
-    from art.dose import load_machine
-    from art.errors import InputError
-    from art.io import read_image_series
     from art.outputs import atomic_output_dir
-    from art.provenance import provenance
-    from art.reference import load_reference
     from art.results import write_plan_files
-    from art.summary import delivery_table, goal_table, recommend, write_summary
+    from art.summary import recommend, write_summary
 
     stages = Stages(show=show)
     check_output_dir(out)
     with stages.stage("read inputs"):
-        reference = load_reference(reference_dir)
-        cbct = read_image_series(cbct_dir)
-        if cbct.frame_of_reference_uid != reference.ct.frame_of_reference_uid:
-            raise InputError(
-                "the CBCT's frame of reference differs from the planning CT's and no registration object links them", path=cbct_dir
-            )
-        if _overlap_fraction(reference.ct.grid, cbct.grid) < 0.2:
-            raise InputError("the CBCT does not overlap the planning CT (less than 20 % of its volume)", path=cbct_dir)
-        _announce_patient(stages, reference.ct.patient)
-        machine = load_machine()
-        model = None
-        if contour_model is not None:
-            from art.contouring import load_model
-
-            model = load_model(contour_model)
-        hashes = _hash_inputs(
-            ct=reference.paths["ct"], structures=reference.paths["rtstruct"], plan=reference.paths["rtplan"],
-            protocol=reference.paths["protocol"], cbct=cbct_dir,
-        )
+        reference, cbct, machine, model, hashes = _read_replan_inputs(reference_dir, cbct_dir, contour_model, stages)
     result = adapt(reference, cbct, machine=machine, stages=stages, contour_model=model)
-    protocol = reference.protocol
     rec = recommend(result.scheduled_goals, result.adapted.goals)
     with atomic_output_dir(out) as tmp:
         with stages.stage("export"):
             write_plan_files(
                 tmp, plan=result.adapted.plan, dose=result.adapted.dose, ct=cbct, structures=result.daily_structures,
-                protocol=protocol, machine=machine, label="ADAPTED", rtstruct_label="daily",
-            )
+                protocol=reference.protocol, machine=machine, label="ADAPTED", rtstruct_label="daily",
+            )  # fmt: skip
             _write_registration(tmp, result, reference, cbct)
             _check_references(tmp, [cbct, reference.ct])
-        summary = {
-            "kind": "adaptive",
-            "provenance": provenance(inputs=hashes, parameters={"machine": _machine_record(machine), **result.adapted.parameters}),
-            "protocol": {"name": protocol.name, "source": reference.paths["protocol"].name, "text": reference.paths["protocol"].read_text(encoding="utf-8")},
-            "plans": {
-                "scheduled": {"goals": goal_table(result.scheduled_goals), "delivery": delivery_table(result.scheduled_plan)},
-                "adapted": {"goals": goal_table(result.adapted.goals), "delivery": delivery_table(result.adapted.plan),
-                            "fluence_goals": goal_table(result.adapted.fluence_goals)},
-            },
-            "recommendation": rec,
-            "priority1_met": rec["adapted_priority1_met"],
-            "registration": _registration_record(result),
-            "contours": {"structures": result.contour_qa, "flagged": result.flagged},
-            "independent_check": {
-                "gamma_3pct_2mm_pass_percent": round(float(result.gamma.pass_rate), 2),
-                "gamma_voxels_evaluated": int(result.gamma.n_evaluated),
-                "method": "segment dose recomputed on the image grid with 1 mm fluence pixels vs the engine's 3 mm dose-grid dose (same beam model)",
-            },
-            "sequencing": result.adapted.sequencing,
-            "timings_s": dict(stages.timings),
-        }
+        summary = _replan_summary(result, reference, machine, hashes, rec, stages)
         with stages.stage("report"):
-            from art.report import adaptive_report_model, write_report
-
-            warnings = [f"{n}: AI contour below the confidence threshold or implausible; the propagated contour was used — review it" for n in result.flagged]
-            q = result.deformable.quality
-            folded = int(q.get("folded_voxels_cbct", 0)) + int(q.get("folded_voxels_ct", 0))
-            if folded:
-                warnings.append(f"deformable registration folds {folded} voxels (Jacobian determinant ≤ 0): review the registration before using the adapted plan")
-            warnings += [f"adapted plan: priority-1 goal not met: {g.structure} {g.metric} {g.goal}" for g in result.adapted.goals if g.priority == 1 and not g.met]
-            model = adaptive_report_model(
-                result.synthetic_ct, result.daily_structures, result.scheduled_dose, result.adapted.dose,
-                result.scheduled_goals, result.adapted.goals, scheduled_plan=result.scheduled_plan, adapted_plan=result.adapted.plan,
-                point_lps=result.isocenter_lps, fixed_image=cbct.volume, moving_resampled=result.synthetic_ct,
-                registration=_registration_display(summary["registration"]), contour_qa=result.contour_qa,
-                check_dose=result.independent_dose, gamma=result.gamma.gamma,
-                recommendation=f"{rec['plan']} plan: {rec['reason']}", provenance=summary["provenance"],
-                identifiers=identifiers(reference.ct.patient),
-                timings=stages.timings, warnings=warnings,
-            )
-            write_report(model, tmp / "report.html")
-            _pdf(tmp / "report.html", stages)
+            _write_replan_report(tmp, result, summary, reference, cbct, stages)
         summary["timings_s"] = dict(stages.timings)
         summary["total_time_s"] = stages.total_s
         write_summary(summary, tmp / "summary.json")
     return summary
+
+
+def _read_replan_inputs(reference_dir: Path, cbct_dir: Path, contour_model: Path | None, stages: Stages) -> tuple:
+    """Reference folder, today's CBCT (same frame of reference, overlapping the CT), machine and contour model.
+
+    Returns ``(reference, cbct, machine, model or None, input hashes)``.
+    """
+    from art.dose import load_machine
+    from art.errors import InputError
+    from art.io import read_image_series
+    from art.reference import load_reference
+
+    reference = load_reference(reference_dir)
+    cbct = read_image_series(cbct_dir)
+    if cbct.frame_of_reference_uid != reference.ct.frame_of_reference_uid:
+        raise InputError(
+            "the CBCT's frame of reference differs from the planning CT's and no registration object links them", path=cbct_dir
+        )
+    if _overlap_fraction(reference.ct.grid, cbct.grid) < 0.2:
+        raise InputError("the CBCT does not overlap the planning CT (less than 20 % of its volume)", path=cbct_dir)
+    _announce_patient(stages, reference.ct.patient)
+    machine = load_machine()
+    model = None
+    if contour_model is not None:
+        from art.contouring import load_model
+
+        model = load_model(contour_model)
+    hashes = _hash_inputs(
+        ct=reference.paths["ct"], structures=reference.paths["rtstruct"], plan=reference.paths["rtplan"],
+        protocol=reference.paths["protocol"], cbct=cbct_dir,
+    )  # fmt: skip
+    return reference, cbct, machine, model, hashes
+
+
+def _replan_summary(result: Any, reference: Any, machine: Any, hashes: dict, rec: dict, stages: Stages) -> dict:
+    """summary.json of ``art replan``: provenance, protocol, scheduled vs adapted goals, recommendation, QA records."""
+    from art.provenance import provenance
+    from art.summary import delivery_table, goal_table
+
+    protocol = reference.protocol
+    return {
+        "kind": "adaptive",
+        "provenance": provenance(inputs=hashes, parameters={"machine": _machine_record(machine), **result.adapted.parameters}),
+        "protocol": {"name": protocol.name, "source": reference.paths["protocol"].name, "text": reference.paths["protocol"].read_text(encoding="utf-8")},
+        "plans": {
+            "scheduled": {"goals": goal_table(result.scheduled_goals), "delivery": delivery_table(result.scheduled_plan)},
+            "adapted": {"goals": goal_table(result.adapted.goals), "delivery": delivery_table(result.adapted.plan),
+                        "fluence_goals": goal_table(result.adapted.fluence_goals)},
+        },
+        "recommendation": rec,
+        "priority1_met": rec["adapted_priority1_met"],
+        "registration": _registration_record(result),
+        "contours": {"structures": result.contour_qa, "flagged": result.flagged},
+        "independent_check": {
+            "gamma_3pct_2mm_pass_percent": round(float(result.gamma.pass_rate), 2),
+            "gamma_voxels_evaluated": int(result.gamma.n_evaluated),
+            "method": "segment dose recomputed on the image grid with 1 mm fluence pixels vs the engine's 3 mm dose-grid dose (same beam model)",
+        },
+        "sequencing": result.adapted.sequencing,
+        "timings_s": dict(stages.timings),
+    }  # fmt: skip
+
+
+def _write_replan_report(tmp: Path, result: Any, summary: dict, reference: Any, cbct: Any, stages: Stages) -> None:
+    """The adaptive QA report (``report.html``, and ``report.pdf`` where Chromium is available) with its warnings."""
+    from art.report import adaptive_report_model, write_report
+
+    rec = summary["recommendation"]
+    warnings = [f"{n}: AI contour below the confidence threshold or implausible; the propagated contour was used — review it" for n in result.flagged]
+    q = result.deformable.quality
+    folded = int(q.get("folded_voxels_cbct", 0)) + int(q.get("folded_voxels_ct", 0))
+    if folded:
+        warnings.append(f"deformable registration folds {folded} voxels (Jacobian determinant ≤ 0): review the registration before using the adapted plan")
+    warnings += [f"adapted plan: priority-1 goal not met: {g.structure} {g.metric} {g.goal}" for g in result.adapted.goals if g.priority == 1 and not g.met]
+    model = adaptive_report_model(
+        result.synthetic_ct, result.daily_structures, result.scheduled_dose, result.adapted.dose,
+        result.scheduled_goals, result.adapted.goals, scheduled_plan=result.scheduled_plan, adapted_plan=result.adapted.plan,
+        point_lps=result.isocenter_lps, fixed_image=cbct.volume, moving_resampled=result.synthetic_ct,
+        registration=_registration_display(summary["registration"]), contour_qa=result.contour_qa,
+        check_dose=result.independent_dose, gamma=result.gamma.gamma,
+        recommendation=f"{rec['plan']} plan: {rec['reason']}", provenance=summary["provenance"],
+        identifiers=identifiers(reference.ct.patient),
+        timings=stages.timings, warnings=warnings,
+    )  # fmt: skip
+    write_report(model, tmp / "report.html")
+    _pdf(tmp / "report.html", stages)
 
 
 def _overlap_fraction(a: Any, b: Any) -> float:

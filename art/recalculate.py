@@ -26,11 +26,14 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from art.errors import GeometryError, InputError
+
+if TYPE_CHECKING:
+    from art.geometry import Volume
 
 __all__ = ["recalculate", "recalculate_dose"]
 
@@ -131,62 +134,18 @@ def recalculate(
     dict
         The summary (as written to ``summary.json``).
     """
-    from art.dose import load_machine
-    from art.evaluate import structure_samples
-    from art.evaluate.metrics import evaluate_metric
-    from art.io import read_image_series, read_rtstruct
-    from art.io.rtdose import write_rtdose
-    from art.io.rtplan import read_rtplan
-    from art.io.uids import is_valid_uid
-    from art.outputs import atomic_output_dir
     from art.progress import Stages
     from art.provenance import provenance, sha256_file, sha256_tree
 
     ct_dir, plan_path = Path(ct_dir), Path(plan_path)
     stages = Stages(show=show_progress)
-    warnings_out: list[str] = []
     with stages.stage("read inputs"):
-        machine = load_machine(machine_path)
-        ct = read_image_series(ct_dir)
-        plan = read_rtplan(plan_path, machine=machine)
-        structures = read_rtstruct(structures_path, ct) if structures_path is not None else None
-        if not getattr(plan, "frame_of_reference_uid", ""):
-            warnings_out.append("the plan has no FrameOfReferenceUID: assumed to be the CT's")
-        rs_uid = getattr(plan, "structure_set_uid", "")
-        if structures_path is not None and rs_uid:
-            from art.io.dicom_common import read_dataset
-
-            got = str(read_dataset(Path(structures_path), stop_before_pixels=True).get("SOPInstanceUID", ""))
-            if got != rs_uid:
-                warnings_out.append("the RTSTRUCT given is not the one the plan references")
+        machine, ct, plan, structures, warnings_out = _read_inputs(ct_dir, plan_path, structures_path, machine_path)
     with stages.stage("dose"):
         dose = recalculate_dose(ct, plan, machine, structures=structures, dose_grid_mm=dose_grid_mm, plan_path=plan_path)
     with stages.stage("evaluate"):
-        arr = dose.array
-        body = None
-        if structures is not None:
-            from art.dose._setup import body_structure
-
-            body = body_structure(structures, None)
-        if body is not None:
-            d, v, _ = structure_samples(dose, body)
-            dose_mean = float(np.sum(d * v) / np.sum(v))
-        else:
-            dose_mean = float(arr.mean())
-        rx = plan.prescription["dose_gy"] if plan.prescription else None
-        per_structure = []
-        if structures is not None:
-            for s in structures:
-                if not s.mask.any():
-                    per_structure.append({"structure": s.name, "empty": True})
-                    continue
-                d, v, _ = structure_samples(dose, s)
-                row: dict[str, Any] = {"structure": s.name, "type": s.roi_type, "volume_cc": round(float(v.sum()), 3)}
-                for m in _METRICS:
-                    row[m] = _finite(evaluate_metric(m, d, v, name=s.name))
-                if rx:
-                    row[f"V{rx:g}Gy_pct"] = _finite(evaluate_metric(f"V{rx:g}Gy", d, v, name=s.name))
-                per_structure.append(row)
+        body, dose_mean = _mean_dose(dose, structures)
+        per_structure = _structure_metrics(dose, structures, plan.prescription["dose_gy"] if plan.prescription else None)
     inputs = {"ct": sha256_tree(ct.files), "rtplan": sha256_file(plan_path)}
     if structures_path is not None:
         inputs["rtstruct"] = sha256_file(structures_path)
@@ -194,30 +153,11 @@ def recalculate(
     summary = {
         "command": "dose",
         "provenance": provenance(inputs=inputs, parameters={"dose_grid_mm": dose_grid_mm, "machine": machine.name}),
-        "plan": {
-            "label": plan.label,
-            "sop_instance_uid": getattr(plan, "sop_instance_uid", ""),
-            "fractions": plan.fractions,
-            "prescription": plan.prescription,
-            "patient_position": getattr(plan, "patient_position", "HFS"),
-            "beams": [
-                {
-                    "name": b.name,
-                    "gantry_deg": b.gantry_deg,
-                    "collimator_deg": b.collimator_deg,
-                    "couch_deg": b.couch_deg,
-                    "energy": b.energy,
-                    "mu": round(b.total_mu, 3),
-                    "segments": len(b.segments),
-                }
-                for b in plan.beams
-            ],
-            "total_mu": round(sum(b.total_mu for b in plan.beams), 3),
-        },
+        "plan": _plan_record(plan),
         "dose": {
             "units": "Gy (course)",
             "grid": dose.grid.to_dict(),
-            "max_gy": round(float(arr.max()), 4),
+            "max_gy": round(float(dose.array.max()), 4),
             "mean_gy": round(dose_mean, 4),
             "mean_over": "BODY" if body is not None else "dose grid",
         },
@@ -225,13 +165,109 @@ def recalculate(
         "warnings": warnings_out,
         "timings_s": stages.timings,
     }
+    _write_outputs(out, dose, ct, plan, plan_path, summary)
+    return summary
+
+
+def _read_inputs(ct_dir: Path, plan_path: Path, structures_path: str | Path | None, machine_path: str | Path | None) -> tuple:
+    """Machine, CT series, RT Plan and (optional) structures; warnings about the plan's references.
+
+    Returns ``(machine, ct, plan, structures or None, warnings)``.
+    """
+    from art.dose import load_machine
+    from art.io import read_image_series, read_rtstruct
+    from art.io.rtplan import read_rtplan
+
+    warnings_out: list[str] = []
+    machine = load_machine(machine_path)
+    ct = read_image_series(ct_dir)
+    plan = read_rtplan(plan_path, machine=machine)
+    structures = read_rtstruct(structures_path, ct) if structures_path is not None else None
+    if not getattr(plan, "frame_of_reference_uid", ""):
+        warnings_out.append("the plan has no FrameOfReferenceUID: assumed to be the CT's")
+    rs_uid = getattr(plan, "structure_set_uid", "")
+    if structures_path is not None and rs_uid:
+        from art.io.dicom_common import read_dataset
+
+        got = str(read_dataset(Path(structures_path), stop_before_pixels=True).get("SOPInstanceUID", ""))
+        if got != rs_uid:
+            warnings_out.append("the RTSTRUCT given is not the one the plan references")
+    return machine, ct, plan, structures, warnings_out
+
+
+def _mean_dose(dose: Volume, structures: Any) -> tuple[Any, float]:
+    """The BODY structure (or None) and the mean dose (Gy) over it, or over the whole dose grid without one."""
+    from art.evaluate import structure_samples
+
+    body = None
+    if structures is not None:
+        from art.dose._setup import body_structure
+
+        body = body_structure(structures, None)
+    if body is not None:
+        d, v, _ = structure_samples(dose, body)
+        return body, float(np.sum(d * v) / np.sum(v))
+    return body, float(dose.array.mean())
+
+
+def _structure_metrics(dose: Volume, structures: Any, rx: float | None) -> list[dict]:
+    """Per structure: volume (cc), the standard metrics (Gy) and, with a prescription ``rx`` (Gy), V<rx>Gy (%)."""
+    from art.evaluate import structure_samples
+    from art.evaluate.metrics import evaluate_metric
+
+    per_structure: list[dict] = []
+    if structures is None:
+        return per_structure
+    for s in structures:
+        if not s.mask.any():
+            per_structure.append({"structure": s.name, "empty": True})
+            continue
+        d, v, _ = structure_samples(dose, s)
+        row: dict[str, Any] = {"structure": s.name, "type": s.roi_type, "volume_cc": round(float(v.sum()), 3)}
+        for m in _METRICS:
+            row[m] = _finite(evaluate_metric(m, d, v, name=s.name))
+        if rx:
+            row[f"V{rx:g}Gy_pct"] = _finite(evaluate_metric(f"V{rx:g}Gy", d, v, name=s.name))
+        per_structure.append(row)
+    return per_structure
+
+
+def _plan_record(plan: Any) -> dict:
+    """The plan as summary.json describes it: label, UID, fractions, prescription, position, beams with MU per fraction."""
+    return {
+        "label": plan.label,
+        "sop_instance_uid": getattr(plan, "sop_instance_uid", ""),
+        "fractions": plan.fractions,
+        "prescription": plan.prescription,
+        "patient_position": getattr(plan, "patient_position", "HFS"),
+        "beams": [
+            {
+                "name": b.name,
+                "gantry_deg": b.gantry_deg,
+                "collimator_deg": b.collimator_deg,
+                "couch_deg": b.couch_deg,
+                "energy": b.energy,
+                "mu": round(b.total_mu, 3),
+                "segments": len(b.segments),
+            }
+            for b in plan.beams
+        ],
+        "total_mu": round(sum(b.total_mu for b in plan.beams), 3),
+    }
+
+
+def _write_outputs(out: str | Path, dose: Volume, ct: Any, plan: Any, plan_path: Path, summary: dict) -> None:
+    """``RTDOSE.dcm`` (referencing the plan) and ``summary.json`` into ``out``, atomically."""
+    from art.io.rtdose import write_rtdose
+    from art.io.uids import is_valid_uid
+    from art.outputs import atomic_output_dir
+
     with atomic_output_dir(out) as tmp:
         plan_uid = getattr(plan, "sop_instance_uid", "")
         if not is_valid_uid(plan_uid):
             raise InputError(f"the plan's SOPInstanceUID {plan_uid!r} is not a valid UID: the RT Dose cannot reference it", path=plan_path)
         write_rtdose(dose, ct, tmp / "RTDOSE.dcm", plan_ds_or_uid=plan_uid, summation="PLAN", comment="art dose: independent recalculation")
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
-    return summary
 
 
 def _json_default(o: Any) -> Any:

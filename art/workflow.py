@@ -187,81 +187,38 @@ def make_plan(
     -------
     PlanResult
     """
-    from art.dose import influence_matrix, load_machine
     from art.dose import dose as plan_dose
+    from art.dose import influence_matrix, load_machine
     from art.evaluate import evaluate_goals
-    from art.optimize.fmo import optimize_fluence, priority_key
-    from art.optimize.neighbours import transfer_weights
-    from art.optimize.voxels import build_structure_voxels
 
     stages = stages if stages is not None else Stages(show=False)
     machine = machine if machine is not None else load_machine()
     check_structures(protocol, structures)
     rx = protocol.prescription
     fractions = int(rx.fractions)
+    sequencing = {**DEFAULT_SEQUENCING, **(sequencing_options or {})}
 
     with stages.stage("beams"):
         beams = beams_from_protocol(protocol, structures, isocenter_lps=isocenter_lps)
-        iso = np.asarray(beams[0].isocenter_lps, dtype=np.float64)
-        body = structures.external()
-        if body is None:
-            raise InputError("the structure set has no BODY/EXTERNAL structure")
-        if not _inside(body, iso):
-            raise InputError(f"the isocentre {np.round(iso, 1).tolist()} mm (LPS) is outside the body")
-
+        iso = _checked_isocentre(beams, structures)
     with stages.stage("dose influence"):
         im = influence_matrix(
             ct, structures, beams, machine, dose_grid_mm=protocol.dose_grid_mm, bixel_mm=protocol.beams.bixel_mm, target=rx.target
         )
         stages.note(f"{im.n_beamlets} beamlets, {im.matrix.shape[0]} voxels, {im.matrix.nnz} non-zeros")
-
     with stages.stage("optimisation"):
-        names = sorted(set(protocol.structure_names) | {rx.target})
-        svs = build_structure_voxels(im, structures, names=names, fractional=True)
-        # aim 1 % of the prescription beyond each goal: leaf sequencing and re-normalisation
-        # then still leave the delivered plan on the right side of its goals
-        opts = dict(_optimizer_extras(im, structures, rx.target), fractions=fractions, goal_margin=0.01)
-        opts.update(optimizer_options or {})
-        if isinstance(warm_start, PlanResult):
-            opts["warm_start"] = transfer_weights(warm_start.influence, warm_start.weights, im)
-        elif isinstance(warm_start, Plan):
-            opts["warm_start"] = weights_from_segments(warm_start, im, machine)
-        elif warm_start is not None:
-            raise InputError(f"warm_start must be a PlanResult or a Plan, got {type(warm_start).__name__}")
-        opt = optimize_fluence(im.matrix, svs, list(protocol.goals), rx, **opts)
-        fallback = False
-        if "warm_start" in opts and not opt.priority1_met:
-            # a warm start that ends short of a priority-1 goal (e.g. today's anatomy is far from
-            # the reference): solve again from scratch and keep the better plan by priority
-            stages.note("warm start missed a priority-1 goal: optimising again from a cold start")
-            cold_opts = {k: v for k, v in opts.items() if k != "warm_start"}
-            cold = optimize_fluence(im.matrix, svs, list(protocol.goals), rx, **cold_opts)
-            if priority_key(cold.goals) > priority_key(opt.goals):
-                opt, fallback = cold, True
+        opt, opts, fallback = _optimise(im, structures, protocol, machine, warm_start=warm_start, options=optimizer_options, stages=stages)
         weights = np.asarray(opt.weights, dtype=np.float64)
         fluence_dose = im.dose(weights, fractions=fractions)
-
     with stages.stage("leaf sequencing"):
         fluence_plan = Plan(beams=_with_fluence(beams, im, weights), fractions=fractions, machine_name=machine.name)
-        plan, seq = _sequence(fluence_plan, machine, **{**DEFAULT_SEQUENCING, **(sequencing_options or {})})
-
+        plan, seq = _sequence(fluence_plan, machine, **sequencing)
     with stages.stage("segment weight refinement"):
-        from art.delivery import refine_segment_weights
-
-        plan, refine = refine_segment_weights(plan, im, weights, machine)
-        seq = dict(seq, refinement={k: v for k, v in refine.items() if isinstance(v, (int, float, str))})
-        stages.note(f"segment MU re-fitted: RMS dose difference {refine.get('rms_before', float('nan')):.4f} -> {refine.get('rms_after', float('nan')):.4f}")
-
+        plan, seq = _refine_segment_weights(plan, seq, im, weights, machine, stages)
     with stages.stage("dose of the sequenced plan"):
         delivered = plan_dose(ct, plan, machine, dose_grid_mm=protocol.dose_grid_mm, structures=structures)
-
     with stages.stage("sequencing check"):
-        from art.evaluate import gamma_index
-
-        g = gamma_index(fluence_dose, delivered, dose_percent=3.0, distance_mm=2.0, threshold_percent=10.0)
-        seq = dict(seq, gamma_3pct_2mm_vs_optimised_percent=round(float(g.pass_rate), 2))
-        stages.note(f"sequenced vs optimised dose: gamma 3 %/2 mm pass rate {g.pass_rate:.1f} %")
-
+        seq = _sequencing_check(fluence_dose, delivered, seq, stages)
     with stages.stage("normalisation and evaluation"):
         scale = normalisation_factor(delivered, structures, protocol)
         plan = scale_plan(plan, scale)
@@ -270,30 +227,81 @@ def make_plan(
         goals = evaluate_goals(delivered, structures, protocol, mode=EVALUATION_MODE)
         fluence_goals = evaluate_goals(fluence_dose, structures, protocol, mode=EVALUATION_MODE)
 
-    return PlanResult(
-        plan=plan,
-        dose=delivered,
-        fluence_dose=fluence_dose,
-        goals=goals,
-        fluence_goals=fluence_goals,
-        influence=im,
-        weights=weights,
-        optimization=opt,
-        sequencing=seq,
-        isocenter_lps=iso,
-        parameters={
-            "dose_grid_mm": protocol.dose_grid_mm,
-            "bixel_mm": protocol.beams.bixel_mm,
-            "machine": machine.name,
-            "optimizer": {
-                "method": getattr(opt, "method", None),
-                "seed": int(opts.get("seed", 0)),
-                "warm_start": warm_start is not None,
-                "cold_start_fallback": fallback,
-            },
-            "sequencing": {**DEFAULT_SEQUENCING, **(sequencing_options or {})},
-        },
-    )
+    parameters = {
+        "dose_grid_mm": protocol.dose_grid_mm, "bixel_mm": protocol.beams.bixel_mm, "machine": machine.name,
+        "optimizer": {"method": getattr(opt, "method", None), "seed": int(opts.get("seed", 0)), "warm_start": warm_start is not None, "cold_start_fallback": fallback},
+        "sequencing": sequencing,
+    }  # fmt: skip
+    return PlanResult(plan=plan, dose=delivered, fluence_dose=fluence_dose, goals=goals, fluence_goals=fluence_goals, influence=im,
+                      weights=weights, optimization=opt, sequencing=seq, isocenter_lps=iso, parameters=parameters)  # fmt: skip
+
+
+def _checked_isocentre(beams: list[Beam], structures: StructureSet) -> np.ndarray:
+    """The beams' common isocentre (LPS mm, shape (3,)), after checking it lies inside the BODY/EXTERNAL."""
+    iso = np.asarray(beams[0].isocenter_lps, dtype=np.float64)
+    body = structures.external()
+    if body is None:
+        raise InputError("the structure set has no BODY/EXTERNAL structure")
+    if not _inside(body, iso):
+        raise InputError(f"the isocentre {np.round(iso, 1).tolist()} mm (LPS) is outside the body")
+    return iso
+
+
+def _optimise(im: Any, structures: StructureSet, protocol: Any, machine: Any, *, warm_start: Any, options: dict | None, stages: Stages) -> tuple[Any, dict, bool]:
+    """Fluence-map optimisation against the protocol's goals on the influence matrix ``im``.
+
+    A warm start (a previous :class:`PlanResult`'s weights, or a :class:`Plan`'s segments as
+    fluence) that ends short of a priority-1 goal is solved again from a cold start and the
+    better result by priority is kept. Returns the optimiser's result (weights per fraction),
+    the options it ran with and whether the cold-start fallback won.
+    """
+    from art.optimize.fmo import optimize_fluence, priority_key
+    from art.optimize.neighbours import transfer_weights
+    from art.optimize.voxels import build_structure_voxels
+
+    rx = protocol.prescription
+    names = sorted(set(protocol.structure_names) | {rx.target})
+    svs = build_structure_voxels(im, structures, names=names, fractional=True)
+    # aim 1 % of the prescription beyond each goal: leaf sequencing and re-normalisation
+    # then still leave the delivered plan on the right side of its goals
+    opts = dict(_optimizer_extras(im, structures, rx.target), fractions=int(rx.fractions), goal_margin=0.01)
+    opts.update(options or {})
+    if isinstance(warm_start, PlanResult):
+        opts["warm_start"] = transfer_weights(warm_start.influence, warm_start.weights, im)
+    elif isinstance(warm_start, Plan):
+        opts["warm_start"] = weights_from_segments(warm_start, im, machine)
+    elif warm_start is not None:
+        raise InputError(f"warm_start must be a PlanResult or a Plan, got {type(warm_start).__name__}")
+    opt = optimize_fluence(im.matrix, svs, list(protocol.goals), rx, **opts)
+    fallback = False
+    if "warm_start" in opts and not opt.priority1_met:
+        # a warm start that ends short of a priority-1 goal (e.g. today's anatomy is far from
+        # the reference): solve again from scratch and keep the better plan by priority
+        stages.note("warm start missed a priority-1 goal: optimising again from a cold start")
+        cold_opts = {k: v for k, v in opts.items() if k != "warm_start"}
+        cold = optimize_fluence(im.matrix, svs, list(protocol.goals), rx, **cold_opts)
+        if priority_key(cold.goals) > priority_key(opt.goals):
+            opt, fallback = cold, True
+    return opt, opts, fallback
+
+
+def _refine_segment_weights(plan: Plan, seq: dict, im: Any, weights: np.ndarray, machine: Any, stages: Stages) -> tuple[Plan, dict]:
+    """Re-fit the sequenced segments' MU to the optimised fluence dose; the fit's figures go into ``seq``."""
+    from art.delivery import refine_segment_weights
+
+    plan, refine = refine_segment_weights(plan, im, weights, machine)
+    seq = dict(seq, refinement={k: v for k, v in refine.items() if isinstance(v, (int, float, str))})
+    stages.note(f"segment MU re-fitted: RMS dose difference {refine.get('rms_before', float('nan')):.4f} -> {refine.get('rms_after', float('nan')):.4f}")
+    return plan, seq
+
+
+def _sequencing_check(fluence_dose: Volume, delivered: Volume, seq: dict, stages: Stages) -> dict:
+    """Gamma 3 %/2 mm (10 % threshold) of the sequenced plan's dose against the optimised fluence's; added to ``seq``."""
+    from art.evaluate import gamma_index
+
+    g = gamma_index(fluence_dose, delivered, dose_percent=3.0, distance_mm=2.0, threshold_percent=10.0)
+    stages.note(f"sequenced vs optimised dose: gamma 3 %/2 mm pass rate {g.pass_rate:.1f} %")
+    return dict(seq, gamma_3pct_2mm_vs_optimised_percent=round(float(g.pass_rate), 2))
 
 
 def normalisation_factor(dose: Volume, structures: StructureSet, protocol: Any) -> float:

@@ -155,6 +155,64 @@ def _radial(grid: Grid, isocenter_mm):
     return zs, ys, xs, r2d
 
 
+def _shading(grid: Grid, artefacts: CbctArtefacts, iso: np.ndarray, zs, ys, xs, r2d: np.ndarray, radius: float, rng: np.random.Generator) -> np.ndarray:
+    """The shading field: HU in water, float32, shape ``grid.shape``.
+
+    A radial cupping (``-shading_hu`` on the axis, 0 at ``radius``, mm; ``r2d``
+    the in-plane distance to the axis, (ny, nx), mm) plus a slow random field
+    drawn from ``rng`` (a linear gradient and three wide Gaussians, at most
+    about 0.3 ``shading_hu``). ``zs, ys, xs``: axis positions of ``grid``, mm;
+    ``iso``: LPS mm, shape (3,).
+    """
+    amp = float(artefacts.shading_hu)
+    cup = -amp * np.clip(1.0 - (r2d / radius) ** 2, 0.0, 1.0)  # (ny, nx)
+    shade = np.broadcast_to(cup[None], grid.shape).astype(np.float32)
+    # slow random field: linear gradient + 3 wide Gaussians, at most ~0.3 amp
+    z3, y3, x3 = zs[:, None, None] - iso[2], ys[None, :, None] - iso[1], xs[None, None, :] - iso[0]
+    g = rng.uniform(-1, 1, 3)
+    g *= 0.1 * amp / max(np.linalg.norm(g), 1e-9)
+    slow = (g[0] * x3 / radius + g[1] * y3 / radius + g[2] * z3 / radius).astype(np.float32)
+    slow = np.broadcast_to(slow, grid.shape).copy()
+    for _ in range(3):
+        c = rng.uniform(-0.6, 0.6, 3) * np.array([radius, radius, artefacts.length_mm / 2.0])
+        w = rng.uniform(60.0, 120.0)
+        a = rng.uniform(-0.1, 0.1) * amp
+        slow += (a * np.exp(-((x3 - c[0]) ** 2 + (y3 - c[1]) ** 2 + (z3 - c[2]) ** 2) / (2 * w * w))).astype(np.float32)
+    return shade + slow
+
+
+def _add_streaks(out: np.ndarray, gas_mask: np.ndarray, grid: Grid, xs, ys, rng: np.random.Generator) -> int:
+    """Add, in each axial slice with gas, dark and bright lines radiating from the gas (HU, in place).
+
+    ``out``: the image, HU, float32, ``grid.shape``; ``gas_mask``: bool,
+    ``grid.shape``; ``xs, ys``: axis positions, mm. The strength grows with
+    the gas area of the slice (full from 150 mm^2). Returns the number of
+    slices with streaks.
+    """
+    dx, dy = grid.spacing[2], grid.spacing[1]
+    xx, yy = xs[None, :], ys[:, None]
+    n_slices = 0
+    for k in np.flatnonzero(gas_mask.any(axis=(1, 2))):
+        sl = gas_mask[k]
+        area = float(sl.sum()) * dx * dy
+        jj, ii = np.nonzero(sl)
+        x0, y0 = float(xs[ii].mean()), float(ys[jj].mean())
+        strength = min(1.0, area / 150.0)
+        n_lines = int(rng.integers(6, 12))
+        field = np.zeros(sl.shape, dtype=np.float32)
+        rr = np.sqrt((xx - x0) ** 2 + (yy - y0) ** 2)
+        for m in range(n_lines):
+            th = rng.uniform(0.0, math.pi)
+            amp = rng.uniform(60.0, 160.0) * strength * (1.0 if m % 2 else -1.0)
+            width = rng.uniform(1.0, 2.0)
+            dperp = -(xx - x0) * math.sin(th) + (yy - y0) * math.cos(th)
+            field += (amp * np.exp(-(dperp**2) / (2 * width * width)) * np.exp(-rr / 120.0)).astype(np.float32)
+        field[sl] = 0.0
+        out[k] += field
+        n_slices += 1
+    return n_slices
+
+
 def apply_artefacts(
     daily_hu: np.ndarray,
     grid: Grid,
@@ -199,49 +257,12 @@ def apply_artefacts(
 
     # 1. shading (multiplicative on attenuation)
     if artefacts.shading_hu > 0:
-        rng = np.random.default_rng(ss_shade)
-        amp = float(artefacts.shading_hu)
-        cup = -amp * np.clip(1.0 - (r2d / radius) ** 2, 0.0, 1.0)  # (ny, nx)
-        shade = np.broadcast_to(cup[None], grid.shape).astype(np.float32)
-        # slow random field: linear gradient + 3 wide Gaussians, at most ~0.3 amp
-        z3, y3, x3 = zs[:, None, None] - iso[2], ys[None, :, None] - iso[1], xs[None, None, :] - iso[0]
-        g = rng.uniform(-1, 1, 3)
-        g *= 0.1 * amp / max(np.linalg.norm(g), 1e-9)
-        slow = (g[0] * x3 / radius + g[1] * y3 / radius + g[2] * z3 / radius).astype(np.float32)
-        slow = np.broadcast_to(slow, grid.shape).copy()
-        for _ in range(3):
-            c = rng.uniform(-0.6, 0.6, 3) * np.array([radius, radius, artefacts.length_mm / 2.0])
-            w = rng.uniform(60.0, 120.0)
-            a = rng.uniform(-0.1, 0.1) * amp
-            slow += (a * np.exp(-((x3 - c[0]) ** 2 + (y3 - c[1]) ** 2 + (z3 - c[2]) ** 2) / (2 * w * w))).astype(np.float32)
-        shade = shade + slow
+        shade = _shading(grid, artefacts, iso, zs, ys, xs, r2d, radius, np.random.default_rng(ss_shade))
         out += shade * (np.clip(out, -1000.0, None) + 1000.0) / 1000.0
 
     # 2. streaks from gas
     if artefacts.streaks and gas_mask is not None and gas_mask.any():
-        rng = np.random.default_rng(ss_streak)
-        dx, dy = grid.spacing[2], grid.spacing[1]
-        xx, yy = xs[None, :], ys[:, None]
-        n_slices = 0
-        for k in np.flatnonzero(gas_mask.any(axis=(1, 2))):
-            sl = gas_mask[k]
-            area = float(sl.sum()) * dx * dy
-            jj, ii = np.nonzero(sl)
-            x0, y0 = float(xs[ii].mean()), float(ys[jj].mean())
-            strength = min(1.0, area / 150.0)
-            n_lines = int(rng.integers(6, 12))
-            field = np.zeros(sl.shape, dtype=np.float32)
-            rr = np.sqrt((xx - x0) ** 2 + (yy - y0) ** 2)
-            for m in range(n_lines):
-                th = rng.uniform(0.0, math.pi)
-                amp = rng.uniform(60.0, 160.0) * strength * (1.0 if m % 2 else -1.0)
-                width = rng.uniform(1.0, 2.0)
-                dperp = -(xx - x0) * math.sin(th) + (yy - y0) * math.cos(th)
-                field += (amp * np.exp(-(dperp**2) / (2 * width * width)) * np.exp(-rr / 120.0)).astype(np.float32)
-            field[sl] = 0.0
-            out[k] += field
-            n_slices += 1
-        info["streak_slices"] = n_slices
+        info["streak_slices"] = _add_streaks(out, gas_mask, grid, xs, ys, np.random.default_rng(ss_streak))
 
     # 3. noise
     if artefacts.noise_hu > 0:

@@ -37,6 +37,8 @@ from art.outputs import atomic_output_dir
 from art.provenance import provenance, sha256_file
 from art.structures import Structure, StructureSet
 
+from .cases import DailyCase, DailyTruth, PlanningCase
+
 PHANTOM_NAME = "ART^Phantom"
 
 
@@ -115,10 +117,7 @@ def write_phantom(
     dict
         The manifest (also written as ``manifest.json``), with ``n_files``.
     """
-    from art.io.rtstruct import write_rtstruct
-    from art.io.series import write_image_series
-    from art.io.uids import new_uid
-    from art_phantoms import default_protocol_text, make_fraction, make_pelvis
+    from art_phantoms import make_fraction, make_pelvis
 
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InputError(f"seed must be a non-negative integer, got {seed!r}")
@@ -132,77 +131,123 @@ def write_phantom(
         case = make_pelvis(seed=int(seed), spacing=tuple(spacing))
         timings["phantom_s"] = time.perf_counter() - t0
 
-        patient = _patient(int(seed))
-        study_uid = new_uid(entropy=("art-phantom", "study", int(seed)))
-        for_uid = new_uid(entropy=("art-phantom", "frame-of-reference", int(seed)))
+        ids = _series_ids(int(seed))
         t0 = time.perf_counter()
-        ct = write_image_series(
-            case.ct,
-            tmp / "CT",
-            patient=patient,
-            frame_of_reference_uid=for_uid,
-            study_instance_uid=study_uid,
-            series_instance_uid=new_uid(entropy=("art-phantom", "ct", int(seed))),
-            series_description="Planning CT (art phantom)",
-            series_number=1,
-        )
-        write_rtstruct(
-            case.structures,
-            ct,
-            tmp / "RTSTRUCT.dcm",
-            label="art phantom",
-            series_instance_uid=new_uid(entropy=("art-phantom", "rtstruct-series", int(seed))),
-            sop_instance_uid=new_uid(entropy=("art-phantom", "rtstruct", int(seed))),
-        )
-        (tmp / "protocol.toml").write_text(default_protocol_text(), encoding="utf-8")
-        truth_dir = tmp / "truth"
-        truth_dir.mkdir()
-        (truth_dir / "planning.json").write_text(json.dumps({"seed": int(seed), "params": case.params}, indent=2, default=_json_default))
+        _write_planning(tmp, case, ids)
         timings["write_planning_s"] = time.perf_counter() - t0
 
         for k in range(1, int(fractions) + 1):
             t0 = time.perf_counter()
             daily = make_fraction(case, fraction=k, **fraction_options.get(k, {}))
-            write_image_series(
-                daily.cbct,
-                tmp / f"CBCT_{k:02d}",
-                patient=patient,
-                frame_of_reference_uid=for_uid,
-                study_instance_uid=study_uid,
-                series_instance_uid=new_uid(entropy=("art-phantom", "cbct", int(seed), k)),
-                series_description=f"CBCT fraction {k}",
-                series_number=100 + k,
-                is_cbct=True,
-            )
-            fdir = truth_dir / f"fraction_{k:02d}"
-            (fdir / "masks").mkdir(parents=True)
-            t = daily.truth
-            _write_volume(t.daily_ct, fdir / "daily_ct.mha")
-            _write_vector_field(t.daily_to_planning, t.daily_ct.grid, fdir / "daily_to_planning.mha")
-            _write_vector_field(t.planning_to_daily, case.ct.grid, fdir / "planning_to_daily.mha")
-            structures = []
-            for s in t.structures:
-                fname = f"{_safe_name(s.name)}.mha"
-                _write_volume(Volume(s.mask.astype(np.uint8), s.grid), fdir / "masks" / fname)
-                structures.append({"name": s.name, "roi_type": s.roi_type, "color": list(s.color), "file": f"masks/{fname}"})
-            info = {
-                "fraction": k,
-                "setup_shift_mm": [float(v) for v in np.asarray(t.setup_shift_mm, dtype=float).reshape(-1)],
-                "params": t.params,
-                "structures": structures,
-            }
-            (fdir / "truth.json").write_text(json.dumps(info, indent=2, default=_json_default))
+            _write_cbct(tmp, daily, k, ids)
+            _write_fraction_truth(tmp / "truth" / f"fraction_{k:02d}", case, daily.truth, k)
             timings[f"fraction_{k:02d}_s"] = time.perf_counter() - t0
 
-        files = sorted(p for p in tmp.rglob("*") if p.is_file())
-        manifest = provenance(
-            inputs={},
-            parameters={"site": "prostate", "seed": int(seed), "fractions": int(fractions), "spacing_mm": list(spacing)},
-        )
-        manifest["files"] = {str(p.relative_to(tmp)): sha256_file(p) for p in files}
-        manifest["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
-        manifest["n_files"] = len(files) + 1
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        manifest = _write_manifest(tmp, seed, fractions, spacing, timings)
+    return manifest
+
+
+@dataclass(frozen=True)
+class _SeriesIds:
+    """The synthetic patient and the UIDs every series of the phantom shares, derived from ``seed``."""
+
+    seed: int
+    patient: Any
+    study_uid: str
+    for_uid: str
+
+
+def _series_ids(seed: int) -> _SeriesIds:
+    """Patient (``ART^Phantom``, ``ARTPH<seed>``), study and frame-of-reference UIDs of the phantom ``seed``."""
+    from art.io.uids import new_uid
+
+    patient = _patient(seed)
+    study_uid = new_uid(entropy=("art-phantom", "study", seed))
+    for_uid = new_uid(entropy=("art-phantom", "frame-of-reference", seed))
+    return _SeriesIds(seed=seed, patient=patient, study_uid=study_uid, for_uid=for_uid)
+
+
+def _write_planning(tmp: Path, case: PlanningCase, ids: _SeriesIds) -> None:
+    """Write the planning CT series (``CT/``), ``RTSTRUCT.dcm``, ``protocol.toml`` and ``truth/planning.json`` into ``tmp``."""
+    from art.io.rtstruct import write_rtstruct
+    from art.io.series import write_image_series
+    from art.io.uids import new_uid
+    from art_phantoms import default_protocol_text
+
+    seed = ids.seed
+    ct = write_image_series(
+        case.ct,
+        tmp / "CT",
+        patient=ids.patient,
+        frame_of_reference_uid=ids.for_uid,
+        study_instance_uid=ids.study_uid,
+        series_instance_uid=new_uid(entropy=("art-phantom", "ct", seed)),
+        series_description="Planning CT (art phantom)",
+        series_number=1,
+    )
+    write_rtstruct(
+        case.structures,
+        ct,
+        tmp / "RTSTRUCT.dcm",
+        label="art phantom",
+        series_instance_uid=new_uid(entropy=("art-phantom", "rtstruct-series", seed)),
+        sop_instance_uid=new_uid(entropy=("art-phantom", "rtstruct", seed)),
+    )
+    (tmp / "protocol.toml").write_text(default_protocol_text(), encoding="utf-8")
+    truth_dir = tmp / "truth"
+    truth_dir.mkdir()
+    (truth_dir / "planning.json").write_text(json.dumps({"seed": seed, "params": case.params}, indent=2, default=_json_default))
+
+
+def _write_cbct(tmp: Path, daily: DailyCase, k: int, ids: _SeriesIds) -> None:
+    """Write the CBCT of fraction ``k`` as the series ``CBCT_<kk>/`` (same patient, study and frame of reference)."""
+    from art.io.series import write_image_series
+    from art.io.uids import new_uid
+
+    write_image_series(
+        daily.cbct,
+        tmp / f"CBCT_{k:02d}",
+        patient=ids.patient,
+        frame_of_reference_uid=ids.for_uid,
+        study_instance_uid=ids.study_uid,
+        series_instance_uid=new_uid(entropy=("art-phantom", "cbct", ids.seed, k)),
+        series_description=f"CBCT fraction {k}",
+        series_number=100 + k,
+        is_cbct=True,
+    )
+
+
+def _write_fraction_truth(fdir: Path, case: PlanningCase, t: DailyTruth, k: int) -> None:
+    """Write the ground truth of fraction ``k`` (a ``DailyTruth``) into ``fdir``: daily CT, both displacement fields, masks, ``truth.json``."""
+    (fdir / "masks").mkdir(parents=True)
+    _write_volume(t.daily_ct, fdir / "daily_ct.mha")
+    _write_vector_field(t.daily_to_planning, t.daily_ct.grid, fdir / "daily_to_planning.mha")
+    _write_vector_field(t.planning_to_daily, case.ct.grid, fdir / "planning_to_daily.mha")
+    structures = []
+    for s in t.structures:
+        fname = f"{_safe_name(s.name)}.mha"
+        _write_volume(Volume(s.mask.astype(np.uint8), s.grid), fdir / "masks" / fname)
+        structures.append({"name": s.name, "roi_type": s.roi_type, "color": list(s.color), "file": f"masks/{fname}"})
+    info = {
+        "fraction": k,
+        "setup_shift_mm": [float(v) for v in np.asarray(t.setup_shift_mm, dtype=float).reshape(-1)],
+        "params": t.params,
+        "structures": structures,
+    }
+    (fdir / "truth.json").write_text(json.dumps(info, indent=2, default=_json_default))
+
+
+def _write_manifest(tmp: Path, seed: Any, fractions: Any, spacing: Any, timings: dict[str, float]) -> dict[str, Any]:
+    """Write ``manifest.json`` (provenance, SHA-256 of every file, timings in s, ``n_files``) into ``tmp`` and return it."""
+    files = sorted(p for p in tmp.rglob("*") if p.is_file())
+    manifest = provenance(
+        inputs={},
+        parameters={"site": "prostate", "seed": int(seed), "fractions": int(fractions), "spacing_mm": list(spacing)},
+    )
+    manifest["files"] = {str(p.relative_to(tmp)): sha256_file(p) for p in files}
+    manifest["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
+    manifest["n_files"] = len(files) + 1
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
 
 

@@ -225,16 +225,16 @@ def _optimize_fluence_once(
     )
     setup_time = time.perf_counter() - t_start
     xv = None if w0 is None else w0 / problem.c
-    terms = dict(smoothness=smoothness, oar_sparing=oar_sparing, hot_spot=hot_spot, tolerance=tolerance)
+    term_weights = dict(smoothness=smoothness, oar_sparing=oar_sparing, hot_spot=hot_spot, tolerance=tolerance)
     if method == "lbfgs":
         xv, stages, timed_out = solve_lbfgs(
-            problem, xv, pairs, normal_tissue, **terms, max_iterations=max_iterations, warm=w0 is not None,
+            problem, xv, pairs, normal_tissue, **term_weights, max_iterations=max_iterations, warm=w0 is not None,
             deadline=None if max_time_s is None else t_start + max_time_s, progress=progress,
         )
         status = "time limit" if timed_out else "ok"
     else:
         xv, stages, status, setup_time = solve_cvxpy(
-            problem, xv, pairs, normal_tissue, solver=solver, solver_options=solver_options, **terms,
+            problem, xv, pairs, normal_tissue, solver=solver, solver_options=solver_options, **term_weights,
             max_time_s=max_time_s, t_start=t_start, progress=progress,
         )
     assert xv is not None

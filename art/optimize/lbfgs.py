@@ -296,24 +296,80 @@ def run_stages(
     stages : list of LbfgsStage
     timed_out : bool
     """
-    prob = _Problem(b, terms, extra)
-    n_t = len(terms)
-    levels = np.array([t.level for t in terms], dtype=np.float64)
-    held = np.zeros(n_t, bool)
-    hold_w = np.zeros(n_t)
-    x = np.maximum(np.asarray(x0, dtype=np.float64), 0.0)
+    runner = _StageRunner(_Problem(b, terms, extra), terms, x0, hold_weight=hold_weight, tolerance=tolerance, deadline=deadline, progress=progress)
     stages: list[LbfgsStage] = []
-    timed_out = False
     final_iterations = max_iterations if final_iterations is None else final_iterations
     n_stages = len(stage_terms) + 1
-    hard = np.array([t.form == "extreme" and t.sense == "upper" for t in terms])
-    # L-BFGS-B stops when the objective changes by less than ftol * max(|f|, 1): unscaled, penalties of
-    # misses near the tolerance (~1e-6) look converged at once. Scaled, a miss of ``tolerance`` costs ~1.
-    obj_scale = 1.0 / max(tolerance, 1e-6) ** 2
+    for si, (p, ks) in enumerate(stage_terms):
+        if runner.timed_out:
+            break
+        stages.append(runner.priority_stage(p, ks, reg * lam_final, max_iterations, si / n_stages))
+    if not runner.timed_out:
+        log = runner.run("final", None, list(stretch_terms), lam_final, final_iterations, (n_stages - 1) / n_stages)
+        stages.append(log)
+    return runner.x, stages, runner.timed_out
 
-    def minimise(tw: np.ndarray, lam: np.ndarray, maxiter: int, stop_when_met: bool) -> tuple[str, int]:
-        nonlocal x, timed_out
-        best = {"x": x}
+
+class _StageRunner:
+    """The state the stages share and change: the point, the held levels and the term weights.
+
+    Attributes
+    ----------
+    prob : _Problem
+    terms : list of PenaltyTerm
+    levels : ndarray of float64, shape (n_terms,)
+        Level each term is held at, prescription units (its own level until held).
+    held : ndarray of bool, shape (n_terms,)
+        Terms of earlier priorities (held at what they achieved).
+    hold_w : ndarray of float64, shape (n_terms,)
+        Weight of each held term in later stages.
+    hard : ndarray of bool, shape (n_terms,)
+        Upper ``extreme`` (max-dose) terms, weighted ``hold_weight`` in their own stage.
+    x : ndarray of float64, shape (n,)
+        Current scaled weights (>= 0).
+    timed_out : bool
+        The deadline has passed.
+    obj_scale : float
+        ``1 / tolerance²`` (tolerance at least 1e-6): the objective's scale.
+    """
+
+    def __init__(
+        self,
+        prob: _Problem,
+        terms: list[PenaltyTerm],
+        x0: np.ndarray,
+        *,
+        hold_weight: float,
+        tolerance: float,
+        deadline: float | None,
+        progress: Callable[[str, float], None] | None,
+    ) -> None:
+        self.prob = prob
+        self.terms = terms
+        n_t = len(terms)
+        self.levels = np.array([t.level for t in terms], dtype=np.float64)
+        self.held = np.zeros(n_t, bool)
+        self.hold_w = np.zeros(n_t)
+        self.x = np.maximum(np.asarray(x0, dtype=np.float64), 0.0)
+        self.timed_out = False
+        self.hard = np.array([t.form == "extreme" and t.sense == "upper" for t in terms])
+        # L-BFGS-B stops when the objective changes by less than ftol * max(|f|, 1): unscaled, penalties of
+        # misses near the tolerance (~1e-6) look converged at once. Scaled, a miss of ``tolerance`` costs ~1.
+        self.obj_scale = 1.0 / max(tolerance, 1e-6) ** 2
+        self.hold_weight = hold_weight
+        self.tolerance = tolerance
+        self.deadline = deadline
+        self.progress = progress
+
+    def minimise(self, tw: np.ndarray, lam: np.ndarray, maxiter: int, stop_when_met: bool) -> tuple[str, int]:
+        """One L-BFGS-B run from ``self.x`` with term weights ``tw`` (n_terms,) and extra weights ``lam`` (5,).
+
+        Updates ``self.x`` (and ``self.timed_out``); with ``stop_when_met`` it
+        stops as soon as every weighted penalty is 0. Returns the status and
+        the iterations used.
+        """
+        prob, deadline, obj_scale = self.prob, self.deadline, self.obj_scale
+        best = {"x": self.x}
 
         def cb(intermediate_result=None):  # noqa: ANN001
             if intermediate_result is not None:
@@ -329,8 +385,8 @@ def run_stages(
 
         res = optimize.minimize(
             fun,
-            x,
-            args=(tw, levels, lam),
+            self.x,
+            args=(tw, self.levels, lam),
             jac=True,
             method="L-BFGS-B",
             bounds=optimize.Bounds(0.0, np.inf),
@@ -338,69 +394,85 @@ def run_stages(
             options={"maxiter": int(maxiter), "maxcor": 20, "ftol": 1e-10, "gtol": 1e-9},
         )
         xn = res.x if res.x is not None else best["x"]
-        x = np.maximum(np.asarray(xn, dtype=np.float64), 0.0)
+        self.x = np.maximum(np.asarray(xn, dtype=np.float64), 0.0)
         msg = str(res.message)
         if deadline is not None and time.perf_counter() > deadline:
-            timed_out = True
+            self.timed_out = True
             msg = "time limit"
         if stop_when_met and prob.last_penalty == 0.0 and msg != "time limit":
             return "goals met", int(res.nit)
         status = "optimal" if res.success else ("iteration limit" if "ITERATIONS" in msg.upper() or res.nit >= maxiter else msg)
         return status, int(res.nit)
 
-    def run(name: str, prio: int | None, ks: list[int], lam: np.ndarray, maxiter: int, frac: float) -> LbfgsStage:
-        nonlocal levels
+    def run(self, name: str, prio: int | None, ks: list[int], lam: np.ndarray, maxiter: int, frac: float) -> LbfgsStage:
+        """Minimise the terms ``ks`` (plus the held ones) with extra weights ``lam`` (5,); ``prio`` None is the final stage.
+
+        A failed line search restarts once with a fresh memory; held terms that
+        slipped are then stiffened (:meth:`_stiffen_slipped`). Returns the
+        stage's log, with each term's violation (prescription units).
+        """
+        prob, hold_weight = self.prob, self.hold_weight
         t0 = time.perf_counter()
         e0 = prob.n_evals
-        if progress is not None:
-            progress(f"{name} (L-BFGS-B)", frac)
-        tw = hold_w.copy()
+        if self.progress is not None:
+            self.progress(f"{name} (L-BFGS-B)", frac)
+        tw = self.hold_w.copy()
         for k in ks:
-            tw[k] = max(tw[k], hold_weight if hard[k] else 1.0)
-        status, nit = minimise(tw, lam, maxiter, prio is not None)
-        if status.startswith("ABNORMAL") and prio is not None and not timed_out and nit < maxiter:
+            tw[k] = max(tw[k], hold_weight if self.hard[k] else 1.0)
+        status, nit = self.minimise(tw, lam, maxiter, prio is not None)
+        if status.startswith("ABNORMAL") and prio is not None and not self.timed_out and nit < maxiter:
             # a failed line search (the DVH penalties are only piecewise smooth): restart with a fresh memory
-            st2, nit2 = minimise(tw, lam, maxiter - nit, True)
+            st2, nit2 = self.minimise(tw, lam, maxiter - nit, True)
             status, nit = st2, nit + nit2
-        # held requirements that slipped: stiffer and continue (at most three times)
+        status, nit = self._stiffen_slipped(tw, lam, maxiter, prio, status, nit)
+        u = prob.dose(self.x)
+        viol = {int(k): float(self.terms[k].violation(u)) for k in ks}
+        return LbfgsStage(name, prio, status, time.perf_counter() - t0, nit, prob.n_evals - e0, viol)
+
+    def _stiffen_slipped(self, tw: np.ndarray, lam: np.ndarray, maxiter: int, prio: int | None, status: str, nit: int) -> tuple[str, int]:
+        """Held requirements that slipped by more than the tolerance: ten-fold weight and continue (at most three times).
+
+        Changes ``tw`` (and ``self.hold_w`` of held terms) in place; returns the
+        status of the last run and the iterations in all (``nit`` plus those
+        added).
+        """
+        terms, levels, hold_weight = self.terms, self.levels, self.hold_weight
         for _ in range(3):
-            if timed_out:
+            if self.timed_out:
                 break
-            u = prob.dose(x)
-            slipped = [k for k in range(n_t) if tw[k] >= hold_weight and terms[k].violation(u, levels[k]) > tolerance]
+            u = self.prob.dose(self.x)
+            slipped = [k for k in range(len(terms)) if tw[k] >= hold_weight and terms[k].violation(u, levels[k]) > self.tolerance]
             if not slipped:
                 break
             for k in slipped:
                 tw[k] *= 10.0
-                if held[k]:
-                    hold_w[k] = tw[k]
-            st2, nit2 = minimise(tw, lam, max(maxiter // 3, 30), prio is not None)
+                if self.held[k]:
+                    self.hold_w[k] = tw[k]
+            st2, nit2 = self.minimise(tw, lam, max(maxiter // 3, 30), prio is not None)
             status, nit = st2, nit + nit2
-        u = prob.dose(x)
-        viol = {int(k): float(terms[k].violation(u)) for k in ks}
-        return LbfgsStage(name, prio, status, time.perf_counter() - t0, nit, prob.n_evals - e0, viol)
+        return status, nit
 
-    for si, (p, ks) in enumerate(stage_terms):
-        if timed_out:
-            break
-        u = prob.dose(x)
+    def priority_stage(self, p: int, ks: list[int], lam: np.ndarray, maxiter: int, frac: float) -> LbfgsStage:
+        """The stage of priority ``p`` (terms ``ks``; skipped when they already hold), then hold what they achieved.
+
+        A met requirement is held at its own level, a missed one at what it
+        achieved plus the tolerance; held terms get ``hold_weight``.
+        """
+        terms, tolerance = self.terms, self.tolerance
+        u = self.prob.dose(self.x)
         if all(terms[k].violation(u) <= 0.0 for k in ks):
             log = LbfgsStage(f"priority {p}", p, "skipped", 0.0, 0, 0, {int(k): 0.0 for k in ks})
         else:
-            log = run(f"priority {p}", p, ks, reg * lam_final, max_iterations, si / n_stages)
-            u = prob.dose(x)
+            log = self.run(f"priority {p}", p, ks, lam, maxiter, frac)
+            u = self.prob.dose(self.x)
         # hold what was achieved: the goal level when met, the achieved value otherwise
         for k in ks:
             # a met requirement is held at its own level (the slip allowance then stays inside the goal margin)
             a = terms[k].achieved(u)
             if terms[k].sense == "upper":
-                levels[k] = terms[k].level if a <= terms[k].level else a + tolerance
+                self.levels[k] = terms[k].level if a <= terms[k].level else a + tolerance
             else:
-                levels[k] = terms[k].level if a >= terms[k].level else a - tolerance
-            held[k] = True
-            hold_w[k] = hold_weight
-        stages.append(log)
-    if not timed_out:
-        log = run("final", None, list(stretch_terms), lam_final, final_iterations, (n_stages - 1) / n_stages)
-        stages.append(log)
-    return x, stages, timed_out
+                self.levels[k] = terms[k].level if a >= terms[k].level else a - tolerance
+            self.held[k] = True
+            self.hold_w[k] = self.hold_weight
+        return log

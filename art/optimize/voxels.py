@@ -195,6 +195,32 @@ def sample_voxels(
     -------
     VoxelSample
     """
+    candidates, must = _candidate_rows(structures, n_rows, extra_rows, keep_structures, distance_to_target_mm, keep_near_target_mm)
+    candidates, prob = _subsample(candidates, must, n_rows, max_voxels, seed)
+    rows = np.flatnonzero(candidates)
+    scale = 1.0 / prob[rows]
+    out = _reindexed(structures, rows, scale, n_rows)
+    return VoxelSample(rows=rows, scale=scale, structures=out)
+
+
+def _candidate_rows(
+    structures: Mapping[str, StructureVoxels],
+    n_rows: int,
+    extra_rows: np.ndarray | None,
+    keep_structures: Sequence[str],
+    distance_to_target_mm: np.ndarray | None,
+    keep_near_target_mm: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows that may be kept and rows that must be (see :func:`sample_voxels` for the arguments).
+
+    Returns
+    -------
+    candidates : ndarray of bool, shape (n_rows,)
+        Rows of a structure or of ``extra_rows``.
+    must : ndarray of bool, shape (n_rows,)
+        Target rows, rows of ``keep_structures`` and candidates within
+        ``keep_near_target_mm`` of a target.
+    """
     candidates = np.zeros(n_rows, bool)
     must = np.zeros(n_rows, bool)
     for sv in structures.values():
@@ -214,6 +240,19 @@ def sample_voxels(
         if dist.shape != (n_rows,):
             raise InputError(f"distance_to_target_mm must have shape ({n_rows},), got {dist.shape}")
         must |= candidates & (dist <= keep_near_target_mm)
+    return candidates, must
+
+
+def _subsample(candidates: np.ndarray, must: np.ndarray, n_rows: int, max_voxels: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Keep every ``must`` row and a seeded random share of the other candidates (bool arrays, shape (n_rows,)).
+
+    Returns
+    -------
+    kept : ndarray of bool, shape (n_rows,)
+        ``candidates`` itself when nothing is dropped.
+    prob : ndarray of float64, shape (n_rows,)
+        Probability with which each row was kept (1 for kept-all rows).
+    """
     prob = np.ones(n_rows)
     optional = candidates & ~must
     n_must, n_opt = int(must.sum()), int(optional.sum())
@@ -226,8 +265,11 @@ def sample_voxels(
             optional_kept = optional & ~drop
             prob[optional] = p
             candidates = must | optional_kept
-    rows = np.flatnonzero(candidates)
-    scale = 1.0 / prob[rows]
+    return candidates, prob
+
+
+def _reindexed(structures: Mapping[str, StructureVoxels], rows: np.ndarray, scale: np.ndarray, n_rows: int) -> dict[str, StructureVoxels]:
+    """The structures on the kept ``rows`` (m,), re-indexed 0..m-1, weights multiplied by ``scale`` (m,) (None when all 1)."""
     index = -np.ones(n_rows, np.int64)
     index[rows] = np.arange(rows.size)
     out: dict[str, StructureVoxels] = {}
@@ -242,4 +284,4 @@ def sample_voxels(
             voxel_volume_cc=sv.voxel_volume_cc,
             name=sv.name or name,
         )
-    return VoxelSample(rows=rows, scale=scale, structures=out)
+    return out

@@ -301,7 +301,7 @@ def anonymize_folder(src: str | Path, dst: str | Path, *, salt: str | None = Non
     from pydicom.uid import UID
 
     from art.io.dicom_common import read_dataset
-    from art.io.network import find_dicom_files, pixel_data_problem
+    from art.io.dicom_files import find_dicom_files, pixel_data_problem
     from art.outputs import atomic_output_dir
 
     src = Path(src)

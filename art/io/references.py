@@ -149,7 +149,7 @@ def check_result_references(folder: str | Path, *, images: Any = None) -> list[s
         ``folder`` (or a folder in ``images``) does not exist.
     """
     from art.io.dicom_common import looks_like_dicom, read_dataset
-    from art.io.network import pixel_data_problem
+    from art.io.dicom_files import pixel_data_problem
 
     folder = Path(folder)
     if not folder.is_dir():

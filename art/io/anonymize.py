@@ -296,76 +296,22 @@ def anonymize_folder(src: str | Path, dst: str | Path, *, salt: str | None = Non
     DicomError
         An unreadable DICOM file (names it).
     """
-    import warnings
-
-    from pydicom.uid import UID
-
-    from art.io.dicom_common import read_dataset
-    from art.io.network import find_dicom_files, pixel_data_problem
+    from art.io.dicom_files import find_dicom_files
     from art.outputs import atomic_output_dir
 
-    src = Path(src)
-    if not src.is_dir():
-        raise InputError("folder to anonymise not found (or not a folder)", path=src)
-    if salt is not None and not isinstance(salt, str):
-        raise InputError(f"salt must be a string or None, got {type(salt).__name__}")
-    s_res, d_res = src.resolve(), Path(dst).absolute().resolve()
-    if s_res == d_res or s_res in d_res.parents or d_res in s_res.parents:
-        raise InputError(f"the anonymised folder must be outside the source folder {src}", path=dst)
+    src = _check_folders(src, dst, salt)
     anon = _Anonymizer(salt if salt is not None else secrets.token_hex(16))
 
     dicom, other = find_dicom_files(src)
     if not dicom:
         raise InputError("no DICOM files to anonymise", path=src)
-
-    # pass 1: headers only: refuse burned-in pixels before writing anything; collect identity tokens
-    tokens: set[str] = set()
-    patients: set[str] = set()
-    for p in dicom:
-        ds = read_dataset(p, stop_before_pixels=True)
-        if str(ds.get("BurnedInAnnotation", "") or "").upper() == "YES":
-            raise InputError("image has burned-in annotation (BurnedInAnnotation YES): its pixels cannot be de-identified", path=p)
-        tokens |= _tokens(ds)
-        patients.add(str(ds.get("PatientID", "") or "") or str(ds.get("PatientName", "") or ""))
+    tokens, patients = _scan_headers(dicom)  # pass 1: refuse burned-in pixels before writing anything
 
     files = []
     used: set[Path] = set()
     with atomic_output_dir(dst) as tmp:
-        for p in dicom:
-            ds = read_dataset(p)
-            problem = pixel_data_problem(ds)
-            if problem:
-                raise DicomError(problem, path=p)
-            try:
-                anonymize_dataset(ds, salt=anon.salt, _anon=anon)
-            except InputError as exc:
-                raise InputError(exc.problem, path=p) from exc
-            rel_dir = Path(*[_safe_dir(part, anon, tokens) for part in p.relative_to(src).parent.parts])
-            modality = _safe_modality(ds)
-            name = f"{modality}.{ds.get('SOPInstanceUID', '') or anon.new_uid(str(p))}"
-            rel = rel_dir / f"{name}.dcm"
-            k = 1
-            while rel in used:  # the same instance twice in the source
-                k += 1
-                rel = rel_dir / f"{name}-{k}.dcm"
-            used.add(rel)
-            out = tmp / rel
-            out.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # emptied type-1 values are the source's problem, not ours
-                    ds.save_as(str(out), enforce_file_format=True)
-            except Exception as exc:
-                raise DicomError(f"cannot write its anonymised copy: {type(exc).__name__}: {exc}", path=p) from exc
-            sop = str(ds.get("SOPClassUID", "") or "")
-            files.append(
-                {
-                    "source": p.relative_to(src).as_posix(),
-                    "destination": rel.as_posix(),
-                    "modality": modality,
-                    "sop_class": UID(sop).name if sop else "unknown",
-                }
-            )
+        for p in dicom:  # pass 2: the de-identified copies
+            files.append(_write_copy(p, src, tmp, anon, tokens, used))
     return {
         "n_files": len(files),
         "files": files,
@@ -375,3 +321,166 @@ def anonymize_folder(src: str | Path, dst: str | Path, *, salt: str | None = Non
         "salt": "given" if salt is not None else "random",
         "method": DEIDENTIFICATION_METHOD,
     }
+
+
+def _check_folders(src: str | Path, dst: str | Path, salt: Any) -> Path:
+    """Check the arguments of :func:`anonymize_folder`.
+
+    Parameters
+    ----------
+    src, dst : str or Path
+        Source folder (must exist) and result folder (must not overlap it).
+    salt : str or None
+        Must be a string or None.
+
+    Returns
+    -------
+    Path
+        ``src``.
+
+    Raises
+    ------
+    InputError
+        ``src`` missing, ``salt`` not a string, or ``dst`` is ``src``, inside it or contains it.
+    """
+    src = Path(src)
+    if not src.is_dir():
+        raise InputError("folder to anonymise not found (or not a folder)", path=src)
+    if salt is not None and not isinstance(salt, str):
+        raise InputError(f"salt must be a string or None, got {type(salt).__name__}")
+    s_res, d_res = src.resolve(), Path(dst).absolute().resolve()
+    if s_res == d_res or s_res in d_res.parents or d_res in s_res.parents:
+        raise InputError(f"the anonymised folder must be outside the source folder {src}", path=dst)
+    return src
+
+
+def _scan_headers(dicom: list[Path]) -> tuple[set[str], set[str]]:
+    """Pass 1 of :func:`anonymize_folder`: read every header, refuse burned-in annotation, collect identities.
+
+    Parameters
+    ----------
+    dicom : list of Path
+        The DICOM files.
+
+    Returns
+    -------
+    tokens : set of str
+        Patient IDs and name parts (3+ characters) to scrub from folder names.
+    patients : set of str
+        One key (PatientID, else PatientName) per patient.
+
+    Raises
+    ------
+    InputError
+        A file with BurnedInAnnotation ``YES`` (names it).
+    """
+    from art.io.dicom_common import read_dataset
+
+    tokens: set[str] = set()
+    patients: set[str] = set()
+    for p in dicom:
+        ds = read_dataset(p, stop_before_pixels=True)
+        if str(ds.get("BurnedInAnnotation", "") or "").upper() == "YES":
+            raise InputError("image has burned-in annotation (BurnedInAnnotation YES): its pixels cannot be de-identified", path=p)
+        tokens |= _tokens(ds)
+        patients.add(str(ds.get("PatientID", "") or "") or str(ds.get("PatientName", "") or ""))
+    return tokens, patients
+
+
+def _write_copy(p: Path, src: Path, tmp: Path, anon: _Anonymizer, tokens: set[str], used: set[Path]) -> dict:
+    """Pass 2 of :func:`anonymize_folder` for one file: read it whole, de-identify it, write the copy.
+
+    Parameters
+    ----------
+    p : Path
+        The source file, under ``src``.
+    src : Path
+        The source folder.
+    tmp : Path
+        The result folder being written.
+    anon : _Anonymizer
+        The call's salt and UID map (updated).
+    tokens : set of str
+        Identity tokens scrubbed from the folder names.
+    used : set of Path
+        Relative destinations written so far (updated).
+
+    Returns
+    -------
+    dict
+        ``{"source", "destination", "modality", "sop_class"}`` (POSIX paths
+        relative to ``src`` and the result folder).
+
+    Raises
+    ------
+    DicomError
+        Truncated pixel data, or the copy cannot be written (names ``p``).
+    InputError
+        Burned-in annotation (names ``p``).
+    """
+    import warnings
+
+    from pydicom.uid import UID
+
+    from art.io.dicom_common import read_dataset
+    from art.io.dicom_files import pixel_data_problem
+
+    ds = read_dataset(p)
+    problem = pixel_data_problem(ds)
+    if problem:
+        raise DicomError(problem, path=p)
+    try:
+        anonymize_dataset(ds, salt=anon.salt, _anon=anon)
+    except InputError as exc:
+        raise InputError(exc.problem, path=p) from exc
+    rel, modality = _destination(p, src, ds, anon, tokens, used)
+    out = tmp / rel
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # emptied type-1 values are the source's problem, not ours
+            ds.save_as(str(out), enforce_file_format=True)
+    except Exception as exc:
+        raise DicomError(f"cannot write its anonymised copy: {type(exc).__name__}: {exc}", path=p) from exc
+    sop = str(ds.get("SOPClassUID", "") or "")
+    return {
+        "source": p.relative_to(src).as_posix(),
+        "destination": rel.as_posix(),
+        "modality": modality,
+        "sop_class": UID(sop).name if sop else "unknown",
+    }
+
+
+def _destination(p: Path, src: Path, ds: Any, anon: _Anonymizer, tokens: set[str], used: set[Path]) -> tuple[Path, str]:
+    """The relative path of the de-identified copy of ``p``: ``<folders>/<Modality>.<new SOPInstanceUID>.dcm``.
+
+    Parameters
+    ----------
+    p, src : Path
+        The source file and folder.
+    ds : pydicom.Dataset
+        The de-identified dataset.
+    anon : _Anonymizer
+        Maps UIDs in folder names (and, without a SOPInstanceUID, the file path).
+    tokens : set of str
+        Identity tokens replaced by ``ANON`` in folder names.
+    used : set of Path
+        Destinations already taken: a repeat gets ``-2``, ``-3`` ... (updated).
+
+    Returns
+    -------
+    rel : Path
+        The destination, relative to the result folder.
+    modality : str
+        The cleaned Modality used in the name.
+    """
+    rel_dir = Path(*[_safe_dir(part, anon, tokens) for part in p.relative_to(src).parent.parts])
+    modality = _safe_modality(ds)
+    name = f"{modality}.{ds.get('SOPInstanceUID', '') or anon.new_uid(str(p))}"
+    rel = rel_dir / f"{name}.dcm"
+    k = 1
+    while rel in used:  # the same instance twice in the source
+        k += 1
+        rel = rel_dir / f"{name}-{k}.dcm"
+    used.add(rel)
+    return rel, modality

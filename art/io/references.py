@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from art.errors import ArtError, InputError
 
@@ -148,16 +148,43 @@ def check_result_references(folder: str | Path, *, images: Any = None) -> list[s
     InputError
         ``folder`` (or a folder in ``images``) does not exist.
     """
-    from art.io.dicom_common import looks_like_dicom, read_dataset
-    from art.io.network import pixel_data_problem
-
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError("result folder not found", path=folder)
     problems: list[str] = []
     add = problems.append
 
-    # ---- known image series
+    series = _known_series(folder, images, problems)
+    sop_to_series = {uid: s for s in series.values() for uid in s.sop_instance_uids}
+    objects = _exported_objects(folder, add)
+    if not objects:
+        add(f"{folder.name}: no RTSTRUCT, RTPLAN, RTDOSE or registration object found")
+        return problems
+    _check_identity(folder.name, objects, series, add)
+    needs_images = any(kind in ("RTSTRUCT", "REG", "DREG") for _, _, kind in objects)
+    if needs_images and not series:
+        add(f"{folder.name}: no image series given or found: references to images cannot be checked")
+    _check_objects(objects, series, sop_to_series, add)
+    return problems
+
+
+def _known_series(folder: Path, images: Any, problems: list[str]) -> dict[str, _Series]:
+    """The image series references may point at: those of ``images``, then those in ``folder``'s sub-folders.
+
+    Parameters
+    ----------
+    folder : Path
+        The result folder.
+    images : ImageSeries, folder, list of them, or None
+        See :func:`check_result_references`.
+    problems : list of str
+        Unreadable image files are appended here.
+
+    Returns
+    -------
+    dict SeriesInstanceUID -> _Series
+        A series found twice is one record with the instances of both.
+    """
     series: dict[str, _Series] = {}
     if images is not None:
         from art.io.series import ImageSeries
@@ -169,9 +196,29 @@ def check_result_references(folder: str | Path, *, images: Any = None) -> list[s
     for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
         for s in _scan_images(sub, problems):
             series.setdefault(s.series_uid, s).sop_instance_uids |= s.sop_instance_uids
-    sop_to_series = {uid: s for s in series.values() for uid in s.sop_instance_uids}
+    return series
 
-    # ---- the exported objects
+
+def _exported_objects(folder: Path, add) -> list[tuple[str, Any, str]]:
+    """Read the DICOM objects directly inside ``folder`` (files named ``*.dcm`` or with the DICOM preamble).
+
+    Parameters
+    ----------
+    folder : Path
+        The result folder.
+    add : callable
+        Appends one problem line: an unreadable or truncated file, or an
+        object that is not RTSTRUCT, RTPLAN, RTDOSE, REG or DREG (skipped).
+
+    Returns
+    -------
+    list of (file name, pydicom.Dataset, kind)
+        In file-name order; kind ``"RTSTRUCT"``, ``"RTPLAN"``, ``"RTDOSE"``,
+        ``"REG"`` or ``"DREG"``.
+    """
+    from art.io.dicom_common import looks_like_dicom, read_dataset
+    from art.io.dicom_files import pixel_data_problem
+
     objects: list[tuple[str, Any, str]] = []  # (file name, dataset, kind)
     for f in sorted(p for p in folder.iterdir() if p.is_file()):
         if not (looks_like_dicom(f) or f.suffix.lower() == ".dcm"):
@@ -190,11 +237,23 @@ def check_result_references(folder: str | Path, *, images: Any = None) -> list[s
             add(f"{f.name}: unexpected object (SOP class {_s(ds.get('SOPClassUID')) or 'missing'}) in the result folder")
             continue
         objects.append((f.name, ds, kind))
-    if not objects:
-        add(f"{folder.name}: no RTSTRUCT, RTPLAN, RTDOSE or registration object found")
-        return problems
+    return objects
 
-    # ---- identity: SOP instance UIDs, patient
+
+def _check_identity(folder_name: str, objects: list[tuple[str, Any, str]], series: dict[str, _Series], add) -> None:
+    """SOP instance UIDs unique and equal to the file meta's; one PatientID in every object and image series.
+
+    Parameters
+    ----------
+    folder_name : str
+        Names the folder in folder-level problems.
+    objects : list of (file name, dataset, kind)
+        From :func:`_exported_objects`.
+    series : dict SeriesInstanceUID -> _Series
+        The known image series.
+    add : callable
+        Appends one problem line.
+    """
     seen: dict[str, str] = {}
     for name, ds, _ in objects:
         uid = _s(ds.get("SOPInstanceUID"))
@@ -209,16 +268,27 @@ def check_result_references(folder: str | Path, *, images: Any = None) -> list[s
         seen.setdefault(uid, name)
     patient_ids = {s.patient_id for s in series.values()}
     if len(patient_ids) > 1:
-        add(f"{folder.name}: the image series belong to {len(patient_ids)} different PatientIDs")
+        add(f"{folder_name}: the image series belong to {len(patient_ids)} different PatientIDs")
     ref_pid = next(iter(patient_ids)) if len(patient_ids) == 1 else _s(objects[0][1].get("PatientID"))
     for name, ds, _ in objects:
         if _s(ds.get("PatientID")) != ref_pid:
             add(f"{name}: PatientID differs from that of the {'image series' if patient_ids else 'other objects'}")
 
-    needs_images = any(kind in ("RTSTRUCT", "REG", "DREG") for _, _, kind in objects)
-    if needs_images and not series:
-        add(f"{folder.name}: no image series given or found: references to images cannot be checked")
 
+def _check_objects(objects: list[tuple[str, Any, str]], series: dict[str, _Series], sop_to_series: dict, add) -> None:
+    """Check the references of each object, kind by kind (RTSTRUCT, RTPLAN, RTDOSE, REG, DREG).
+
+    Parameters
+    ----------
+    objects : list of (file name, dataset, kind)
+        From :func:`_exported_objects`.
+    series : dict SeriesInstanceUID -> _Series
+        The known image series.
+    sop_to_series : dict SOPInstanceUID -> _Series
+        The series of each known image instance.
+    add : callable
+        Appends one problem line.
+    """
     by_kind: dict[str, list[tuple[str, Any]]] = {}
     for name, ds, kind in objects:
         by_kind.setdefault(kind, []).append((name, ds))
@@ -235,7 +305,6 @@ def check_result_references(folder: str | Path, *, images: Any = None) -> list[s
         _check_registration(name, ds, series, sop_to_series, add, deformable=False)
     for name, ds in by_kind.get("DREG", []):
         _check_registration(name, ds, series, sop_to_series, add, deformable=True)
-    return problems
 
 
 def _check_image_refs(name: str, what: str, items: list, s: _Series | None, sop_to_series: dict, add) -> None:

@@ -298,7 +298,40 @@ def plan_report_model(
     ReportModel
     """
     _check_inputs(image, structures, {"dose": dose})
-    model = ReportModel(
+    model = _plan_model(goal_results, label, title, identifiers, provenance, recommendation, timings, warnings)
+    _common(
+        model, image=image, structures=structures, doses={label: dose}, plans={label: plan}, point_lps=point_lps,
+        check_dose=check_dose, check_of=label, gamma=gamma, gamma_criteria=gamma_criteria, dvh_structures=dvh_structures,
+    )  # fmt: skip
+    return model
+
+
+def _plan_model(
+    goal_results: Sequence[Any],
+    label: str,
+    title: str,
+    identifiers: Mapping[str, str] | None,
+    provenance: Mapping[str, Any] | None,
+    recommendation: str | None,
+    timings: Mapping[str, float] | None,
+    warnings: Sequence[str] | None,
+) -> ReportModel:
+    """The model of :func:`plan_report_model` with its tables, before any figure.
+
+    Parameters
+    ----------
+    goal_results : sequence of GoalResult or dict
+        The plan's goal results, in protocol order.
+    label : str
+        The plan's label in the goal table.
+    title, identifiers, provenance, recommendation, timings, warnings
+        As given to :func:`plan_report_model` (copied).
+
+    Returns
+    -------
+    ReportModel
+    """
+    return ReportModel(
         title=title,
         identifiers=dict(identifiers or {}),
         provenance=dict(provenance or {}),
@@ -307,20 +340,6 @@ def plan_report_model(
         timings=dict(timings or {}),
         warnings=list(warnings or []),
     )
-    _common(
-        model,
-        image=image,
-        structures=structures,
-        doses={label: dose},
-        plans={label: plan},
-        point_lps=point_lps,
-        check_dose=check_dose,
-        check_of=label,
-        gamma=gamma,
-        gamma_criteria=gamma_criteria,
-        dvh_structures=dvh_structures,
-    )
-    return model
 
 
 def adaptive_report_model(
@@ -389,8 +408,48 @@ def adaptive_report_model(
     ReportModel
     """
     _check_inputs(image, structures, {"scheduled_dose": scheduled_dose, "adapted_dose": adapted_dose})
+    model = _adaptive_model(
+        scheduled_goals, adapted_goals, title, identifiers, provenance, recommendation, registration, contour_qa, timings, warnings
+    )
+    p = _common(
+        model, image=image, structures=structures, doses={"scheduled": scheduled_dose, "adapted": adapted_dose},
+        plans={"scheduled": scheduled_plan, "adapted": adapted_plan}, point_lps=point_lps, check_dose=check_dose,
+        check_of="adapted", gamma=gamma, gamma_criteria=gamma_criteria, dvh_structures=dvh_structures,
+    )  # fmt: skip
+    if fixed_image is not None and moving_resampled is not None:
+        _add_checkerboard(model, fixed_image, moving_resampled, structures, p)
+    return model
+
+
+def _adaptive_model(
+    scheduled_goals: Sequence[Any],
+    adapted_goals: Sequence[Any],
+    title: str,
+    identifiers: Mapping[str, str] | None,
+    provenance: Mapping[str, Any] | None,
+    recommendation: str | None,
+    registration: Mapping[str, Any] | None,
+    contour_qa: Sequence[Mapping[str, Any]] | None,
+    timings: Mapping[str, float] | None,
+    warnings: Sequence[str] | None,
+) -> ReportModel:
+    """The model of :func:`adaptive_report_model` with its tables, before any figure.
+
+    Parameters
+    ----------
+    scheduled_goals, adapted_goals : sequence of GoalResult or dict
+        Goal results of each plan, in protocol order.
+    title, identifiers, provenance, registration, contour_qa, timings, warnings
+        As given to :func:`adaptive_report_model` (copied).
+    recommendation : str or None
+        None: :func:`recommend` on the two goal tables.
+
+    Returns
+    -------
+    ReportModel
+    """
     goals = {"scheduled": [goal_row(r) for r in scheduled_goals], "adapted": [goal_row(r) for r in adapted_goals]}
-    model = ReportModel(
+    return ReportModel(
         title=title,
         identifiers=dict(identifiers or {}),
         provenance=dict(provenance or {}),
@@ -401,29 +460,30 @@ def adaptive_report_model(
         timings=dict(timings or {}),
         warnings=list(warnings or []),
     )
-    p = _common(
-        model,
-        image=image,
-        structures=structures,
-        doses={"scheduled": scheduled_dose, "adapted": adapted_dose},
-        plans={"scheduled": scheduled_plan, "adapted": adapted_plan},
-        point_lps=point_lps,
-        check_dose=check_dose,
-        check_of="adapted",
-        gamma=gamma,
-        gamma_criteria=gamma_criteria,
-        dvh_structures=dvh_structures,
+
+
+def _add_checkerboard(model: ReportModel, fixed_image: Volume, moving_resampled: Volume, structures: StructureSet, p: np.ndarray) -> None:
+    """Add the registration QA figure ``"Registration: checkerboard"`` to ``model``.
+
+    Parameters
+    ----------
+    model : ReportModel
+    fixed_image, moving_resampled : Volume
+        The daily image and the deformed planning CT on its grid (HU).
+    structures : StructureSet
+        Outlined only when on the grid of ``fixed_image``.
+    p : (3,) ndarray
+        LPS point (mm) of the other image figures; the planes pass through it
+        when it lies in ``fixed_image`` (else through its centre).
+    """
+    model.figures["Registration: checkerboard"] = ReportFigure(
+        F.checkerboard_figure(
+            fixed_image,
+            moving_resampled,
+            p if bool(fixed_image.grid.contains(p)) else None,
+            structures=structures if structures.grid.same_as(fixed_image.grid) else None,
+            labels=("CBCT", "deformed CT"),
+        ),
+        "Checkerboard (top) and colour overlay (bottom) of the daily image and the deformed planning CT; "
+        "misaligned edges break at the squares' borders or show magenta/green fringes.",
     )
-    if fixed_image is not None and moving_resampled is not None:
-        model.figures["Registration: checkerboard"] = ReportFigure(
-            F.checkerboard_figure(
-                fixed_image,
-                moving_resampled,
-                p if bool(fixed_image.grid.contains(p)) else None,
-                structures=structures if structures.grid.same_as(fixed_image.grid) else None,
-                labels=("CBCT", "deformed CT"),
-            ),
-            "Checkerboard (top) and colour overlay (bottom) of the daily image and the deformed planning CT; "
-            "misaligned edges break at the squares' borders or show magenta/green fringes.",
-        )
-    return model

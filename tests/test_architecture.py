@@ -182,3 +182,17 @@ def test_kept_long_list_is_current():
     long = {k for f in ("art", "cli", "phantoms") for k in _long_functions(f)}
     stale = sorted(set(KEPT_LONG) - long)
     assert not stale, f"KEPT_LONG names functions that are no longer long (or gone): {stale}"
+
+
+def test_every_package_is_installed():
+    """``pip install .`` (not only editable) installs every package folder: each is listed in pyproject.toml."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"])
+    names = {"art": "art", "cli": "art_cli", "phantoms": "art_phantoms"}
+    found = set()
+    for folder, name in names.items():
+        for init in (REPO / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(REPO / folder).parts
+            found.add(".".join((name, *rel)))
+    assert found == listed, f"not listed in pyproject.toml: {sorted(found - listed)}; listed but gone: {sorted(listed - found)}"

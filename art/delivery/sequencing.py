@@ -55,7 +55,7 @@ import numpy as np
 from art.dose._setup import equivalent_square
 from art.dose.machine import Machine, load_machine
 from art.errors import InputError
-from art.plan import Beam, Plan, Segment
+from art.plan import Plan, Segment
 
 METHODS = ("xia-verhey", "sweep")
 
@@ -311,6 +311,35 @@ def sequence_beam(
         MLC, leaf or jaw limits, wider than the maximum leaf span).
     """
     machine = load_machine() if machine is None else machine
+    f, ex, ey, min_mu = _check_inputs(fluence, fluence_grid, machine, levels=levels, method=method, min_segment_mu=min_segment_mu,
+                                      small_segments=small_segments, jaws=jaws)
+    stats: dict = {"n_segments": 0, "mu": 0.0, "delta_mu": 0.0, "levels": int(levels), "mu_dropped": 0.0,
+                   "mu_added": 0.0, "n_dropped": 0, "quantisation_rms": 0.0, "method": method}
+    a = resample_to_leaves(f, ey, machine)
+    amax = float(a.max())
+    if amax <= 0:
+        return ([], stats) if return_stats else []
+    q, stats["delta_mu"], stats["quantisation_rms"] = _quantise(a, amax, levels)
+    apertures = _apertures(q, ex, machine, method=method, jaws=jaws)
+    beam_jaws = _beam_jaws(q, ex, machine) if jaws == "beam" else None
+    merged = _merged_segments(apertures, ex, ey, machine, beam_jaws, delta=stats["delta_mu"])
+    segments = _apply_min_mu(merged, min_mu, small_segments, stats)
+    stats["n_segments"] = len(segments)
+    stats["mu"] = float(sum(s.mu for s in segments))
+    return (segments, stats) if return_stats else segments
+
+
+def _check_inputs(fluence: Any, fluence_grid: dict, machine: Machine, *, levels: int, method: str, min_segment_mu: float | None,
+                  small_segments: str, jaws: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Refuse an invalid fluence, grid or option (:class:`InputError`, in the order of the arguments).
+
+    Returns
+    -------
+    fluence : (ny, nx) float64
+    x_edges, y_edges : (nx + 1,), (ny + 1,) float64, mm
+    min_mu : float
+        The minimum segment MU (``machine.min_mu_per_segment`` unless given).
+    """
     f = np.asarray(fluence, dtype=np.float64)
     if f.ndim != 2 or f.size == 0:
         raise InputError(f"fluence must be a non-empty 2-D array (ny, nx), got shape {f.shape}")
@@ -329,35 +358,55 @@ def sequence_beam(
     min_mu = machine.min_mu_per_segment if min_segment_mu is None else float(min_segment_mu)
     if not np.isfinite(min_mu) or min_mu < 0:
         raise InputError(f"min_segment_mu must be a non-negative number, got {min_segment_mu!r}")
+    return f, ex, ey, min_mu
 
-    stats: dict = {"n_segments": 0, "mu": 0.0, "delta_mu": 0.0, "levels": int(levels), "mu_dropped": 0.0,
-                   "mu_added": 0.0, "n_dropped": 0, "quantisation_rms": 0.0, "method": method}
-    a = resample_to_leaves(f, ey, machine)
-    amax = float(a.max())
-    if amax <= 0:
-        return ([], stats) if return_stats else []
+
+def _quantise(a: np.ndarray, amax: float, levels: int) -> tuple[np.ndarray, float, float]:
+    """Leaf-pair fluence ``a`` (n_pairs, nx), maximum ``amax`` > 0 → integer levels (n_pairs, nx)
+    int64 of ``Δ = amax / levels`` (rounded to nearest), ``Δ`` (MU), and the RMS of
+    quantised − resampled fluence over the non-zero bixels relative to ``amax``."""
     delta = amax / levels
     q = np.rint(a / delta).astype(np.int64)
     nz = a > 0
-    stats["delta_mu"] = delta
-    stats["quantisation_rms"] = float(np.sqrt(np.mean((q[nz] * delta - a[nz]) ** 2)) / amax)
+    return q, delta, float(np.sqrt(np.mean((q[nz] * delta - a[nz]) ** 2)) / amax)
+
+
+def _apertures(q: np.ndarray, ex: np.ndarray, machine: Machine, *, method: str, jaws: str) -> list[tuple[list, int]]:
+    """Apertures ``(rows, weight in Δ)`` of the level map ``q`` (n_pairs, nx): the decomposition
+    ``method``, split where the machine forbids interdigitation (see :func:`_split_interdigitation`),
+    without the apertures that open no pair; ``ex`` (nx + 1,) column edges, mm."""
     apertures = _decompose_xia_verhey(q) if method == "xia-verhey" else _decompose_sweep(q)
     if not machine.mlc.interdigitation:
         apertures = [(g, w) for rows, w in apertures for g in _split_interdigitation(rows, ex, split_closed=jaws == "segment")]
-    apertures = [(rows, w) for rows, w in apertures if any(v is not None for v in rows)]
+    return [(rows, w) for rows, w in apertures if any(v is not None for v in rows)]
 
-    beam_jaws = None
-    if jaws == "beam":
-        opened = np.flatnonzero(q.max(axis=1) > 0)
-        cols = np.flatnonzero(q.max(axis=0) > 0)
-        xs = [ex[cols[0]], ex[cols[-1] + 1]]
-        g = machine.mlc.min_gap_mm
-        if xs[1] - xs[0] < g:
-            c = 0.5 * (xs[0] + xs[1])
-            xs = [c - g / 2, c + g / 2]
-        bnd = machine.mlc.boundaries_mm
-        beam_jaws = _check_jaws((float(xs[0]), float(xs[1]), float(bnd[opened[0]]), float(bnd[opened[-1] + 1])), machine)
 
+def _beam_jaws(q: np.ndarray, ex: np.ndarray, machine: Machine) -> tuple:
+    """Jaws (x1, x2, y1, y2) mm around every opened column and leaf pair of the level map
+    ``q`` (n_pairs, nx), at least the minimum gap wide, within the jaw limits."""
+    opened = np.flatnonzero(q.max(axis=1) > 0)
+    cols = np.flatnonzero(q.max(axis=0) > 0)
+    xs = [ex[cols[0]], ex[cols[-1] + 1]]
+    g = machine.mlc.min_gap_mm
+    if xs[1] - xs[0] < g:
+        c = 0.5 * (xs[0] + xs[1])
+        xs = [c - g / 2, c + g / 2]
+    bnd = machine.mlc.boundaries_mm
+    return _check_jaws((float(xs[0]), float(xs[1]), float(bnd[opened[0]]), float(bnd[opened[-1] + 1])), machine)
+
+
+def _merged_segments(apertures: list, ex: np.ndarray, ey: np.ndarray, machine: Machine, beam_jaws: tuple | None, *, delta: float) -> list[list]:
+    """Leaf positions, jaws and MU of each aperture, identical ones merged (MU added), in order
+    of first appearance.
+
+    An aperture of weight ``w`` gets ``MU = w Δ S_c(bbox) / S_c(jaws)`` (bbox: the fluence grid
+    ``ex`` × ``ey``, mm); ``beam_jaws`` (or, if None, each aperture's own jaws) must lie within
+    the machine's limits and the leaves within its maximum span.
+
+    Returns
+    -------
+    list of [leaf_positions (2, n_pairs) mm, jaws (x1, x2, y1, y2) mm, MU]
+    """
     sc_ref = reference_head_scatter({"x_edges_mm": ex, "y_edges_mm": ey}, machine)
     merged: dict[bytes, list] = {}
     order: list[bytes] = []
@@ -375,9 +424,15 @@ def sequence_beam(
         else:
             merged[key] = [lp, jw, mu]
             order.append(key)
+    return [merged[key] for key in order]
+
+
+def _apply_min_mu(merged: list[list], min_mu: float, small_segments: str, stats: dict) -> list[Segment]:
+    """Segments of the merged apertures; those below ``min_mu`` are dropped or (``"round"``,
+    with at least half of it) raised to it. Adds to ``stats["mu_added"]``, ``["mu_dropped"]``
+    and ``["n_dropped"]``."""
     segments = []
-    for key in order:
-        lp, jw, mu = merged[key]
+    for lp, jw, mu in merged:
         if mu < min_mu:
             if small_segments == "round" and mu >= 0.5 * min_mu:
                 stats["mu_added"] += min_mu - mu
@@ -387,9 +442,7 @@ def sequence_beam(
                 stats["n_dropped"] += 1
                 continue
         segments.append(Segment(lp, jw, mu))
-    stats["n_segments"] = len(segments)
-    stats["mu"] = float(sum(s.mu for s in segments))
-    return (segments, stats) if return_stats else segments
+    return segments
 
 
 def segments_to_fluence(segments: list[Segment], fluence_grid: dict, machine: Machine | None = None, *, transmission: bool = False) -> np.ndarray:

@@ -13,7 +13,8 @@ fit_kernel, PencilKernel
 
 from art.dose.beam_geometry import BeamFrame, bev_to_lps_matrix
 from art.dose.calc import beam_fluence, dose, segment_fluence
-from art.dose.influence import InfluenceMatrix, influence_matrix, select_bixels
+from art.dose.influence import InfluenceMatrix, influence_matrix
+from art.dose.influence_beam import select_bixels
 from art.dose.kernel import PencilKernel, fit_kernel
 from art.dose.machine import HUTable, Machine, hu_to_density, load_hu_table, load_machine
 from art.dose.raytrace import radiological_depth

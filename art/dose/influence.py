@@ -14,28 +14,22 @@ beams were given, and inside a beam ordered by BEV y (leaf-pair direction), then
 from __future__ import annotations
 
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
 
+from art.backend import backend_name, get_namespace
 from art.dose._blas import single_threaded_blas
-from art.dose._setup import equivalent_square, prepare
-from art.dose.beam_geometry import BeamFrame
-from art.backend import to_numpy
-from art.dose.engine import beam_points, fluence_dose, kernel_terms
-from art.dose.entries import block_layout, chunk_entries, far_entries, nearest_beamlet_map
+from art.dose._setup import prepare
+from art.dose.influence_beam import SUM_KEYS, BeamColumns, BeamContext, beam_columns
 from art.dose.kernel import fit_kernel
 from art.dose.machine import HUTable, Machine, load_machine
 from art.errors import InputError
 from art.geometry import Grid, Volume
 from art.plan import Beam
 from art.structures import StructureSet
-
-#: voxels × beamlets per chunk of the per-beam computation (cache-sized temporaries)
-_CHUNK_ELEMS = 3_000_000
 
 
 @dataclass
@@ -127,7 +121,9 @@ class InfluenceMatrix:
         return out
 
 
-def _target_points(structures: StructureSet, target: str) -> np.ndarray:
+def _target_points(structures: StructureSet, target: str) -> tuple[np.ndarray, float]:
+    """LPS centres (n, 3) mm of the target's voxels (every k-th above 200 000) and half
+    the diagonal of a voxel of its grid, mm."""
     s = structures[target]
     if s.is_empty:
         raise InputError(f"target structure {target!r} is empty")
@@ -137,52 +133,30 @@ def _target_points(structures: StructureSet, target: str) -> np.ndarray:
     return s.grid.index_to_lps(idx.astype(np.float64)), float(np.linalg.norm(s.grid.spacing)) / 2
 
 
-def select_bixels(frame: BeamFrame, target_lps: np.ndarray, *, bixel_mm: float, margin_mm: float) -> tuple[np.ndarray, np.ndarray]:
-    """Bixels (integer BEV indices ix, iy; bixel ``ix`` spans ``[ix b, (ix+1) b]``) whose
-    area comes within ``margin_mm`` of the target's projection at the isocentre plane."""
-    u, v, _ = frame.to_bev(target_lps)
-    b = bixel_mm
-    offs = np.arange(-margin_mm, margin_mm + 1e-9, max(b / 2, 1e-3))
-    if offs[-1] < margin_mm:
-        offs = np.append(offs, margin_mm)
-    keys = set()
-    for du in offs:
-        for dv in offs:
-            if du * du + dv * dv > margin_mm * margin_mm + 1e-9 and margin_mm > 0:
-                continue
-            ix = np.floor((u + du) / b).astype(np.int64)
-            iy = np.floor((v + dv) / b).astype(np.int64)
-            keys.update(zip(iy.tolist(), ix.tolist()))
-    arr = np.array(sorted(keys), dtype=np.int64).reshape(-1, 2)
-    return arr[:, 1], arr[:, 0]  # ix, iy sorted by y then x
+def _check_options(beams: list, bixel_mm: float, threshold: float, block_mm: float, cutoff_mm: float | None) -> float:
+    """Refuse bad options (:class:`InputError`); returns ``bixel_mm`` as a float."""
+    if not beams:
+        raise InputError("influence_matrix needs at least one beam")
+    b = float(bixel_mm)
+    if not np.isfinite(b) or b <= 0:
+        raise InputError(f"bixel_mm must be positive, got {bixel_mm!r}")
+    if not (0 <= threshold < 1):
+        raise InputError(f"threshold must be in [0, 1), got {threshold!r}")
+    if not (np.isfinite(block_mm) and block_mm > 0):
+        raise InputError(f"block_mm must be positive, got {block_mm!r}")
+    if cutoff_mm is not None and not (cutoff_mm >= 0):
+        raise InputError(f"cutoff_mm must be non-negative or None, got {cutoff_mm!r}")
+    return b
 
 
 def influence_matrix(
-    ct: Volume,
-    structures: StructureSet,
-    beams: list[Beam],
-    machine: Machine | None = None,
-    *,
-    dose_grid_mm: float | None = 3.0,
-    bixel_mm: float = 5.0,
-    target: str = "PTV",
-    margin_mm: float = 5.0,
-    voxels: str = "body",
-    body: str | None = None,
-    threshold: float = 2e-3,
-    block_mm: float = 25.0,
-    floor: float = 1e-3,
-    cutoff_mm: float | None = None,
-    near_mm: float = 30.0,
-    hu_table: HUTable | None = None,
-    patient_position: str = "HFS",
-    measure_dropped: bool = True,
-    compensate: bool = True,
-    backend: str | None = "numpy",
-    workers: int | None = None,
-    progress: bool = False,
+    ct: Volume, structures: StructureSet, beams: list[Beam], machine: Machine | None = None, *,
+    dose_grid_mm: float | None = 3.0, bixel_mm: float = 5.0, target: str = "PTV", margin_mm: float = 5.0, voxels: str = "body",
+    body: str | None = None, threshold: float = 2e-3, block_mm: float = 25.0, floor: float = 1e-3, cutoff_mm: float | None = None,
+    near_mm: float = 30.0, hu_table: HUTable | None = None, patient_position: str = "HFS", measure_dropped: bool = True,
+    compensate: bool = True, backend: str | None = "numpy", workers: int | None = None, progress: bool = False,
 ) -> InfluenceMatrix:
-    """Pencil-beam dose-influence matrix of a set of beams.
+    """Pencil-beam dose-influence matrix of a set of beams (stages: :mod:`art.dose.influence_beam`).
 
     Parameters
     ----------
@@ -206,31 +180,27 @@ def influence_matrix(
         Entries below ``threshold × (largest possible entry of the beam)`` are not
         stored individually; their dose is accounted per block (``block_mm``).
     block_mm : float, keyword-only
-        Side of the square blocks of beamlets (rounded to whole bixels) over which
-        the dose of the entries below the threshold is credited to the block:
-        to the voxel's kept entries of that block (scaled), or to one entry on the
-        block's central beamlet. Exact for fluences constant over each block; see
-        :mod:`art.dose.entries`. ``compensate=False`` turns this off (plain
+        Side of the square blocks of beamlets (rounded to whole bixels) over which the dose of the
+        entries below the threshold is credited to the block: to the voxel's kept entries of that
+        block (scaled), or to one entry on the block's central beamlet. Exact for fluences constant
+        over each block; see :mod:`art.dose.entries`. ``compensate=False`` turns this off (plain
         thresholding, which drops ~20 % of the dose with the broad scatter kernels).
     floor : float, keyword-only
-        Block masses below ``floor × threshold × peak`` are dropped (and counted in
-        ``dropped_fraction``).
+        Block masses below ``floor × threshold × peak`` are dropped (and counted in ``dropped_fraction``).
     cutoff_mm : float or None, keyword-only
-        Voxels whose BEV position is more than this outside the beamlets' bounding
-        box get no entries (their dose is counted as dropped); None (default): no cut-off.
+        Voxels whose BEV position is more than this outside the beamlets' bounding box get no
+        entries (their dose is counted as dropped); None (default): no cut-off.
     near_mm : float, keyword-only
-        Voxels within this distance of the beamlets' bounding box get their
-        radiological depth on a 2 mm ray lattice, the others (which only receive
-        broad scatter) on a 5 mm lattice.
+        Voxels within this distance of the beamlets' bounding box get their radiological depth
+        on a 2 mm ray lattice, the others (which only receive broad scatter) on a 5 mm lattice.
     compensate : bool, keyword-only
         Block-wise dose accounting (default True), see ``block_mm``.
     measure_dropped : bool, keyword-only
-        Also measure the error of a random modulated test fluence (uniform in
-        [0.3, 1.7] per beamlet, seed 0) against its exact dose:
-        ``stats["modulated_error"]`` = Σ|stored − exact| / Σ exact over voxels and beams.
+        Also measure the error of a random modulated test fluence (uniform in [0.3, 1.7] per beamlet,
+        seed 0) against its exact dose: ``stats["modulated_error"]`` = Σ|stored − exact| / Σ exact over voxels and beams.
     backend : {"numpy", "cupy"} or None, keyword-only
-        Array backend of the numeric core (ray tracing stays on the CPU);
-        None = :func:`art.backend.backend_name`. The matrix is returned as a SciPy CSR either way.
+        Array backend of the numeric core (ray tracing stays on the CPU); None = :func:`art.backend.backend_name`.
+        The matrix is returned as a SciPy CSR either way.
     workers : int, keyword-only
         Beams computed in parallel threads (default: up to 2; 1 with CuPy).
     progress : bool, keyword-only
@@ -239,189 +209,121 @@ def influence_matrix(
     Returns
     -------
     InfluenceMatrix
-        ``dropped_fraction`` = (exact dose − stored dose) / exact dose for unit
-        weights, summed over the voxels and beams (exact = the untruncated pencil-beam
-        dose of the same kernel at the same voxels).
+        ``dropped_fraction`` = (exact dose − stored dose) / exact dose for unit weights, summed over
+        the voxels and beams (exact = the untruncated pencil-beam dose of the same kernel at the same voxels).
     """
-    t_start = time.perf_counter()
-    c_start = time.thread_time()
-    if machine is None:
-        machine = load_machine()
-    if not beams:
-        raise InputError("influence_matrix needs at least one beam")
-    b = float(bixel_mm)
-    if not np.isfinite(b) or b <= 0:
-        raise InputError(f"bixel_mm must be positive, got {bixel_mm!r}")
-    if not (0 <= threshold < 1):
-        raise InputError(f"threshold must be in [0, 1), got {threshold!r}")
-    if not (np.isfinite(block_mm) and block_mm > 0):
-        raise InputError(f"block_mm must be positive, got {block_mm!r}")
-    if cutoff_mm is not None and not (cutoff_mm >= 0):
-        raise InputError(f"cutoff_mm must be non-negative or None, got {cutoff_mm!r}")
-    from art.backend import backend_name, get_namespace
-
+    t_start, c_start = time.perf_counter(), time.thread_time()
+    machine = load_machine() if machine is None else machine
+    b = _check_options(beams, bixel_mm, threshold, block_mm, cutoff_mm)
     xp = get_namespace(backend or backend_name())
     kernel = fit_kernel(machine)
     setup = prepare(ct, structures, dose_grid_mm=dose_grid_mm, voxels=voxels, body=body, hu_table=hu_table)
     tgt_pts, tgt_half_diag = _target_points(structures, target)
-    n_vox = setup.voxel_indices.size
-    beam_index, bx, by, sc_list = [], [], [], []
     timings = {"setup_s": time.perf_counter() - t_start, "setup_cpu_s": time.thread_time() - c_start}
-    from scipy.special import erf
-
     wk, sk = kernel.at(kernel.depths_mm)
-    k_blk = max(1, int(round(block_mm / b)))
+    ctx = BeamContext(setup=setup, kernel=kernel, machine=machine, xp=xp, target_lps=tgt_pts, target_half_diag_mm=tgt_half_diag,
+                      kernel_w=wk, kernel_s=sk, bixel_mm=b, margin_mm=margin_mm, block_bixels=max(1, int(round(block_mm / b))),
+                      threshold=threshold, floor=floor, cutoff_mm=cutoff_mm, near_mm=near_mm, patient_position=patient_position,
+                      measure_dropped=measure_dropped, compensate=compensate, progress=progress, n_beams=len(beams))
+    per_beam = _collect_beams(_compute_beams(ctx, beams, workers), b, timings)
+    mat = _stack_blocks(per_beam, timings)
+    timings["total_s"] = time.perf_counter() - t_start
+    return _influence_result(mat, per_beam, ctx, beams, timings)
 
-    def one_beam(k: int, beam: Beam) -> dict:
-        t0 = time.perf_counter()
-        c0 = time.thread_time()
-        frame = BeamFrame.of(beam, patient_position=patient_position)
-        ix, iy = select_bixels(frame, tgt_pts, bixel_mm=b, margin_mm=margin_mm + tgt_half_diag)
-        lay = block_layout(ix, iy, b, k_blk)
-        nb = ix.size
-        bx0, bx1 = (ix.min()) * b, (ix.max() + 1) * b
-        by0, by1 = (iy.min()) * b, (iy.max() + 1) * b
-        sc = float(machine.head_scatter(equivalent_square(bx1 - bx0, by1 - by0)))
-        u, v, z = frame.to_bev(setup.points)
-        front = np.isfinite(u) & (z > 0)
-        out_x = np.maximum(bx0 - u, u - bx1)
-        out_y = np.maximum(by0 - v, v - by1)
-        outside = np.maximum(out_x, out_y)
-        reach = front if cutoff_mm is None else front & (outside <= cutoff_mm)
-        ridx = np.flatnonzero(reach)
-        near = outside[ridx] <= near_mm
-        # radiological depth: fine lattice near the beamlets, coarse for the scatter-only voxels
-        parts = []
-        for sel, step in ((near, 2.0), (~near, 5.0)):
-            ii = ridx[sel]
-            if ii.size:
-                parts.append((ii, beam_points(setup.density, frame, setup.points[ii], lateral_step_mm=step, bev=(u[ii], v[ii], z[ii]))))
-        order = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
-        pu = np.concatenate([p[1].u for p in parts]) if parts else np.zeros(0, np.float32)
-        pv = np.concatenate([p[1].v for p in parts]) if parts else np.zeros(0, np.float32)
-        amps, sigs = [], []
-        for _, p in parts:
-            a_, s_ = kernel_terms(kernel, p)
-            amps.append(a_)
-            sigs.append(s_)
-        amp = np.concatenate(amps) * np.float32(sc) if parts else np.zeros((0, kernel.n_components), np.float32)
-        sig = np.concatenate(sigs) if parts else np.zeros((0, kernel.n_components), np.float32)
-        t_trace = time.perf_counter() - t0
-        c_trace = time.thread_time() - c0
-        c_near = c_far = 0.0
-        nnz_near = nnz_far = 0
-        # the largest entry any voxel can get from a beamlet of this beam
-        zmin = float(np.min(z[ridx])) if ridx.size else kernel.sad_mm
-        peak = (kernel.sad_mm / zmin) ** 2 * np.max(np.sum(wk * erf(b / (2 * np.sqrt(2) * sk * kernel.sad_mm / zmin)) ** 2, axis=1))
-        thr = float(threshold * peak * sc)
-        test_w = np.random.default_rng(k).uniform(0.3, 1.7, nb).astype(np.float32) if measure_dropped else None
-        chunk = max(256, int(_CHUNK_ELEMS // max(nb, lay.mask.size, 1)))
-        res = {"rows": [], "cols": [], "vals": [], "full": 0.0, "kept": 0.0, "stored": 0.0, "dropped": 0.0, "test_full": 0.0, "test_err": 0.0}
-        n_near = int(np.count_nonzero(near))
-        nearest = nearest_beamlet_map(lay)
-        a0 = 0
-        while a0 < order.size:
-            e0 = min(order.size, a0 + chunk)
-            if a0 < n_near < e0:
-                e0 = n_near
-            q = (amp[a0:e0], sig[a0:e0], pu[a0:e0], pv[a0:e0])
-            if xp is not np:
-                q = tuple(xp.asarray(t) for t in q)
-            c1 = time.thread_time()
-            if a0 < n_near:
-                ce = chunk_entries(*q, lay, thr=thr, floor=floor * thr, redistribute=compensate, test_weights=test_w)
-                c_near += time.thread_time() - c1
-                nnz_near += int(ce.rows.shape[0])
-            else:
-                ce = far_entries(*q, lay, nearest, floor=floor * thr, redistribute=compensate, test_weights=test_w)
-                c_far += time.thread_time() - c1
-                nnz_far += int(ce.rows.shape[0])
-            rows = order[a0:e0][to_numpy(ce.rows)]
-            res["rows"].append(rows.astype(np.int32))
-            res["cols"].append(to_numpy(ce.cols).astype(np.int32))
-            res["vals"].append(to_numpy(ce.vals).astype(np.float32))
-            for key, val in (("full", ce.full), ("kept", ce.kept), ("stored", ce.stored), ("dropped", ce.dropped), ("test_full", ce.test_full), ("test_err", ce.test_abs_err)):
-                res[key] += val
-            a0 = e0
-        if measure_dropped and cutoff_mm is not None:
-            oidx = np.flatnonzero(front & ~reach)[::8]
-            if oidx.size:
-                opts = beam_points(setup.density, frame, setup.points[oidx], lateral_step_mm=5.0)
-                oamp, osig = kernel_terms(kernel, opts)
-                res["outside"] = 8.0 * sc * float(fluence_dose(oamp, osig, opts.u, opts.v, lay.x_edges, lay.y_edges, lay.mask).sum(dtype=np.float64))
-        res.setdefault("outside", 0.0)
-        c1 = time.thread_time()
-        res["mat"] = _assemble_csr(res.pop("rows"), res.pop("cols"), res.pop("vals"), (n_vox, nb))
-        res["cpu_csr"] = time.thread_time() - c1
-        res.update(nb=nb, ix=ix, iy=iy, sc=sc, n_reach=ridx.size, n_near=n_near, time=time.perf_counter() - t0, trace=t_trace,
-                   cpu=time.thread_time() - c0, cpu_trace=c_trace, cpu_near=c_near, cpu_far=c_far, nnz_near=nnz_near, nnz_far=nnz_far)
-        if progress:
-            print(f"  dose matrix: beam {k + 1}/{len(beams)} ({beam.name}): {nb} beamlets, {ridx.size} voxels, {res['time']:.1f} s", file=sys.stderr)
-        return res
 
+def _compute_beams(ctx: BeamContext, beams: list[Beam], workers: int | None) -> list[BeamColumns]:
+    """:func:`beam_columns` of every beam, in beam order, with BLAS single-threaded.
+
+    ``workers`` threads (default: 1 with CuPy, else up to 2, at most one per beam and CPU)
+    share the beams; ``pool.map`` keeps the results in beam order.
+    """
     if workers is None:
-        workers = 1 if xp is not np else min(2, len(beams), os.cpu_count() or 1)
+        workers = 1 if ctx.xp is not np else min(2, len(beams), os.cpu_count() or 1)
     with single_threaded_blas():
         if workers > 1:
             from concurrent.futures import ThreadPoolExecutor
 
             with ThreadPoolExecutor(max_workers=workers) as pool:
-                results = list(pool.map(lambda kb: one_beam(*kb), enumerate(beams)))
+                results = list(pool.map(lambda kb: beam_columns(*kb, ctx), enumerate(beams)))
         else:
-            results = [one_beam(k, bm) for k, bm in enumerate(beams)]
-    tot = dict.fromkeys(("full", "kept", "stored", "dropped", "outside", "test_full", "test_err"), 0.0)
-    col0 = 0
-    mats = []
+            results = [beam_columns(k, bm, ctx) for k, bm in enumerate(beams)]
+    return results
+
+
+@dataclass
+class _PerBeam:
+    """The beams' results gathered in beam order (see :func:`_collect_beams`)."""
+
+    mats: list  # CSR blocks (n_voxels, nb_k), float32
+    totals: dict  # dose sums over voxels and beams, keys SUM_KEYS
+    beam_index: list  # per beam (nb_k,) int32
+    bev_x_mm: list  # per beam (nb_k,) float64 bixel centres, mm
+    bev_y_mm: list
+    head_scatter: list  # per beam S_c (float)
+    bixel_mm: float
+
+
+def _collect_beams(results: list[BeamColumns], bixel_mm: float, timings: dict) -> _PerBeam:
+    """Take the CSR blocks out of the beams' results, sum their dose accounting in beam
+    order, build the column tables (bixel centres in mm) and add the ``beam<k>_...``
+    entries to ``timings``."""
+    per = _PerBeam([], dict.fromkeys(SUM_KEYS, 0.0), [], [], [], [], bixel_mm)
     for k, res in enumerate(results):
-        mats.append(res.pop("mat"))
-        for key in tot:
-            tot[key] += res[key]
-        beam_index.append(np.full(res["nb"], k, np.int32))
-        bx.append((res["ix"] + 0.5) * b)
-        by.append((res["iy"] + 0.5) * b)
-        sc_list.append(res["sc"])
-        col0 += res["nb"]
-        timings[f"beam{k}_s"] = res["time"]
-        timings[f"beam{k}_trace_s"] = res["trace"]
-        for key in ("cpu", "cpu_trace", "cpu_near", "cpu_far", "cpu_csr"):
-            timings[f"beam{k}_{key}_s"] = res[key]
-        for key in ("n_reach", "n_near", "nnz_near", "nnz_far"):
-            timings[f"beam{k}_{key}"] = res[key]
-    del results
+        per.mats.append(res.mat)
+        res.mat = None
+        for key in per.totals:
+            per.totals[key] += res.sums[key]
+        per.beam_index.append(np.full(res.nb, k, np.int32))
+        per.bev_x_mm.append((res.ix + 0.5) * bixel_mm)
+        per.bev_y_mm.append((res.iy + 0.5) * bixel_mm)
+        per.head_scatter.append(res.head_scatter)
+        for key, val in res.stats.items():
+            timings[f"beam{k}_{key}"] = val
+    return per
+
+
+def _stack_blocks(per: _PerBeam, timings: dict) -> sp.csr_matrix:
+    """The per-beam CSRs (built in the workers) side by side: columns are grouped by beam.
+    Frees the blocks; adds ``assemble_s`` and ``assemble_cpu_s`` to ``timings``."""
     t0 = time.perf_counter()
     c0 = time.thread_time()
-    # per-beam CSRs (built in the workers) side by side: columns are grouped by beam
+    mats, per.mats = per.mats, []
     mat = _hstack_csr(mats)
     del mats
     timings["assemble_s"] = time.perf_counter() - t0
     timings["assemble_cpu_s"] = time.thread_time() - c0
-    timings["total_s"] = time.perf_counter() - t_start
+    return mat
+
+
+def _fraction(x: float, total: float) -> float:
+    return float(x / total) if total > 0 else 0.0
+
+
+def _influence_result(mat: sp.csr_matrix, per: _PerBeam, ctx: BeamContext, beams: list[Beam], timings: dict) -> InfluenceMatrix:
+    """The :class:`InfluenceMatrix` with its tables, dose-accounting fractions and ``stats``."""
+    tot = per.totals
     total = tot["full"] + tot["outside"]
-
-    def frac(x: float) -> float:
-        return float(x / total) if total > 0 else 0.0
-
     return InfluenceMatrix(
         matrix=mat,
-        dose_grid=setup.dose_grid,
-        voxel_indices=setup.voxel_indices,
-        beam_index=np.concatenate(beam_index),
-        bev_x_mm=np.concatenate(bx),
-        bev_y_mm=np.concatenate(by),
-        bixel_mm=b,
+        dose_grid=ctx.setup.dose_grid,
+        voxel_indices=ctx.setup.voxel_indices,
+        beam_index=np.concatenate(per.beam_index),
+        bev_x_mm=np.concatenate(per.bev_x_mm),
+        bev_y_mm=np.concatenate(per.bev_y_mm),
+        bixel_mm=per.bixel_mm,
         beams=list(beams),
-        head_scatter=np.asarray(sc_list),
-        dropped_fraction=frac(total - tot["stored"]),
+        head_scatter=np.asarray(per.head_scatter),
+        dropped_fraction=_fraction(total - tot["stored"], total),
         stats={
             **timings,
             "nnz": int(mat.nnz),
-            "backend": xp.__name__,
-            "below_threshold_fraction": frac(tot["full"] - tot["kept"]),
-            "redistributed_fraction": frac(tot["stored"] - tot["kept"]),
-            "dropped_floor": frac(tot["dropped"]),
-            "dropped_outside_reach": frac(tot["outside"]),
+            "backend": ctx.xp.__name__,
+            "below_threshold_fraction": _fraction(tot["full"] - tot["kept"], total),
+            "redistributed_fraction": _fraction(tot["stored"] - tot["kept"], total),
+            "dropped_floor": _fraction(tot["dropped"], total),
+            "dropped_outside_reach": _fraction(tot["outside"], total),
             "modulated_error": float(tot["test_err"] / tot["test_full"]) if tot["test_full"] > 0 else 0.0,
-            "block_bixels": k_blk,
+            "block_bixels": ctx.block_bixels,
         },
     )
 
@@ -453,29 +355,4 @@ def _hstack_csr(mats: list) -> sp.csr_matrix:
         del dest
     mat = sp.csr_matrix((data, indices, indptr.astype(idx_dtype)), shape=(n_rows, n_cols))
     mat.has_sorted_indices = True  # each block is sorted and the column offsets increase
-    return mat
-
-
-def _assemble_csr(rows: list, cols: list, vals: list, shape: tuple[int, int]) -> sp.csr_matrix:
-    """Canonical CSR (sorted indices, no duplicates) from per-chunk COO pieces without duplicates.
-
-    The pieces come in ascending-row runs, so a stable (Timsort) sort by row is cheap;
-    the columns inside each row are then sorted by SciPy.
-    """
-    n_rows, n_cols = shape
-    if not rows:
-        return sp.csr_matrix(shape, dtype=np.float32)
-    r = np.concatenate(rows)
-    counts = np.bincount(r, minlength=n_rows)
-    idx_dtype = np.int32 if r.size < 2**31 and n_cols < 2**31 else np.int64
-    indptr = np.zeros(n_rows + 1, idx_dtype)
-    np.cumsum(counts, out=indptr[1:])
-    order = np.argsort(r, kind="stable")
-    del r
-    indices = np.concatenate(cols)[order].astype(idx_dtype, copy=False)
-    data = np.concatenate(vals)[order]
-    del order
-    mat = sp.csr_matrix((data, indices, indptr), shape=shape)
-    mat.has_sorted_indices = False
-    mat.sort_indices()
     return mat

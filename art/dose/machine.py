@@ -217,6 +217,23 @@ def load_machine(path: str | Path | None = None) -> Machine:
     p = Path(path) if path is not None else DEFAULT_MACHINE
     data, digest = _read_json(p, MachineDataError)
     r = _Reader(data, p)
+    # the sections in file order: the first invalid field is the one reported
+    identity = _read_identity(r)
+    calibration = _read_calibration(r)
+    depth_dose = _read_depth_dose(r, calibration)
+    output_factors = _read_output_factors(r, calibration)
+    profile = _read_profile(r)
+    mlc = _read_mlc(r)
+    jaws = _read_jaws(r)
+    mu = _read_mu(r)
+    return Machine(**identity, **calibration, **depth_dose, **output_factors, **profile, mlc=mlc, **jaws, **mu, source=str(p), digest=digest)
+
+
+def _read_identity(r: _Reader) -> dict[str, Any]:
+    """``format`` (must be ``art-machine/1``), ``name``, ``energy`` and ``sad_mm`` (500–2000 mm).
+
+    Returns ``name``, ``energy`` (stripped) and ``sad_mm`` (float, mm) as :class:`Machine` fields.
+    """
     fmt = r.get("format")
     if fmt != "art-machine/1":
         raise r.fail("format", f"must be 'art-machine/1', got {fmt!r}")
@@ -227,11 +244,29 @@ def load_machine(path: str | Path | None = None) -> Machine:
     if not isinstance(energy, str) or not energy.strip():
         raise r.fail("energy", "must be a non-empty string such as '6X'")
     sad = r.number("sad_mm", lo=500.0, hi=2000.0)
+    return {"name": name.strip(), "energy": energy.strip(), "sad_mm": sad}
+
+
+def _read_calibration(r: _Reader) -> dict[str, float]:
+    """The ``calibration`` section: Gy per MU (≤ 1) at the reference field (mm), SSD (mm) and
+    depth (mm), as the :class:`Machine` fields ``dose_per_mu_gy``, ``calib_field_mm``,
+    ``calib_ssd_mm``, ``calib_depth_mm``."""
     dpm = r.number("calibration.dose_per_mu_gy", positive=True, hi=1.0)
     cf = r.number("calibration.field_size_mm", positive=True)
     cssd = r.number("calibration.ssd_mm", positive=True)
     cdep = r.number("calibration.depth_mm", positive=True)
+    return {"dose_per_mu_gy": dpm, "calib_field_mm": cf, "calib_ssd_mm": cssd, "calib_depth_mm": cdep}
 
+
+def _read_depth_dose(r: _Reader, calibration: dict[str, float]) -> dict[str, Any]:
+    """The ``depth_dose`` section: a PDD table (nf field sizes × nd depths, percent), normalised
+    to 100 at the calibration depth and not increasing beyond it, covering 0–300 mm and the
+    calibration field.
+
+    Returns the :class:`Machine` fields ``pdd_ssd_mm`` (float), ``pdd_field_mm`` (nf,),
+    ``pdd_depth_mm`` (nd,) and ``pdd_percent`` (nf, nd), float64.
+    """
+    cf, cdep = calibration["calib_field_mm"], calibration["calib_depth_mm"]
     kind = r.get("depth_dose.kind")
     if kind != "PDD":
         raise r.fail("depth_dose.kind", f"only 'PDD' is supported, got {kind!r}")
@@ -254,6 +289,16 @@ def load_machine(path: str | Path | None = None) -> Machine:
             raise r.fail("depth_dose.values_percent", f"row {k} (field {fs[k]} mm) is {at_ref:.1f} % at the normalisation depth, not 100 %")
         if np.any(np.diff(pv[k][ds >= cdep]) > 0):
             raise r.fail("depth_dose.values_percent", f"row {k} (field {fs[k]} mm) increases beyond the normalisation depth")
+    return {"pdd_ssd_mm": pssd, "pdd_field_mm": fs, "pdd_depth_mm": ds, "pdd_percent": pv}
+
+
+def _read_output_factors(r: _Reader, calibration: dict[str, float]) -> dict[str, np.ndarray]:
+    """The ``output_factors`` section: total (S_cp) and head-scatter (S_c) factors per square
+    field size (mm), 1.0 at the calibration field, within [0.5, 1.5], at the calibration depth.
+
+    Returns the :class:`Machine` fields ``of_field_mm``, ``scp`` and ``sc``, (no,) float64.
+    """
+    cf, cdep = calibration["calib_field_mm"], calibration["calib_depth_mm"]
     ofs = r.array("output_factors.field_sizes_mm", increasing=True, positive=True, min_len=3)
     scp = r.array("output_factors.total", positive=True)
     sc = r.array("output_factors.head_scatter", positive=True)
@@ -267,6 +312,15 @@ def load_machine(path: str | Path | None = None) -> Machine:
             raise r.fail(fld, "values must lie between 0.5 and 1.5")
     if abs(r.number("output_factors.depth_mm", positive=True) - cdep) > 1e-6:
         raise r.fail("output_factors.depth_mm", f"must equal calibration.depth_mm ({cdep})")
+    return {"of_field_mm": ofs, "scp": scp, "sc": sc}
+
+
+def _read_profile(r: _Reader) -> dict[str, Any]:
+    """The ``profile`` section: 80–20 % penumbra (mm, at most 30) of one field (mm) per depth (mm).
+
+    Returns the :class:`Machine` fields ``penumbra_field_mm`` (float), ``penumbra_depth_mm``
+    and ``penumbra_mm`` ((np,) float64).
+    """
     pf = r.number("profile.field_size_mm", positive=True)
     pdep = r.array("profile.depths_mm", increasing=True, nonneg=True)
     pen = r.array("profile.penumbra_80_20_mm", positive=True)
@@ -274,7 +328,12 @@ def load_machine(path: str | Path | None = None) -> Machine:
         raise r.fail("profile.penumbra_80_20_mm", f"must have one value per depth ({pdep.size})")
     if np.any(pen > 30):
         raise r.fail("profile.penumbra_80_20_mm", "values above 30 mm are not plausible")
+    return {"penumbra_field_mm": pf, "penumbra_depth_mm": pdep, "penumbra_mm": pen}
 
+
+def _read_mlc(r: _Reader) -> MLCGeometry:
+    """The ``mlc`` section: leaf widths (mm) from the first boundary (mm), leaf position limits,
+    maximum leaf span, minimum gap (0–20 mm), interdigitation and transmission (0–0.2)."""
     widths = r.array("mlc.leaf_widths_mm", positive=True)
     npairs = r.number("mlc.n_pairs", positive=True)
     if int(npairs) != widths.size:
@@ -287,7 +346,7 @@ def load_machine(path: str | Path | None = None) -> Machine:
     mlc_interdig = r.get("mlc.interdigitation")
     if not isinstance(mlc_interdig, bool):
         raise r.fail("mlc.interdigitation", "must be true or false")
-    mlc = MLCGeometry(
+    return MLCGeometry(
         boundaries_mm=bounds,
         position_limits_mm=(float(lim[0]), float(lim[1])),
         max_leaf_span_mm=r.number("mlc.max_leaf_span_mm", positive=True),
@@ -295,38 +354,29 @@ def load_machine(path: str | Path | None = None) -> Machine:
         interdigitation=mlc_interdig,
         transmission=r.number("mlc.transmission", lo=0.0, hi=0.2),
     )
+
+
+def _read_jaws(r: _Reader) -> dict[str, Any]:
+    """The ``jaws`` section: X and Y limits ``[min, max]`` (mm) and transmission (0–0.2), as the
+    :class:`Machine` fields ``jaw_x_limits_mm``, ``jaw_y_limits_mm``, ``jaw_transmission``."""
     jx = r.array("jaws.x_limits_mm", increasing=True)
     jy = r.array("jaws.y_limits_mm", increasing=True)
     if jx.size != 2 or jy.size != 2:
         raise r.fail("jaws.x_limits_mm", "jaw limits must be [min, max]")
-    return Machine(
-        name=name.strip(),
-        energy=energy.strip(),
-        sad_mm=sad,
-        dose_per_mu_gy=dpm,
-        calib_field_mm=cf,
-        calib_ssd_mm=cssd,
-        calib_depth_mm=cdep,
-        pdd_ssd_mm=pssd,
-        pdd_field_mm=fs,
-        pdd_depth_mm=ds,
-        pdd_percent=pv,
-        of_field_mm=ofs,
-        scp=scp,
-        sc=sc,
-        penumbra_field_mm=pf,
-        penumbra_depth_mm=pdep,
-        penumbra_mm=pen,
-        mlc=mlc,
-        jaw_x_limits_mm=(float(jx[0]), float(jx[1])),
-        jaw_y_limits_mm=(float(jy[0]), float(jy[1])),
-        jaw_transmission=r.number("jaws.transmission", lo=0.0, hi=0.2),
-        min_mu_per_segment=r.number("mu.min_per_segment", lo=0.0),
-        max_mu_per_beam=r.number("mu.max_per_beam", positive=True),
-        dose_rate_mu_per_min=r.number("mu.dose_rate_mu_per_min", positive=True),
-        source=str(p),
-        digest=digest,
-    )
+    return {
+        "jaw_x_limits_mm": (float(jx[0]), float(jx[1])),
+        "jaw_y_limits_mm": (float(jy[0]), float(jy[1])),
+        "jaw_transmission": r.number("jaws.transmission", lo=0.0, hi=0.2),
+    }
+
+
+def _read_mu(r: _Reader) -> dict[str, float]:
+    """The ``mu`` section: minimum MU per segment, maximum MU per beam, dose rate (MU/min)."""
+    return {
+        "min_mu_per_segment": r.number("mu.min_per_segment", lo=0.0),
+        "max_mu_per_beam": r.number("mu.max_per_beam", positive=True),
+        "dose_rate_mu_per_min": r.number("mu.dose_rate_mu_per_min", positive=True),
+    }
 
 
 # ------------------------------------------------------------ CT calibration

@@ -10,6 +10,8 @@ Python loop over voxels or rays. Outside the density volume the medium is vacuum
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import ndimage
 
@@ -66,15 +68,48 @@ def radiological_depth(
     u, v, z = frame.to_bev(pts) if bev is None else bev
     if np.any(~np.isfinite(u)) or np.any(z <= 0):
         raise InputError("some points lie behind the beam's source")
+    fan = _fan_lattice(density, frame, u, v, z, lateral_step_mm=lateral_step_mm, axial_step_mm=axial_step_mm, max_samples=max_samples)
+    if fan is None:
+        return np.zeros(pts.shape[0], np.float32)
+    cum = _cumulative_density(density, frame, fan)
+    idx = np.stack([(u - fan.u0) / fan.du, (v - fan.v0) / fan.du, (z - fan.z0) / fan.dz]).astype(np.float32)
+    out = ndimage.map_coordinates(cum, idx, order=1, mode="nearest", prefilter=False)
+    return np.maximum(out, 0.0).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class _Fan:
+    """A divergent ray lattice: ray ``(i, j)`` crosses the isocentre plane at BEV
+    ``(u0 + i du, v0 + j du)`` mm and is sampled at axial distances ``z0 + k dz`` mm
+    from the source, ``0 <= i < nu``, ``0 <= j < nv``, ``0 <= k < nz``."""
+
+    u0: float
+    v0: float
+    z0: float
+    du: float
+    dz: float
+    nu: int
+    nv: int
+    nz: int
+
+
+def _fan_lattice(density: Volume, frame: BeamFrame, u: np.ndarray, v: np.ndarray, z: np.ndarray, *,
+                 lateral_step_mm: float, axial_step_mm: float | None, max_samples: int) -> _Fan | None:
+    """The ray lattice covering points at BEV ``(u, v)`` (mm at the isocentre plane) and
+    axial distance ``z`` (mm), each (n,), from the density volume's entrance on.
+
+    The lattice is anchored at the central axis (multiples of the steps), so that
+    different point sets of one beam see the same rays; it is coarsened (lateral × 1.25,
+    axial × 1.1 per try) until it has at most ``max_samples`` samples. None when the
+    points lie before the volume.
+    """
     dz = float(axial_step_mm) if axial_step_mm else 0.5 * min(density.grid.spacing)
     du = float(lateral_step_mm)
     z0, z1 = _grid_z_range(frame, density)
     z0 = max(z0 - dz, 1.0)
     z1 = min(z1, float(z.max())) + 2 * dz
     if z1 <= z0:
-        return np.zeros(pts.shape[0], np.float32)
-    # fan lattice anchored at the central axis (multiples of the step), so that
-    # different point sets of one beam see the same rays
+        return None
     u0, u1 = du * np.floor(float(u.min()) / du - 2), float(u.max()) + 2 * du
     v0, v1 = du * np.floor(float(v.min()) / du - 2), float(v.max()) + 2 * du
     z0 = dz * np.floor(z0 / dz)
@@ -86,9 +121,24 @@ def radiological_depth(
             break
         du *= 1.25
         dz *= 1.1
-    ug = u0 + du * np.arange(nu)
-    vg = v0 + du * np.arange(nv)
-    zg = z0 + dz * np.arange(nz)
+    return _Fan(u0=u0, v0=v0, z0=z0, du=du, dz=dz, nu=nu, nv=nv, nz=nz)
+
+
+def _cumulative_density(density: Volume, frame: BeamFrame, fan: _Fan) -> np.ndarray:
+    """∫ ρ dl (mm, water-equivalent) from the source to every sample of the ray lattice.
+
+    The density (trilinear, vacuum outside the volume) is sampled slice by slice in z,
+    accumulated along each ray with the step length corrected for the ray's obliquity
+    (midpoint rule: each sample gets the integral up to its own centre).
+
+    Returns
+    -------
+    ndarray, shape (nu, nv, nz), float32
+    """
+    nu, nv, nz, dz = fan.nu, fan.nv, fan.nz, fan.dz
+    ug = fan.u0 + fan.du * np.arange(nu)
+    vg = fan.v0 + fan.du * np.arange(nv)
+    zg = fan.z0 + dz * np.arange(nz)
     arr = np.asarray(density.array, dtype=np.float32)
     # positions slice by slice in z keep memory at O(nu*nv) per slice for the coordinates
     cum = np.empty((nu, nv, nz), dtype=np.float32)
@@ -116,9 +166,7 @@ def radiological_depth(
         c = np.cumsum(rho, axis=2) + running[..., None]
         running = c[..., -1].copy()
         cum[:, :, ks] = c - 0.5 * rho
-    idx = np.stack([(u - u0) / du, (v - v0) / du, (z - z0) / dz]).astype(np.float32)
-    out = ndimage.map_coordinates(cum, idx, order=1, mode="nearest", prefilter=False)
-    return np.maximum(out, 0.0).astype(np.float32)
+    return cum
 
 
 def sample_density(density: Volume, points_lps: np.ndarray) -> np.ndarray:

@@ -191,27 +191,45 @@ def structure_samples(
     dose_arr = np.asarray(to_numpy(dose.array if isinstance(dose, Volume) else dose))
     if dose_arr.ndim != 3:
         raise InputError(f"dose must be a 3-D (z, y, x) array, got shape {dose_arr.shape}")
-
     if weights is not None:
-        label = name or (structure.name if isinstance(structure, Structure) else "structure")
-        if isinstance(weights, Volume):
-            if dose_grid is not None and not weights.grid.same_as(dose_grid):
-                raise GeometryError(f"structure {label!r}: weights and dose lie on different grids")
-            dose_grid = dose_grid or weights.grid
-            w = np.asarray(to_numpy(weights.array), dtype=np.float64)
-        else:
-            w = np.asarray(to_numpy(weights), dtype=np.float64)
-        if w.shape != dose_arr.shape:
-            raise InputError(f"structure {label!r}: weights shape {w.shape} differs from dose shape {dose_arr.shape}")
-        if np.any(w < 0) or np.any(w > 1 + 1e-6) or not np.all(np.isfinite(w)):
-            raise InputError(f"structure {label!r}: weights (fractional occupancy) must lie in [0, 1]")
-        vv = dose_grid.voxel_volume_cc if dose_grid is not None else voxel_volume_cc
-        if vv is None:
-            raise InputError("voxel_volume_cc is required when dose and weights are plain arrays")
-        sel = w > 0
-        d, v = prepare_samples(dose_arr[sel], w[sel] * vv, name=label)
-        return d, v, label
+        return _weighted_samples(dose_arr, dose_grid, structure, weights, voxel_volume_cc=voxel_volume_cc, name=name)
+    return _mask_samples(dose, dose_arr, dose_grid, structure, voxel_volume_cc=voxel_volume_cc, name=name)
 
+
+def _weighted_samples(dose_arr: np.ndarray, dose_grid: Grid | None, structure: Any, weights: Volume | np.ndarray, *,
+                      voxel_volume_cc: float | None, name: str | None) -> tuple[np.ndarray, np.ndarray, str]:
+    """Samples of the dose voxels with a fractional occupancy ``weights`` > 0 (same (z, y, x)
+    shape as ``dose_arr``, Gy), each counting ``occupancy × voxel volume`` cc.
+
+    Returns ``(doses, volumes, name)`` as :func:`structure_samples`.
+    """
+    label = name or (structure.name if isinstance(structure, Structure) else "structure")
+    if isinstance(weights, Volume):
+        if dose_grid is not None and not weights.grid.same_as(dose_grid):
+            raise GeometryError(f"structure {label!r}: weights and dose lie on different grids")
+        dose_grid = dose_grid or weights.grid
+        w = np.asarray(to_numpy(weights.array), dtype=np.float64)
+    else:
+        w = np.asarray(to_numpy(weights), dtype=np.float64)
+    if w.shape != dose_arr.shape:
+        raise InputError(f"structure {label!r}: weights shape {w.shape} differs from dose shape {dose_arr.shape}")
+    if np.any(w < 0) or np.any(w > 1 + 1e-6) or not np.all(np.isfinite(w)):
+        raise InputError(f"structure {label!r}: weights (fractional occupancy) must lie in [0, 1]")
+    vv = dose_grid.voxel_volume_cc if dose_grid is not None else voxel_volume_cc
+    if vv is None:
+        raise InputError("voxel_volume_cc is required when dose and weights are plain arrays")
+    sel = w > 0
+    d, v = prepare_samples(dose_arr[sel], w[sel] * vv, name=label)
+    return d, v, label
+
+
+def _mask_samples(dose: Volume | np.ndarray, dose_arr: np.ndarray, dose_grid: Grid | None, structure: Any, *,
+                  voxel_volume_cc: float | None, name: str | None) -> tuple[np.ndarray, np.ndarray, str]:
+    """Samples of a structure mask: the dose of each voxel inside it (same grid), or the dose
+    interpolated at its voxel centres (another grid), each with the structure's voxel volume (cc).
+
+    Returns ``(doses, volumes, name)`` as :func:`structure_samples`.
+    """
     mask, sgrid, label = _mask_and_grid(structure, name)
     if not mask.any():
         raise InputError(f"structure {label!r} is empty: no dose-volume metric can be computed")

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from art.errors import InputError
-from art.geometry import Volume, resample
+from art.geometry import Grid, Volume, resample
 
 
 @dataclass
@@ -115,6 +115,37 @@ def gamma_index(
     """
     if not isinstance(reference, Volume) or not isinstance(evaluated, Volume):
         raise InputError("reference and evaluated must be art.geometry.Volume doses")
+    step = _check_criteria(dose_percent, distance_mm, threshold_percent, max_gamma, search_step_mm)
+    grid, ref, ev = _dose_arrays(reference, evaluated)
+    m = _evaluation_mask(mask, grid)
+    norm = _norm_dose(ref, m, norm_dose_gy)
+    sel, idx, d_ref, inv_dd2 = _select_voxels(ref, m, norm, threshold_percent=threshold_percent, dose_percent=dose_percent, global_norm=global_norm)
+    spacing = np.asarray(grid.spacing, dtype=np.float64)  # (dz, dy, dx)
+    offs = _offsets(max_gamma * distance_mm, step, distance_mm, spacing, grid.shape)
+    best = _search(ev, idx.astype(np.float64), d_ref, inv_dd2, offs, spacing=spacing, shape=grid.shape,
+                   inv_dta2=1.0 / distance_mm**2, max_gamma=max_gamma)
+    gam = np.sqrt(best)
+    out = np.full(grid.shape, np.nan, np.float32)
+    out[sel] = gam
+    return GammaResult(
+        pass_rate=float(100.0 * np.mean(gam <= 1.0)),
+        gamma=Volume(out, grid),
+        n_evaluated=int(idx.shape[0]),
+        mean_gamma=float(gam.mean()),
+        parameters={
+            "dose_percent": float(dose_percent),
+            "distance_mm": float(distance_mm),
+            "threshold_percent": float(threshold_percent),
+            "global_norm": bool(global_norm),
+            "norm_dose_gy": norm,
+            "search_step_mm": step,
+            "max_gamma": float(max_gamma),
+        },
+    )
+
+
+def _check_criteria(dose_percent: float, distance_mm: float, threshold_percent: float, max_gamma: float, search_step_mm: float | None) -> float:
+    """Refuse bad criteria (:class:`InputError`); returns the search step, mm (default ``distance_mm / 10``)."""
     for name, v in (("dose_percent", dose_percent), ("distance_mm", distance_mm)):
         if not np.isfinite(v) or v <= 0:
             raise InputError(f"{name} must be positive, got {v!r}")
@@ -125,6 +156,12 @@ def gamma_index(
     step = distance_mm / 10.0 if search_step_mm is None else float(search_step_mm)
     if not np.isfinite(step) or step <= 0:
         raise InputError(f"search_step_mm must be positive, got {search_step_mm!r}")
+    return step
+
+
+def _dose_arrays(reference: Volume, evaluated: Volume) -> tuple[Grid, np.ndarray, np.ndarray]:
+    """The reference grid and both doses on it as float64 (z, y, x) arrays (Gy); ``evaluated``
+    is resampled linearly (NaN outside its grid) when its grid differs. The reference must be finite."""
     grid = reference.grid
     ref = np.asarray(reference.array, dtype=np.float64)
     if not evaluated.grid.same_as(grid):
@@ -132,37 +169,80 @@ def gamma_index(
     ev = np.asarray(evaluated.array, dtype=np.float64)
     if not np.all(np.isfinite(ref)):
         raise InputError("reference dose has non-finite values")
+    return grid, ref, ev
+
+
+def _evaluation_mask(mask: Any, grid: Grid) -> np.ndarray:
+    """``mask`` (Volume on ``grid``, array of ``grid.shape`` or None = everywhere) as a bool (z, y, x) array."""
     if mask is None:
-        m = np.ones(grid.shape, bool)
-    else:
-        m = np.asarray(mask.array if isinstance(mask, Volume) else mask)
-        if isinstance(mask, Volume) and not mask.grid.same_as(grid):
-            raise InputError("mask must be on the reference dose grid")
-        if m.shape != grid.shape:
-            raise InputError(f"mask shape {m.shape} does not match the reference grid {grid.shape}")
-        m = m.astype(bool)
+        return np.ones(grid.shape, bool)
+    m = np.asarray(mask.array if isinstance(mask, Volume) else mask)
+    if isinstance(mask, Volume) and not mask.grid.same_as(grid):
+        raise InputError("mask must be on the reference dose grid")
+    if m.shape != grid.shape:
+        raise InputError(f"mask shape {m.shape} does not match the reference grid {grid.shape}")
+    return m.astype(bool)
+
+
+def _norm_dose(ref: np.ndarray, m: np.ndarray, norm_dose_gy: float | None) -> float:
+    """The normalisation dose, Gy: ``norm_dose_gy``, or the maximum reference dose inside ``m``; must be positive."""
     if norm_dose_gy is None:
         norm = float(ref[m].max()) if m.any() else 0.0
     else:
         norm = float(norm_dose_gy)
     if not np.isfinite(norm) or norm <= 0:
         raise InputError(f"normalisation dose must be positive, got {norm}")
+    return norm
+
+
+def _select_voxels(ref: np.ndarray, m: np.ndarray, norm: float, *, threshold_percent: float, dose_percent: float,
+                   global_norm: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
+    """The evaluated reference voxels: inside ``m`` with dose ≥ ``threshold_percent`` of ``norm`` (Gy).
+
+    Returns
+    -------
+    sel : (z, y, x) bool
+    idx : (n, 3) int64
+        Their (z, y, x) indices (C order).
+    d_ref : (n,) float64
+        Their reference dose, Gy (C order).
+    inv_dd2 : float or (n,) float64
+        1 / ΔD² (Gy⁻²): global (one value, of ``norm``) or local (of each ``d_ref``).
+    """
     sel = m & (ref >= threshold_percent / 100.0 * norm)
     idx = np.argwhere(sel)
-    n = idx.shape[0]
-    if n == 0:
+    if idx.shape[0] == 0:
         raise InputError("no reference voxel above the gamma threshold")
     d_ref = ref[sel]
     dd = (dose_percent / 100.0) * (norm if global_norm else d_ref)
-    inv_dd2 = 1.0 / np.maximum(dd, 1e-30) ** 2
-    inv_dta2 = 1.0 / distance_mm**2
-    spacing = np.asarray(grid.spacing, dtype=np.float64)  # (dz, dy, dx)
-    offs = _offsets(max_gamma * distance_mm, step, distance_mm, spacing, grid.shape)
-    best = np.full(n, max_gamma**2)
-    hi = np.array(grid.shape, dtype=np.float64) - 1.0
-    base = idx.astype(np.float64)
+    return sel, idx, d_ref, 1.0 / np.maximum(dd, 1e-30) ** 2
+
+
+def _search(ev: np.ndarray, base: np.ndarray, d_ref: np.ndarray, inv_dd2: Any, offs: np.ndarray, *, spacing: np.ndarray,
+            shape: tuple, inv_dta2: float, max_gamma: float) -> np.ndarray:
+    """Squared γ of each evaluated voxel, capped at ``max_gamma²``.
+
+    Parameters
+    ----------
+    ev : (z, y, x) float64, evaluated dose on the reference grid, Gy (NaN = no dose there)
+    base : (n, 3) float64, (z, y, x) indices of the evaluated voxels
+    d_ref : (n,) float64, their reference dose, Gy
+    inv_dd2 : float or (n,), 1 / ΔD², Gy⁻²
+    offs : (m, 3) displacements in mm, (z, y, x), by increasing length
+    spacing : (3,) (dz, dy, dx) mm ; shape : the grid's (z, y, x) shape
+    inv_dta2 : float, 1 / Δd², mm⁻²
+
+    Returns
+    -------
+    (n,) float64
+        A voxel stops being searched once the distance term alone exceeds its best γ²;
+        displacements that leave the grid or meet a NaN dose are skipped.
+    """
     from scipy.ndimage import map_coordinates
 
+    n = d_ref.size
+    best = np.full(n, max_gamma**2)
+    hi = np.array(shape, dtype=np.float64) - 1.0
     active = np.arange(n)
     for off in offs:
         r2 = float(off @ off) * inv_dta2
@@ -181,21 +261,4 @@ def gamma_index(
         g2 = r2 + (val - d_ref[a]) ** 2 * (inv_dd2[a] if np.ndim(inv_dd2) else inv_dd2)
         better = g2 < best[a]
         best[a[better]] = g2[better]
-    gam = np.sqrt(best)
-    out = np.full(grid.shape, np.nan, np.float32)
-    out[sel] = gam
-    return GammaResult(
-        pass_rate=float(100.0 * np.mean(gam <= 1.0)),
-        gamma=Volume(out, grid),
-        n_evaluated=int(n),
-        mean_gamma=float(gam.mean()),
-        parameters={
-            "dose_percent": float(dose_percent),
-            "distance_mm": float(distance_mm),
-            "threshold_percent": float(threshold_percent),
-            "global_norm": bool(global_norm),
-            "norm_dose_gy": norm,
-            "search_step_mm": step,
-            "max_gamma": float(max_gamma),
-        },
-    )
+    return best

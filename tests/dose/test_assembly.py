@@ -4,7 +4,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from art.dose._blas import _openblas, single_threaded_blas
-from art.dose.influence import _assemble_csr, _hstack_csr
+from art.dose.influence import _hstack_csr
+from art.dose.influence_beam import _assemble_csr
 
 
 def _random_blocks(rng, n_rows=300, widths=(7, 1, 12, 5)):

@@ -307,9 +307,7 @@ def segment(
     their content (:func:`intensity_consistent`); BODY is the union of all
     non-background classes (largest component, axial holes filled).
     """
-    from .confidence import confidence as _confidence
-    from .dataset import network_grid
-    from .model import ContourModel, load_model, normalise
+    from .model import ContourModel, load_model
 
     t0 = time.perf_counter()
     _check_cbct(cbct)
@@ -317,53 +315,147 @@ def segment(
         raise InputError(f"threshold must be in [0, 1], got {threshold!r}")
     if model is None or not isinstance(model, ContourModel):
         model = load_model(model)
-    card = model.card
     classes = model.classes
     grid = cbct.grid
     src = Volume(np.asarray(cbct.array, dtype=np.float32), grid)
+    # the network on every test-time variant; the most probable class of their mean, and of each
+    labels, variant_labels = _tta_labels(model, src, grid, tta)
+    masks = _structure_masks(labels, classes, src.array, grid)
+    ss = StructureSet(grid, [Structure(n, m, grid, roi_type=ROI_TYPES.get(n, "ORGAN"), color=COLOURS.get(n, (255, 128, 0))) for n, m in masks.items()])
+    conf, reasons, flagged = _review(ss, list(masks), classes, variant_labels, tta, propagated, threshold)
+    info = {"path": str(model.path), "classes": classes, "spacing_mm": list(model.spacing_mm), "tta_passes": len(variant_labels)}
+    return ContourResult(structures=ss, confidence=conf, flagged=flagged, reasons=reasons, model=info, seconds=time.perf_counter() - t0)
+
+
+def _tta_labels(model, src: Volume, grid: Grid, tta: bool) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The class of each CBCT voxel from the probabilities summed over the test-time passes (``_TTA``, or its first alone).
+
+    Parameters
+    ----------
+    model : ContourModel
+    src : Volume, float32 (z, y, x)
+        The CBCT, HU, on ``grid``.
+    grid : Grid
+        The CBCT grid.
+    tta : bool
+        All passes of ``_TTA``, or the plain first one.
+
+    Returns
+    -------
+    labels : ndarray of int, ``grid.shape``
+        The most probable class of the summed probabilities.
+    variant_labels : list of ndarray, uint8, ``grid.shape``
+        Each pass's own most probable class, in pass order.
+    """
+    from .dataset import network_grid
+
+    classes = model.classes
     # one voxel of edge replication around the CBCT, so the network grid (and its sub-voxel shifts) sees the
     # CBCT's last slices continued rather than air, and the probabilities map back onto the CBCT's outer voxels
     src_edge = Volume(np.pad(src.array, 1, mode="edge"), grid.pad(1))
-    base = network_grid(grid, card["spacing_mm"])
+    base = network_grid(grid, model.card["spacing_mm"])
     acc = np.zeros((len(classes),) + tuple(grid.shape), dtype=np.float32)
     variant_labels = []
     mirror = _mirror_order(classes)
-    for shift, off, scale, flip in _TTA if tta else _TTA[:1]:
-        g = _shifted_grid(base, shift) if any(shift) else base
-        img = src.array if g.same_as(grid) else resample(src_edge, g, order=1, fill_value=-1000.0).array
-        img = (img + 1000.0) * scale - 1000.0 + off
-        # a mirrored pass sees the patient mirrored left-right (array x axis); its prediction is mirrored back
-        # with the _L/_R classes swapped
-        prob = predict_probabilities(model, normalise(np.ascontiguousarray(img[:, :, ::-1]) if flip else img, card["normalisation"]))
-        if flip:
-            prob = np.ascontiguousarray(prob[mirror][:, :, :, ::-1])
-        if g.same_as(grid):
-            up = prob
-        else:
-            gp = g.pad(1)
-            up = np.stack([resample(Volume(np.pad(prob[c], 1, mode="edge"), gp), grid, order=1, fill_value=1.0 if c == 0 else 0.0).array for c in range(len(classes))])
+    for variant in _TTA if tta else _TTA[:1]:
+        up = _pass_probabilities(model, src, src_edge, base, grid, variant, mirror)
         acc += up
         variant_labels.append(np.argmax(up, axis=0).astype(np.uint8))
-    labels = np.argmax(acc, axis=0)
-    del acc
+    return np.argmax(acc, axis=0), variant_labels
 
+
+def _pass_probabilities(model, src: Volume, src_edge: Volume, base: Grid, grid: Grid, variant, mirror: list[int]) -> np.ndarray:
+    """One test-time pass: the class probabilities, float32 ``(C,) + grid.shape``, on the CBCT grid.
+
+    Parameters
+    ----------
+    model : ContourModel
+    src, src_edge : Volume
+        The CBCT (HU) on ``grid``, and with one voxel of edge replication.
+    base : Grid
+        The network grid.
+    grid : Grid
+        The CBCT grid.
+    variant : (shift, offset, scale, flip)
+        An entry of ``_TTA``: network-grid shift (voxels, (z, y, x)), HU
+        offset, HU scale about -1000, left-right mirror.
+    mirror : list of int
+        Channel order undoing a mirror (:func:`_mirror_order`).
+    """
+    from .model import normalise
+
+    shift, off, scale, flip = variant
+    g = _shifted_grid(base, shift) if any(shift) else base
+    img = src.array if g.same_as(grid) else resample(src_edge, g, order=1, fill_value=-1000.0).array
+    img = (img + 1000.0) * scale - 1000.0 + off
+    # a mirrored pass sees the patient mirrored left-right (array x axis); its prediction is mirrored back
+    # with the _L/_R classes swapped
+    prob = predict_probabilities(model, normalise(np.ascontiguousarray(img[:, :, ::-1]) if flip else img, model.card["normalisation"]))
+    if flip:
+        prob = np.ascontiguousarray(prob[mirror][:, :, :, ::-1])
+    if g.same_as(grid):
+        return prob
+    gp = g.pad(1)
+    return np.stack([resample(Volume(np.pad(prob[c], 1, mode="edge"), gp), grid, order=1, fill_value=1.0 if c == 0 else 0.0).array for c in range(len(model.classes))])
+
+
+def _structure_masks(labels: np.ndarray, classes, image: np.ndarray, grid: Grid) -> dict[str, np.ndarray]:
+    """Post-processed masks (bool, (z, y, x)) from the label map: BODY first (when a class), then the organs in class order.
+
+    Each organ keeps its largest component with holes filled; fluid-filled
+    organs are trimmed by :func:`intensity_consistent` against ``image``
+    (the CBCT, HU, on ``grid``); BODY is all non-background (largest
+    component, axial holes filled) united with the organs.
+    """
     masks: dict[str, np.ndarray] = {}
     for i, name in enumerate(classes):
         if i == 0 or name == "BODY":
             continue
         masks[name] = postprocess_mask(labels == i)
         if name in FLUID_FILLED:
-            masks[name] = intensity_consistent(masks[name], src.array, grid.spacing, below_hu=FLUID_FILLED[name])
+            masks[name] = intensity_consistent(masks[name], image, grid.spacing, below_hu=FLUID_FILLED[name])
     body_idx = classes.index("BODY") if "BODY" in classes else None
     if body_idx is not None:
         body = postprocess_mask(labels > 0, fill="axial")
         for m in masks.values():
             body |= m
         masks = {"BODY": body, **masks}
-    ss = StructureSet(grid, [Structure(n, m, grid, roi_type=ROI_TYPES.get(n, "ORGAN"), color=COLOURS.get(n, (255, 128, 0))) for n, m in masks.items()])
+    return masks
+
+
+def _review(ss: StructureSet, names: list[str], classes, variant_labels: list, tta: bool, propagated: StructureSet | None, threshold: float) -> tuple[dict, dict, list]:
+    """Confidence, reasons and the flagged names of the segmented structures.
+
+    Parameters
+    ----------
+    ss : StructureSet
+        The segmented structures.
+    names : list of str
+        Their names (BODY first, then the organs).
+    classes : list of str
+        The model's classes (label values).
+    variant_labels : list of ndarray, uint8, (z, y, x)
+        Each test-time pass's labels.
+    tta : bool
+        Whether the passes' disagreement enters the confidence.
+    propagated : StructureSet or None
+        Registration contours (agreement enters the confidence).
+    threshold : float
+        Confidence below it flags a structure.
+
+    Returns
+    -------
+    conf : dict
+        Name -> confidence in [0, 1].
+    reasons : dict
+        Name -> reasons (low confidence first, then the anatomical checks).
+    flagged : list of str
+        Names with a reason, in structure order.
+    """
+    from .confidence import confidence as _confidence
 
     tta_masks = {}
-    for n in masks:
+    for n in names:
         if n == "BODY":
             tta_masks[n] = [v > 0 for v in variant_labels]
         else:
@@ -375,5 +467,4 @@ def segment(
         if c < threshold:
             reasons.setdefault(n, []).insert(0, f"confidence {c:.2f} below {threshold:.2f}")
     flagged = [s.name for s in ss if s.name in reasons]
-    info = {"path": str(model.path), "classes": classes, "spacing_mm": list(model.spacing_mm), "tta_passes": len(variant_labels)}
-    return ContourResult(structures=ss, confidence=conf, flagged=flagged, reasons=reasons, model=info, seconds=time.perf_counter() - t0)
+    return conf, reasons, flagged

@@ -18,6 +18,7 @@ import json
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -139,10 +140,31 @@ def train(
     """
     import torch
 
-    from .dataset import load_case
-    from .model import normalise
-    from .network import UNet3D
+    seeds, val_seeds, patch, spacing_mm = _check_arguments(seeds, val_seeds, epochs, patch, spacing_mm)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t_start = time.time()
+    if threads:
+        torch.set_num_threads(int(threads))
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    norm = dict(DEFAULT_NORMALISATION)
+    prog = _progress_bar(progress)
+    cases, val = _load_cases(prog, seeds, val_seeds, spacing_mm, cache_dir)
+    net, init_record = _network(init, device)
+    run = _RunSettings(epochs=epochs, batch_size=batch_size, lr=lr, device=device, patch=patch, norm=norm, progress=progress, t_start=t_start, checkpoint=out_dir / f"{name}.checkpoint.pth")
+    history = _train_epochs(net, cases, val, rng, prog, run)
+    run.checkpoint.unlink(missing_ok=True)
+    card = _card(seeds, val_seeds, cases, epochs, batch_size, lr, seed, device, command, patch, spacing_mm, norm, history, t_start)
+    if init_record is not None:
+        card["training"]["initialised_from"] = init_record
+    card = export_model(net.cpu().eval(), out_dir, name=name, card=card)
+    return card
 
+
+def _check_arguments(seeds, val_seeds, epochs, patch, spacing_mm) -> tuple[list[int], list[int], list[int], list[float]]:
+    """Validate :func:`train`'s arguments (InputError); returns seeds, validation seeds, patch (voxels) and spacing (mm) as lists."""
     seeds = [int(s) for s in seeds]
     val_seeds = [int(s) for s in val_seeds]
     if not seeds:
@@ -155,20 +177,26 @@ def train(
     if len(patch) != 3 or any(p < 8 or p % 8 for p in patch):
         raise InputError(f"patch must be three sizes divisible by 8, got {patch}")
     spacing_mm = [float(s) for s in spacing_mm]
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    t_start = time.time()
-    if threads:
-        torch.set_num_threads(int(threads))
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    norm = dict(DEFAULT_NORMALISATION)
-    pad_value = norm["clip"][0]
+    return seeds, val_seeds, patch, spacing_mm
 
+
+def _progress_bar(progress: bool):
+    """A rich progress bar (to stderr; disabled when ``progress`` is False)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    prog = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"), disable=not progress, transient=False)
+    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"), disable=not progress, transient=False)
+
+
+def _load_cases(prog, seeds: list[int], val_seeds: list[int], spacing_mm, cache_dir) -> tuple[list, list]:
+    """The training and validation cases, each ``(image, labels)`` ((z, y, x) HU float32, uint8) on the network grid.
+
+    Training: fractions 1 and 2 of every seed at the network voxel size
+    ``spacing_mm``, then fraction 3 of every other seed simulated at the
+    planning voxel size and resampled; validation: fraction 1 of each
+    validation seed, resampled. Through the case cache ``cache_dir``.
+    """
+    from .dataset import load_case
+
     jobs = [(s, f, False) for s in seeds for f in (1, 2)] + [(s, 3, True) for s in seeds[::2]]
     cases = []
     with prog:
@@ -180,83 +208,155 @@ def train(
         for s in val_seeds:
             val.append(load_case(s, 1, spacing_mm=spacing_mm, native=True, cache_dir=cache_dir))
             prog.advance(task)
+    return cases, val
 
-    n_cls = len(CLASSES)
-    net = UNet3D(1, n_cls, CHANNELS)
+
+def _network(init, device: str):
+    """A new :class:`UNet3D` (weights from torch's seeded generator, or from the model ``init``) on ``device``; returns it and the card's record of ``init`` (None)."""
+    from .network import UNet3D
+
+    net = UNet3D(1, len(CLASSES), CHANNELS)
     init_record = None
     if init is not None:
         init_record = _load_init(net, init)
     net = net.to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    steps_per_epoch = max(1, len(cases) // batch_size)
-    total = steps_per_epoch * epochs
+    return net, init_record
+
+
+@dataclass(frozen=True)
+class _RunSettings:
+    """The settings of a training run.
+
+    Attributes
+    ----------
+    epochs, batch_size : int
+    lr : float
+        Adam's initial learning rate (cosine decay to 2 % over the run).
+    device : str
+        ``"cuda"`` or ``"cpu"``.
+    patch : list of int
+        Patch size (z, y, x), voxels.
+    norm : dict
+        The intensity normalisation (:data:`DEFAULT_NORMALISATION`).
+    progress : bool
+        Rich progress bar; else lines on stderr.
+    t_start : float
+        ``time.time()`` at the start (for the elapsed times).
+    checkpoint : Path
+        Where the weights are saved after every epoch.
+    """
+
+    epochs: int
+    batch_size: int
+    lr: float
+    device: str
+    patch: list
+    norm: dict
+    progress: bool
+    t_start: float
+    checkpoint: Path
+
+
+class _TrainingModel:  # the minimal ContourModel interface predict_probabilities needs
+    def __init__(self, module, device, patch, norm):
+        self.module, self.device = module, device
+        self.card = {"classes": list(CLASSES), "divisor": 8, "patch": patch, "normalisation": norm}
+
+
+def _train_epochs(net, cases: list, val: list, rng: np.random.Generator, prog, run: _RunSettings) -> list[dict]:
+    """Train ``net`` in place: ``run.epochs`` passes over ``cases`` in random order, validation Dice after each.
+
+    Adam with cosine learning-rate decay; loss = cross-entropy + soft Dice
+    (:func:`_train_step`). The weights are saved to ``run.checkpoint`` after
+    every epoch.
+
+    Returns
+    -------
+    list of dict
+        Per epoch: ``epoch``, mean ``loss``, ``val_dice`` (class -> Dice), ``elapsed_s``.
+    """
+    import torch
+
+    opt = torch.optim.Adam(net.parameters(), lr=run.lr)
+    steps_per_epoch = max(1, len(cases) // run.batch_size)
+    total = steps_per_epoch * run.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(k, total) / total)))
     ce = torch.nn.CrossEntropyLoss()
-
-    class _Model:  # the minimal ContourModel interface predict_probabilities needs
-        def __init__(self, module):
-            self.module, self.device = module, device
-            self.card = {"classes": list(CLASSES), "divisor": 8, "patch": patch, "normalisation": norm}
-
-    from .inference import predict_probabilities
-
     history = []
     with prog:
         task = prog.add_task("training", total=total, info="")
-        for ep in range(epochs):
+        for ep in range(run.epochs):
             net.train()
             order = rng.permutation(len(cases))
             losses = []
             for b in range(steps_per_epoch):
-                xs, ys = [], []
-                for i in order[b * batch_size : (b + 1) * batch_size]:
-                    img, lab = cases[i]
-                    img = _augment(img, rng)
-                    img = normalise(img, norm)
-                    ci, cl = _crop(img, lab, patch, rng, pad_value)
-                    xs.append(ci)
-                    ys.append(cl)
-                x = torch.from_numpy(np.stack(xs)[:, None]).to(device)
-                y = torch.from_numpy(np.stack(ys).astype(np.int64)).to(device)
-                logits = net(x)
-                prob = torch.softmax(logits, dim=1)
-                onehot = torch.nn.functional.one_hot(y, n_cls).permute(0, 4, 1, 2, 3).float()
-                inter = (prob * onehot).sum(dim=(0, 2, 3, 4))
-                denom = prob.sum(dim=(0, 2, 3, 4)) + onehot.sum(dim=(0, 2, 3, 4))
-                dice = (2 * inter + 1.0) / (denom + 1.0)
-                loss = ce(logits, y) + (1.0 - dice[1:]).mean()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                losses.append(float(loss.detach()))
-                prog.update(task, advance=1, info=f"epoch {ep + 1}/{epochs} loss {np.mean(losses[-20:]):.3f}")
-                if not progress and (b + 1) % 25 == 0:
-                    print(f"epoch {ep + 1} step {b + 1}/{steps_per_epoch} loss {np.mean(losses[-25:]):.3f} ({time.time() - t_start:.0f} s)", file=sys.stderr, flush=True)
+                batch = [cases[i] for i in order[b * run.batch_size : (b + 1) * run.batch_size]]
+                losses.append(_train_step(net, opt, sched, ce, batch, rng, run))
+                prog.update(task, advance=1, info=f"epoch {ep + 1}/{run.epochs} loss {np.mean(losses[-20:]):.3f}")
+                if not run.progress and (b + 1) % 25 == 0:
+                    print(f"epoch {ep + 1} step {b + 1}/{steps_per_epoch} loss {np.mean(losses[-25:]):.3f} ({time.time() - run.t_start:.0f} s)", file=sys.stderr, flush=True)
             net.eval()
-            dices = []
-            for img, lab in val:
-                pr = predict_probabilities(_Model(net), normalise(img, norm))
-                dices.append(_dice_per_class(np.argmax(pr, axis=0), lab, n_cls))
-            vd = dict(zip(CLASSES[1:], np.mean(dices, axis=0).round(4).tolist()))
-            history.append({"epoch": ep + 1, "loss": round(float(np.mean(losses)), 4), "val_dice": vd, "elapsed_s": round(time.time() - t_start, 1)})
+            vd = _validation_dice(net, val, run)
+            history.append({"epoch": ep + 1, "loss": round(float(np.mean(losses)), 4), "val_dice": vd, "elapsed_s": round(time.time() - run.t_start, 1)})
             line = f"epoch {ep + 1}: loss {np.mean(losses):.3f} val Dice " + " ".join(f"{k} {v:.3f}" for k, v in vd.items())
-            prog.console.print(line) if progress else print(line, file=sys.stderr, flush=True)
-            torch.save(net.state_dict(), out_dir / f"{name}.checkpoint.pth")
+            prog.console.print(line) if run.progress else print(line, file=sys.stderr, flush=True)
+            torch.save(net.state_dict(), run.checkpoint)
+    return history
 
-    (out_dir / f"{name}.checkpoint.pth").unlink(missing_ok=True)
-    card = _card(seeds, val_seeds, cases, epochs, batch_size, lr, seed, device, command, patch, spacing_mm, norm, history, t_start)
-    if init_record is not None:
-        card["training"]["initialised_from"] = init_record
-    card = export_model(net.cpu().eval(), out_dir, name=name, card=card)
-    return card
+
+def _train_step(net, opt, sched, ce, batch: list, rng: np.random.Generator, run: _RunSettings) -> float:
+    """One optimiser step on a mini-batch; returns the loss.
+
+    Each case ``(image, labels)`` of ``batch`` is augmented (:func:`_augment`),
+    normalised and cropped to a random patch (:func:`_crop`), drawing from
+    ``rng`` in that order, case by case. Loss: cross-entropy plus the mean
+    soft Dice loss of classes 1.. (smoothed by 1).
+    """
+    import torch
+
+    from .model import normalise
+
+    n_cls = len(CLASSES)
+    pad_value = run.norm["clip"][0]
+    xs, ys = [], []
+    for img, lab in batch:
+        img = _augment(img, rng)
+        img = normalise(img, run.norm)
+        ci, cl = _crop(img, lab, run.patch, rng, pad_value)
+        xs.append(ci)
+        ys.append(cl)
+    x = torch.from_numpy(np.stack(xs)[:, None]).to(run.device)
+    y = torch.from_numpy(np.stack(ys).astype(np.int64)).to(run.device)
+    logits = net(x)
+    prob = torch.softmax(logits, dim=1)
+    onehot = torch.nn.functional.one_hot(y, n_cls).permute(0, 4, 1, 2, 3).float()
+    inter = (prob * onehot).sum(dim=(0, 2, 3, 4))
+    denom = prob.sum(dim=(0, 2, 3, 4)) + onehot.sum(dim=(0, 2, 3, 4))
+    dice = (2 * inter + 1.0) / (denom + 1.0)
+    loss = ce(logits, y) + (1.0 - dice[1:]).mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+    return float(loss.detach())
+
+
+def _validation_dice(net, val: list, run: _RunSettings) -> dict:
+    """Mean Dice per class (name -> Dice, 4 decimals) of ``net`` (eval mode) over the validation cases, one pass each."""
+    from .inference import predict_probabilities
+    from .model import normalise
+
+    n_cls = len(CLASSES)
+    dices = []
+    for img, lab in val:
+        pr = predict_probabilities(_TrainingModel(net, run.device, run.patch, run.norm), normalise(img, run.norm))
+        dices.append(_dice_per_class(np.argmax(pr, axis=0), lab, n_cls))
+    return dict(zip(CLASSES[1:], np.mean(dices, axis=0).round(4).tolist()))
 
 
 def _load_init(net, path) -> dict:
     """Load a TorchScript model's weights into ``net``; returns what the card records about it."""
     import warnings
-
-    import torch
 
     from art.provenance import sha256_file
 

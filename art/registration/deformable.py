@@ -54,19 +54,20 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from art.errors import ArtError, GeometryError, InputError
+from art.errors import GeometryError, InputError
 from art.geometry import Grid, Volume
+from art.registration.deformable_images import _ball  # noqa: F401  (re-exported: art.registration.synthetic_ct uses it)
+from art.registration.deformable_images import shading_correction  # re-exported (public; see __all__)
+from art.registration.deformable_images import _Fixed, _fixed_image, _Frame, _ImageOptions
+from art.registration.deformable_images import _ct_on_cbct_grid, _demons_threshold, _guide_edges, _moving_image, _rigid_mae
+from art.registration.demons import _DemonsSettings, _fade_near_bone, _field_to_sitk, _LevelInputs, _rigid_fade_weight, _run_levels
 from art.registration.fields import apply_matrix, grid_points, jacobian_determinant, sample_field, sample_image
-from art.registration.rigid import RigidResult, body_mask, field_of_view
+from art.registration.rigid import RigidResult, body_mask
 
 __all__ = ["DeformableResult", "register_deformable", "shading_correction", "extend_field", "EDGE_FADE_MM"]
 
 #: Beyond the CBCT grid the deformable part fades to the rigid map over this distance (mm).
 EDGE_FADE_MM = 30.0
-
-_WINDOW = (-250.0, 250.0)
-_GAS_HU = -400.0
-_BONE_HU = 200.0
 
 
 @dataclass
@@ -175,115 +176,7 @@ def _jsonable(d):
     return d
 
 
-# --------------------------------------------------------------- helpers
-def _normconv(values: np.ndarray, weights: np.ndarray, sigma_vox) -> np.ndarray:
-    num = ndimage.gaussian_filter((values * weights).astype(np.float32), sigma_vox, mode="nearest", truncate=3.0)
-    den = ndimage.gaussian_filter(weights.astype(np.float32), sigma_vox, mode="nearest", truncate=3.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.where(den > 1e-3, num / np.maximum(den, 1e-6), 0.0)
-    return out.astype(np.float32)
-
-
-def shading_correction(cbct: np.ndarray, reference: np.ndarray, region: np.ndarray, spacing, *, sigma_mm: float = 25.0) -> np.ndarray:
-    """Smooth additive correction field (HU) such that ``cbct - field`` ≈ ``reference`` in soft tissue.
-
-    Parameters
-    ----------
-    cbct, reference : ndarray, float32, same shape (z, y, x)
-        The CBCT and the planning CT placed on the CBCT grid, HU.
-    region : ndarray of bool
-        Voxels that may be used (body, field of view).
-    spacing : (dz, dy, dx)
-        Voxel size, mm.
-    sigma_mm : float, keyword-only
-        Block size (mm) of the robust estimate; the shading is assumed smoother.
-
-    Returns
-    -------
-    ndarray, float32
-        The field, subtracted from the CBCT (voxels above -900 HU).
-        Robust to misregistration and gas: the median of ``cbct - reference``
-        over the soft tissue (-200 ... 200 HU in both) of each block of about
-        ``sigma_mm``, blocks with too few such voxels filled from their
-        neighbours, smoothed over 1.5 blocks and interpolated back.
-    """
-    soft = region & (reference > -200) & (reference < 200) & (cbct > -400) & (cbct < 400)
-    if soft.sum() < 100:
-        return np.zeros(cbct.shape, dtype=np.float32)
-    diff = (cbct - reference).astype(np.float32)
-    med = float(np.median(diff[soft]))
-    b = [max(1, int(round(sigma_mm / s))) for s in spacing]
-    nb = [int(np.ceil(n / k)) for n, k in zip(cbct.shape, b)]
-    pad = [(0, nbi * k - n) for nbi, k, n in zip(nb, b, cbct.shape)]
-    d = np.pad(np.where(soft, diff, np.nan), pad, constant_values=np.nan)
-    d = d.reshape(nb[0], b[0], nb[1], b[1], nb[2], b[2]).transpose(0, 2, 4, 1, 3, 5).reshape(nb[0], nb[1], nb[2], -1)
-    count = np.sum(np.isfinite(d), axis=-1)
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            blk = np.nanmedian(d, axis=-1)
-    ok = count >= 0.2 * d.shape[-1]
-    blk = np.where(ok, blk, 0.0).astype(np.float32)
-    smooth = _normconv(blk, ok, [1.5, 1.5, 1.5])
-    smooth = np.where(ndimage.gaussian_filter(ok.astype(np.float32), 1.5) > 1e-3, smooth, med).astype(np.float32)
-    # block centres -> voxel positions (linear interpolation, edges held)
-    coords = [(np.arange(n) - (k - 1) / 2.0) / k for n, k in zip(cbct.shape, b)]
-    zz, yy, xx = np.meshgrid(*coords, indexing="ij", sparse=True)
-    zz, yy, xx = np.broadcast_arrays(zz, yy, xx)
-    out = ndimage.map_coordinates(smooth, [zz, yy, xx], order=1, mode="nearest", prefilter=False)
-    return out.astype(np.float32)
-
-
-def _ball(radius_mm: float, spacing) -> np.ndarray:
-    r = [max(1, int(round(radius_mm / s))) for s in spacing]
-    zz, yy, xx = np.ogrid[-r[0] : r[0] + 1, -r[1] : r[1] + 1, -r[2] : r[2] + 1]
-    return ((zz * spacing[0]) ** 2 + (yy * spacing[1]) ** 2 + (xx * spacing[2]) ** 2) <= radius_mm**2
-
-
-def _inpaint_gas(img: np.ndarray, body: np.ndarray, spacing) -> tuple[np.ndarray, np.ndarray]:
-    """Replace gas inside the body by the surrounding tissue; returns (image, gas mask)."""
-    inner = ndimage.binary_erosion(body, structure=_ball(10.0, spacing))
-    gas = (img < _GAS_HU) & inner
-    if not gas.any():
-        return img, gas
-    gas = ndimage.binary_dilation(gas, structure=_ball(max(spacing), spacing)) & inner
-    fill = _normconv(np.clip(img, -200, 400), ~gas & body, [4.0 / s for s in spacing])
-    out = img.copy()
-    out[gas] = fill[gas]
-    return out, gas
-
-
-def _signed_distance(mask: np.ndarray, spacing) -> np.ndarray:
-    mask = np.asarray(mask, dtype=bool)
-    if not mask.any():
-        return np.full(mask.shape, 50.0, dtype=np.float32)
-    out = ndimage.distance_transform_edt(~mask, sampling=spacing)
-    inn = ndimage.distance_transform_edt(mask, sampling=spacing)
-    return (out - inn).astype(np.float32)
-
-
-def _to_sitk(arr: np.ndarray, grid: Grid):
-    return Volume(arr.astype(np.float32, copy=False), grid).to_sitk()
-
-
-def _field_to_sitk(u: np.ndarray, grid: Grid):
-    import SimpleITK as sitk
-
-    img = sitk.GetImageFromArray(u.astype(np.float64), isVector=True)
-    img.SetSpacing(grid.spacing_xyz)
-    img.SetOrigin(grid.origin)
-    img.SetDirection(grid.direction)
-    return img
-
-
-def _level_grid(grid: Grid, factor: int) -> Grid:
-    if factor == 1:
-        return grid
-    return grid.with_spacing(tuple(s * factor for s in grid.spacing))
-
-
+# --------------------------------------------------------------- the field beyond the grid
 def extend_field(u: np.ndarray, grid: Grid, points: np.ndarray, *, fade_mm: float = EDGE_FADE_MM) -> np.ndarray:
     """A displacement field on an axis-aligned ``grid`` evaluated anywhere, faded to zero beyond the grid.
 
@@ -314,32 +207,12 @@ def extend_field(u: np.ndarray, grid: Grid, points: np.ndarray, *, fade_mm: floa
     return out.reshape(np.shape(points))
 
 
-def _resample_field(u: np.ndarray, src: Grid, dst: Grid) -> np.ndarray:
-    pts = grid_points(dst)
-    d, _ = sample_field(u, src, pts)
-    return d
-
-
 # --------------------------------------------------------------- main
 def register_deformable(
-    ct: Volume,
-    cbct: Volume,
-    *,
-    rigid: RigidResult,
-    body_mask: Volume | None = None,
-    guide_structures: dict | None = None,
-    guide_weight_hu: float = 150.0,
-    levels=(4, 2, 1),
-    iterations=(80, 60, 20),
-    smoothing_mm: float = 6.0,
-    update_smoothing_mm: float = 0.0,
-    max_step_voxels: float = 2.0,
-    shading_sigma_mm: float = 25.0,
-    ct_body: Volume | None = None,
-    method: str = "symmetric",
-    presmooth_mm: float = 1.0,
-    intensity_threshold_hu: float = 10.0,
-    rigid_bones: bool = True,
+    ct: Volume, cbct: Volume, *, rigid: RigidResult, body_mask: Volume | None = None, guide_structures: dict | None = None,
+    guide_weight_hu: float = 150.0, levels=(4, 2, 1), iterations=(80, 60, 20), smoothing_mm: float = 6.0,
+    update_smoothing_mm: float = 0.0, max_step_voxels: float = 2.0, shading_sigma_mm: float = 25.0, ct_body: Volume | None = None,
+    method: str = "symmetric", presmooth_mm: float = 1.0, intensity_threshold_hu: float = 10.0, rigid_bones: bool = True,
 ) -> DeformableResult:
     """Deformable registration of the CBCT (fixed) to the planning CT (moving).
 
@@ -394,8 +267,31 @@ def register_deformable(
     DeformableResult
         Both fields (see the module notes for their conventions) and quality figures.
     """
-    import SimpleITK as sitk
+    levels, iterations = _check_arguments(ct, cbct, rigid, levels, iterations, method, smoothing_mm)
+    t0 = time.perf_counter()
+    info: dict = {"levels": levels, "iterations": iterations, "smoothing_mm": smoothing_mm, "level_times_s": []}
+    # steps 1-4 and 6: the fixed and moving images, the fade weight to the rigid map, the demons threshold
+    inputs, fixed, mae_rigid, threshold = _demons_inputs(
+        ct, cbct, rigid, body_mask, guide_structures, guide_weight_hu, shading_sigma_mm, presmooth_mm, intensity_threshold_hu, rigid_bones, info
+    )
+    # step 5: the demons, coarse to fine
+    settings = _DemonsSettings(method, smoothing_mm, update_smoothing_mm, max_step_voxels, threshold)
+    u, fixed = _run_levels(inputs, fixed, levels, iterations, settings, info["level_times_s"])
+    # the total fields: on the CBCT grid, and its inverse on the planning grid
+    pts = inputs.frame.pts
+    cbct_to_ct = (apply_matrix(rigid.matrix_4x4, pts + u) - pts).astype(np.float32)
+    tinv = time.perf_counter()
+    ct_to_cbct = _inverse_field(u, cbct.grid, ct.grid, rigid)
+    info["inverse_time_s"] = round(time.perf_counter() - tinv, 3)
+    quality = _quality(ct, ct_body, inputs.frame, fixed, u, cbct_to_ct, ct_to_cbct, mae_rigid)
+    region, shade = inputs.frame.region, fixed.shade
+    info["shading_range_hu"] = [float(shade[region].min()), float(shade[region].max())] if region.any() else [0.0, 0.0]
+    return DeformableResult(cbct_to_ct=cbct_to_ct, ct_to_cbct=ct_to_cbct, cbct_grid=cbct.grid, ct_grid=ct.grid, rigid=rigid, quality=quality, time_s=time.perf_counter() - t0, info=info)
 
+
+# --------------------------------------------------------------- stages
+def _check_arguments(ct, cbct, rigid, levels, iterations, method: str, smoothing_mm: float) -> tuple[list[int], list[int]]:
+    """Validate :func:`register_deformable`'s arguments (InputError, GeometryError); returns ``levels`` and ``iterations`` as lists of int."""
     if not isinstance(ct, Volume) or not isinstance(cbct, Volume):
         raise InputError("ct and cbct must be Volumes")
     if not isinstance(rigid, RigidResult):
@@ -410,162 +306,75 @@ def register_deformable(
         raise InputError(f"method must be 'symmetric' or 'diffeomorphic', got {method!r}")
     if smoothing_mm <= 0:
         raise InputError(f"smoothing_mm must be positive, got {smoothing_mm}")
-    t0 = time.perf_counter()
+    return levels, iterations
+
+
+def _demons_inputs(
+    ct: Volume, cbct: Volume, rigid: RigidResult, given_body, guide_structures, guide_weight_hu: float, shading_sigma_mm: float,
+    presmooth_mm: float, intensity_threshold_hu: float, rigid_bones: bool, info: dict,
+) -> tuple[_LevelInputs, _Fixed, tuple[float, float], float]:
+    """Steps 1–4 and the fade weight (step 6): everything the demons levels start from.
+
+    Parameters
+    ----------
+    ct, cbct, rigid, guide_structures, guide_weight_hu, shading_sigma_mm, presmooth_mm, intensity_threshold_hu, rigid_bones
+        As for :func:`register_deformable`.
+    given_body : Volume of bool or None
+        ``register_deformable``'s ``body_mask``.
+    info : dict
+        ``bone_voxels`` (with ``rigid_bones``), ``gas_voxels_cbct``,
+        ``residual_noise_hu`` and ``intensity_threshold_hu`` are added, in this order.
+
+    Returns
+    -------
+    inputs : _LevelInputs
+        The CT on the CBCT grid, the moving image, the fade weight (float32, (z, y, x)).
+    fixed : _Fixed
+        The shading-corrected CBCT and the fixed image against the rigidly placed CT.
+    mae_rigid : (float, float)
+        Mean |CBCT − CT| in the body after the rigid step, raw and corrected, HU.
+    threshold : float
+        The demons' intensity-difference threshold, HU.
+    """
     cg = cbct.grid
-    sp = cg.spacing
-    info: dict = {"levels": levels, "iterations": iterations, "smoothing_mm": smoothing_mm, "level_times_s": []}
-
-    # ---- CT on the CBCT grid through the rigid map
-    pts = grid_points(cg)
-    rig_pts = apply_matrix(rigid.matrix_4x4, pts)
-    ct_r = sample_image(ct.array, ct.grid, rig_pts, fill_value=-1000.0)
-    fov = field_of_view(cbct)
-    if body_mask is not None:
-        if not isinstance(body_mask, Volume) or not body_mask.grid.same_as(cg):
-            raise InputError("body_mask must be a mask Volume on the CBCT grid")
-        body = np.asarray(body_mask.array, dtype=bool)
-    else:
-        from art.registration.rigid import body_mask as _bm
-
-        body = _bm(cbct) | (_bm(Volume(ct_r, cg)) & ~fov)
-    region = body & fov
-    raw = cbct.array.astype(np.float32)
-
-    # ---- guide structures as signed-distance edges
-    guide_f = np.zeros(cg.shape, dtype=np.float32)
-    guide_m_ct = np.zeros(ct.grid.shape, dtype=np.float32)
-    for name, pair in (guide_structures or {}).items():
-        try:
-            ct_mask, cb_mask = pair
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"guide_structures[{name!r}] must be a pair (ct_mask, cbct_mask)") from exc
-        if not isinstance(ct_mask, Volume) or not ct_mask.grid.same_as(ct.grid):
-            raise InputError(f"guide_structures[{name!r}]: the first mask must be a Volume on the planning CT grid")
-        if not isinstance(cb_mask, Volume) or not cb_mask.grid.same_as(cg):
-            raise InputError(f"guide_structures[{name!r}]: the second mask must be a Volume on the CBCT grid")
-        guide_f += guide_weight_hu * np.tanh(_signed_distance(cb_mask.array, sp) / 4.0)
-        guide_m_ct += guide_weight_hu * np.tanh(_signed_distance(ct_mask.array, ct.grid.spacing) / 4.0)
+    frame = _ct_on_cbct_grid(ct, cbct, rigid, given_body)
+    guide_f, guide_m_ct = _guide_edges(ct, cg, guide_structures, guide_weight_hu)
     has_guides = bool(guide_structures)
-
-    # ---- body weight: the field fades to the rigid map outside the body
-    wbody = ndimage.gaussian_filter(ndimage.binary_dilation(body, structure=_ball(10.0, sp)).astype(np.float32), [10.0 / s for s in sp], mode="nearest")
-    # ... and at the grid's lateral and anterior/posterior borders (the transaxial field-of-view edge, where
-    # truncation leaves unreliable intensities). Not at the superior/inferior border: tissue moving across the
-    # CBCT's first or last slice keeps its motion, and extend_field carries it beyond the grid to the rigid map.
-    for ax in (1, 2):
-        n, s = cg.shape[ax], sp[ax]
-        dist = np.minimum(np.arange(n), np.arange(n)[::-1]) * s  # mm from the outer voxel centres
-        ramp = np.clip((dist - s) / 20.0, 0.0, 1.0).astype(np.float32)
-        shape = [1, 1, 1]
-        shape[ax] = n
-        wbody *= ramp.reshape(shape)
-
-    def prepare(u: np.ndarray | None):
-        """Fixed and moving images on the CBCT grid (moving warped by u for the shading estimate)."""
-        if u is None:
-            ref = ct_r
-        else:
-            ref = sample_image(ct.array, ct.grid, apply_matrix(rigid.matrix_4x4, pts + u), fill_value=-1000.0)
-        s = shading_correction(raw, ref, region, sp, sigma_mm=shading_sigma_mm)
-        corr = np.where(raw > -900.0, raw - s, raw)
-        corr = np.where(fov, corr, ct_r)
-        corr, gas_f = _inpaint_gas(corr, body, sp)
-        return corr, s, gas_f, ref
-
-    corr, shade, gas_f, _ = prepare(None)
+    wbody = _rigid_fade_weight(frame.body, cg)
+    opts = _ImageOptions(shading_sigma_mm=shading_sigma_mm, presmooth_mm=presmooth_mm, guide=guide_f if has_guides else None)
+    fixed = _fixed_image(frame, ct, rigid, None, opts)
     if rigid_bones:
-        # bones move with the rigid (bony) match: the field fades in over 10 mm from them
-        bone = (ndimage.gaussian_filter(corr, [1.0 / s for s in sp], truncate=2.0) > _BONE_HU) & region
-        if bone.any():
-            dbone = ndimage.distance_transform_edt(~bone, sampling=sp)
-            wbody *= np.clip((dbone - 1.0) / 10.0, 0.0, 1.0).astype(np.float32)
-        info["bone_voxels"] = int(bone.sum())
-    mov, gas_m = _inpaint_gas(ct_r, body, sp)
-    mae_before = float(np.mean(np.abs(raw - ct_r)[region])) if region.any() else float("nan")
-    mae_corr = float(np.mean(np.abs(corr - ct_r)[region & ~gas_f])) if region.any() else float("nan")
-    info["gas_voxels_cbct"] = int(gas_f.sum())
-
-    def images(corr_img):
-        f = np.clip(corr_img, *_WINDOW)
-        if presmooth_mm > 0:
-            f = ndimage.gaussian_filter(f, [presmooth_mm / s for s in sp], truncate=3.0)
-        if has_guides:
-            f = f + guide_f
-        return f
-
-    mov_w = np.clip(mov, *_WINDOW)
-    if presmooth_mm > 0:
-        mov_w = ndimage.gaussian_filter(mov_w, [presmooth_mm / s for s in sp], truncate=3.0)
-    if has_guides:
-        gm = sample_image(guide_m_ct, ct.grid, rig_pts, fill_value=guide_weight_hu)
-        mov_w = mov_w + gm
-    fix_w = images(corr)
-
-    # noise-adaptive demons threshold: the residual noise of (fixed - moving) in soft tissue after pre-smoothing
-    soft = region & ~gas_f & (np.abs(mov) < 200)
-    if soft.sum() > 100:
-        dd = (fix_w - mov_w)[soft]
-        noise = float(1.4826 * np.median(np.abs(dd - np.median(dd))))
-    else:
-        noise = 0.0
-    threshold = max(float(intensity_threshold_hu), 1.5 * noise)
+        info["bone_voxels"] = _fade_near_bone(wbody, fixed.corr, frame.region, cg.spacing)
+    mov, mov_w = _moving_image(frame, ct, guide_m_ct if has_guides else None, guide_weight_hu, presmooth_mm)
+    mae_rigid = _rigid_mae(frame, fixed)
+    info["gas_voxels_cbct"] = int(fixed.gas.sum())
+    noise, threshold = _demons_threshold(fixed.image, mov_w, mov, frame, fixed.gas, intensity_threshold_hu)
     info["residual_noise_hu"] = noise
     info["intensity_threshold_hu"] = threshold
+    inputs = _LevelInputs(frame=frame, ct=ct, rigid=rigid, opts=opts, mov_w=mov_w, wbody=wbody)
+    return inputs, fixed, mae_rigid, threshold
 
-    u = np.zeros(cg.shape + (3,), dtype=np.float32)
-    prev_grid = cg
-    for li, (factor, n_it) in enumerate(zip(levels, iterations)):
-        tl = time.perf_counter()
-        lg = _level_grid(cg, factor)
-        if li == len(levels) - 1 and li > 0:
-            # re-estimate the shading against the deformed CT before the finest level
-            u_c = u if prev_grid is cg else _resample_field(u, prev_grid, cg)
-            corr, shade, gas_f, _ = prepare(u_c)
-            fix_w = images(corr)
-        if lg is cg:
-            f_img, m_img = fix_w, mov_w
-            u_l = u if prev_grid is cg else _resample_field(u, prev_grid, lg)
-        else:
-            sig = [max(0.0, 0.5 * (factor - 1)) * 1.0] * 3
-            f_s = ndimage.gaussian_filter(fix_w, sig) if factor > 1 else fix_w
-            m_s = ndimage.gaussian_filter(mov_w, sig) if factor > 1 else mov_w
-            lp = grid_points(lg)
-            f_img = sample_image(f_s, cg, lp, fill_value=float(_WINDOW[0]))
-            m_img = sample_image(m_s, cg, lp, fill_value=float(_WINDOW[0]))
-            u_l = _resample_field(u, prev_grid, lg) if li > 0 else np.zeros(lg.shape + (3,), dtype=np.float32)
-        if n_it > 0:
-            if method == "diffeomorphic":
-                filt = sitk.DiffeomorphicDemonsRegistrationFilter()
-                filt.SetUseGradientType(filt.Symmetric)
-            else:
-                filt = sitk.FastSymmetricForcesDemonsRegistrationFilter()
-            filt.SetNumberOfIterations(n_it)
-            filt.SetSmoothDisplacementField(True)
-            # ITK takes the Gaussian widths in voxels
-            vox = float(np.mean(lg.spacing))
-            filt.SetStandardDeviations(max(0.5, float(smoothing_mm) / vox))
-            filt.SetUseImageSpacing(True)
-            if update_smoothing_mm > 0:
-                filt.SetSmoothUpdateField(True)
-                filt.SetUpdateFieldStandardDeviations(max(0.5, float(update_smoothing_mm) / vox))
-            filt.SetMaximumUpdateStepLength(float(max_step_voxels))
-            filt.SetIntensityDifferenceThreshold(threshold)
-            try:
-                out = filt.Execute(_to_sitk(f_img, lg), _to_sitk(m_img, lg), _field_to_sitk(u_l, lg))
-            except RuntimeError as exc:
-                raise ArtError(f"deformable registration failed at level {li}: {str(exc).splitlines()[-1] if str(exc) else exc}") from exc
-            u_l = sitk.GetArrayFromImage(out).astype(np.float32)
-            # fade to zero (rigid) outside the body
-            wl = sample_image(wbody, cg, grid_points(lg), fill_value=0.0) if lg is not cg else wbody
-            u_l *= wl[..., None]
-        u, prev_grid = u_l, lg
-        info["level_times_s"].append(round(time.perf_counter() - tl, 3))
-    if prev_grid is not cg:
-        u = _resample_field(u, prev_grid, cg)
 
-    # ---- total fields
-    cbct_to_ct = (apply_matrix(rigid.matrix_4x4, pts + u) - pts).astype(np.float32)
-    tinv = time.perf_counter()
+def _inverse_field(u: np.ndarray, cg: Grid, ct_grid: Grid, rigid: RigidResult) -> np.ndarray:
+    """The planning-grid field ``ct_to_cbct`` (float32, ``ct_grid.shape + (3,)``, LPS mm) from the deformable part.
+
+    Parameters
+    ----------
+    u : ndarray, float32, ``cg.shape + (3,)``
+        The deformable part on the CBCT grid ``cg`` (LPS mm).
+    cg, ct_grid : Grid
+        The CBCT and planning grids.
+    rigid : RigidResult
+
+    Notes
+    -----
+    ``u`` is extended (:func:`extend_field`) to the CBCT grid grown by
+    ``EDGE_FADE_MM``, inverted there (SimpleITK), and sampled at the
+    planning voxels mapped rigidly into the CBCT frame (zero beyond).
+    """
+    import SimpleITK as sitk
+
+    sp = cg.spacing
     # the inverse is computed on the CBCT grid grown by the edge fade, where the extended field reaches zero
     pg = cg.pad([int(np.ceil(EDGE_FADE_MM / s)) + 1 for s in sp])
     u_pg = extend_field(u, cg, grid_points(pg))
@@ -574,31 +383,52 @@ def register_deformable(
     )
     del u_pg
     w = sitk.GetArrayFromImage(w_img).astype(np.float32)
-    xp = grid_points(ct.grid)
+    xp = grid_points(ct_grid)
     yprime = apply_matrix(rigid.inverse_matrix, xp)
     wd, inside = sample_field(w, pg, yprime)
     wd[~inside] = 0.0
-    ct_to_cbct = (yprime + wd - xp).astype(np.float32)
-    info["inverse_time_s"] = round(time.perf_counter() - tinv, 3)
-    del xp, yprime, wd
+    return (yprime + wd - xp).astype(np.float32)
 
-    # ---- quality
-    jac_cb = jacobian_determinant(u, sp)
+
+def _quality(ct: Volume, ct_body, frame: _Frame, fixed: _Fixed, u, cbct_to_ct, ct_to_cbct, mae_rigid) -> dict:
+    """The quality figures of :attr:`DeformableResult.quality`.
+
+    Parameters
+    ----------
+    ct : Volume
+        The planning CT, HU.
+    ct_body : Volume of bool or None
+        Planning BODY on the CT grid (thresholded from ``ct`` when None).
+    frame : _Frame
+        The CBCT grid, its body and region.
+    fixed : _Fixed
+        The corrected CBCT last used, and its gas.
+    u, cbct_to_ct : ndarray, float32, (z, y, x, 3)
+        Deformable part and total field on the CBCT grid, LPS mm.
+    ct_to_cbct : ndarray, float32, ``ct.grid.shape + (3,)``
+        The inverse field on the planning grid, LPS mm.
+    mae_rigid : (float, float)
+        From the rigid step (raw, corrected), HU.
+
+    Returns
+    -------
+    dict
+    """
+    body, pts, region = frame.body, frame.pts, frame.region
+    jac_cb = jacobian_determinant(u, frame.grid.spacing)
     jac_ct = jacobian_determinant(ct_to_cbct, ct.grid.spacing)
     if ct_body is not None:
         ctb = np.asarray(ct_body.array, dtype=bool)
     else:
-        from art.registration.rigid import body_mask as _bm
-
-        ctb = _bm(ct)
+        ctb = body_mask(ct)
     mag = np.linalg.norm(u, axis=-1)[body]
     # inverse consistency inside the CBCT body: y -> T(y+u) -> back through ct_to_cbct
     q = pts[body] + cbct_to_ct[body]
     back, _ = sample_field(ct_to_cbct, ct.grid, q)
     ic = np.linalg.norm(q + back - pts[body], axis=-1)
     warped = sample_image(ct.array, ct.grid, pts + cbct_to_ct, fill_value=-1000.0)
-    ok = region & ~gas_f
-    quality = {
+    ok = region & ~fixed.gas
+    return {
         "jacobian_min_cbct": float(jac_cb[body].min()) if body.any() else float("nan"),
         "jacobian_max_cbct": float(jac_cb[body].max()) if body.any() else float("nan"),
         "folded_voxels_cbct": int(np.count_nonzero(jac_cb[body] <= 0)),
@@ -609,18 +439,7 @@ def register_deformable(
         "max_displacement_mm": float(mag.max()) if mag.size else 0.0,
         "inverse_consistency_mean_mm": float(ic.mean()) if ic.size else 0.0,
         "inverse_consistency_max_mm": float(ic.max()) if ic.size else 0.0,
-        "intensity_mae_raw_hu": mae_before,
-        "intensity_mae_corrected_rigid_hu": mae_corr,
-        "intensity_mae_corrected_deformed_hu": float(np.mean(np.abs(corr - warped)[ok])) if ok.any() else float("nan"),
+        "intensity_mae_raw_hu": mae_rigid[0],
+        "intensity_mae_corrected_rigid_hu": mae_rigid[1],
+        "intensity_mae_corrected_deformed_hu": float(np.mean(np.abs(fixed.corr - warped)[ok])) if ok.any() else float("nan"),
     }
-    info["shading_range_hu"] = [float(shade[region].min()), float(shade[region].max())] if region.any() else [0.0, 0.0]
-    return DeformableResult(
-        cbct_to_ct=cbct_to_ct,
-        ct_to_cbct=ct_to_cbct,
-        cbct_grid=cg,
-        ct_grid=ct.grid,
-        rigid=rigid,
-        quality=quality,
-        time_s=time.perf_counter() - t0,
-        info=info,
-    )

@@ -223,6 +223,29 @@ def register_rigid(
     """
     import SimpleITK as sitk
 
+    ct, cbct = _check_arguments(ct, cbct, focus, sampling, shrink_factors, smoothing_mm)
+    t0 = time.perf_counter()
+    cg = cbct.grid
+    center = _rotation_centre(cg, center_mm)
+    cb_body, ctb = _bodies(ct, cbct, ct_body)
+    # ---- initialisation: centres of mass of bone over the CBCT's extent
+    translation = _initial_translation(ct, cbct, cb_body, ctb, bone_threshold_hu)
+    # ---- images and masks
+    fixed = sitk.Cast(cbct.to_sitk(), sitk.sitkFloat32)
+    moving = sitk.Cast(ct.to_sitk(), sitk.sitkFloat32)
+    mask = _metric_mask(cbct, cb_body, focus, bone_threshold_hu)
+    fixed_mask = Volume(mask.astype(np.uint8), cg).to_sitk()
+    # ---- transform, metric, optimiser, pyramid; run single-threaded
+    tx = _initial_transform(center, translation)
+    reg = _registration_method(fixed_mask, tx, sampling=sampling, seed=seed, iterations=iterations, shrink_factors=shrink_factors, smoothing_mm=smoothing_mm)
+    _execute_single_threaded(reg, fixed, moving)
+    metric = float(reg.GetMetricValue())
+    m = _matrix_of(tx)
+    return _result(m, center, metric, t0, translation, reg, focus, mask)
+
+
+def _check_arguments(ct, cbct, focus: str, sampling: float, shrink_factors, smoothing_mm) -> tuple[Volume, Volume]:
+    """Validate :func:`register_rigid`'s arguments (InputError); returns ``(ct, cbct)``."""
     ct = _check_volume(ct, "ct")
     cbct = _check_volume(cbct, "cbct")
     if focus not in ("bones", "body"):
@@ -231,15 +254,26 @@ def register_rigid(
         raise InputError(f"sampling must lie in (0, 1], got {sampling}")
     if len(shrink_factors) != len(smoothing_mm) or not shrink_factors:
         raise InputError("shrink_factors and smoothing_mm must be non-empty and of equal length")
-    t0 = time.perf_counter()
-    cg = cbct.grid
+    return ct, cbct
+
+
+def _rotation_centre(cg: Grid, center_mm) -> np.ndarray:
+    """The rotation centre, LPS mm, float64 (3,): ``center_mm``, or the centre of the CBCT grid ``cg`` when None."""
     if center_mm is None:
         center = cg.index_to_lps((np.asarray(cg.shape, dtype=np.float64) - 1) / 2.0)
     else:
         center = np.asarray([float(v) for v in center_mm])
         if center.shape != (3,) or not np.all(np.isfinite(center)):
             raise InputError(f"center_mm must be three finite numbers, got {center_mm!r}")
+    return center
 
+
+def _bodies(ct: Volume, cbct: Volume, ct_body: Volume | None) -> tuple[np.ndarray, np.ndarray]:
+    """The CBCT's body within its field of view and the planning body (bool, (z, y, x) on each grid).
+
+    ``ct_body`` (a mask Volume on ``ct.grid``) is used when given, else the CT is
+    thresholded (:func:`body_mask`). InputError when the CBCT shows no body.
+    """
     fov = field_of_view(cbct)
     cb_body = body_mask(cbct) & fov
     if not cb_body.any():
@@ -250,8 +284,17 @@ def register_rigid(
         ctb = np.asarray(ct_body.array, dtype=bool)
     else:
         ctb = body_mask(ct)
+    return cb_body, ctb
 
-    # ---- initialisation: centres of mass of bone over the CBCT's extent
+
+def _initial_translation(ct: Volume, cbct: Volume, cb_body: np.ndarray, ctb: np.ndarray, bone_threshold_hu: float) -> np.ndarray:
+    """Initial translation (LPS mm, float64 (3,)): planning bone centre of mass minus the CBCT's.
+
+    The planning bone (above ``bone_threshold_hu`` in ``ctb``) is restricted,
+    three times, to what falls into the CBCT grid under the current estimate;
+    zero when either image shows too little bone (< 20 voxels).
+    """
+    cg = cbct.grid
     translation = np.zeros(3)
     cb_com = _bone_com(cbct.array, cg, cb_body, bone_threshold_hu)
     if cb_com is not None:
@@ -265,10 +308,17 @@ def register_rigid(
                 if inside.sum() < 20:
                     break
                 translation = pts[inside].mean(axis=0) - cb_com
+    return translation
 
-    # ---- images and masks
-    fixed = sitk.Cast(cbct.to_sitk(), sitk.sitkFloat32)
-    moving = sitk.Cast(ct.to_sitk(), sitk.sitkFloat32)
+
+def _metric_mask(cbct: Volume, cb_body: np.ndarray, focus: str, bone_threshold_hu: float) -> np.ndarray:
+    """Where the metric is evaluated (bool, (z, y, x) on the CBCT grid).
+
+    ``focus="bones"``: within 10 mm of the CBCT's bone (above
+    ``bone_threshold_hu``) in the body, or the whole body when that holds
+    fewer than 1000 voxels; ``"body"``: the body ``cb_body``.
+    """
+    cg = cbct.grid
     if focus == "bones":
         bone = (cbct.array > bone_threshold_hu) & cb_body
         r = [max(1, int(round(10.0 / s))) for s in cg.spacing]
@@ -280,12 +330,24 @@ def register_rigid(
             mask = cb_body
     else:
         mask = cb_body
-    fixed_mask = Volume(mask.astype(np.uint8), cg).to_sitk()
+    return mask
+
+
+def _initial_transform(center: np.ndarray, translation: np.ndarray):
+    """A ``SimpleITK.Euler3DTransform`` (ZYX angles) about ``center`` with ``translation`` (LPS mm)."""
+    import SimpleITK as sitk
 
     tx = sitk.Euler3DTransform()
     tx.SetComputeZYX(True)
     tx.SetCenter(tuple(float(v) for v in center))
     tx.SetTranslation(tuple(float(v) for v in translation))
+    return tx
+
+
+def _registration_method(fixed_mask, tx, *, sampling: float, seed: int, iterations: int, shrink_factors, smoothing_mm):
+    """The ``SimpleITK.ImageRegistrationMethod``: Mattes MI (50 bins, seeded random sampling in ``fixed_mask``), linear
+    interpolation, regular-step gradient descent, the pyramid (smoothing in mm); optimises ``tx`` in place."""
+    import SimpleITK as sitk
 
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=50)
@@ -302,6 +364,13 @@ def register_rigid(
     reg.SetSmoothingSigmasPerLevel([float(s) for s in smoothing_mm])
     reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
     reg.SetInitialTransform(tx, inPlace=True)
+    return reg
+
+
+def _execute_single_threaded(reg, fixed, moving) -> None:
+    """Run ``reg`` on one thread (the global default restored after); SimpleITK failures raise ArtError."""
+    import SimpleITK as sitk
+
     # one thread (the registration and the metric's filters): a fixed summation order gives
     # bit-identical transforms for the same inputs, so the plan downstream is reproducible
     reg.SetNumberOfThreads(1)
@@ -315,13 +384,20 @@ def register_rigid(
         raise ArtError(f"rigid registration failed: {str(exc).splitlines()[-1] if str(exc) else exc}") from exc
     finally:
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
-    metric = float(reg.GetMetricValue())
 
+
+def _matrix_of(tx) -> np.ndarray:
+    """The 4x4 homogeneous matrix (float64) of a SimpleITK transform with centre, matrix and translation."""
     m = np.eye(4)
     m[:3, :3] = np.asarray(tx.GetMatrix()).reshape(3, 3)
     c = np.asarray(tx.GetCenter())
     t = np.asarray(tx.GetTranslation())
     m[:3, 3] = c + t - m[:3, :3] @ c
+    return m
+
+
+def _result(m: np.ndarray, center: np.ndarray, metric: float, t0: float, translation: np.ndarray, reg, focus: str, mask: np.ndarray) -> RigidResult:
+    """The :class:`RigidResult` of matrix ``m`` (CBCT → CT) about ``center`` (LPS mm), timed from ``t0``, with the optimiser's details."""
     inv = np.linalg.inv(m)
     couch = center - (inv[:3, :3] @ center + inv[:3, 3])
     # translation about the requested centre

@@ -166,8 +166,7 @@ def adapt(
     with stages.stage("synthetic CT"):
         sct = synthetic_ct(ct, cbct_vol, deformable)
 
-    iso_ref = np.asarray(reference.plan.beams[0].isocenter_lps, dtype=np.float64)
-    iso_today = _mapped_point(rigid.matrix_4x4, iso_ref)
+    iso_today = _mapped_point(rigid.matrix_4x4, np.asarray(reference.plan.beams[0].isocenter_lps, dtype=np.float64))
     with stages.stage("scheduled plan dose"):
         scheduled, scheduled_dose, scheduled_goals = _scheduled_plan(reference.plan, iso_today, sct, daily, protocol, machine)
     adapted = make_plan(sct, daily, protocol, machine=machine, isocenter_lps=iso_today, stages=stages.child("adapted: "),

@@ -220,10 +220,7 @@ def make_plan(
     with stages.stage("sequencing check"):
         seq = _sequencing_check(fluence_dose, delivered, seq, stages)
     with stages.stage("normalisation and evaluation"):
-        scale = normalisation_factor(delivered, structures, protocol)
-        plan = scale_plan(plan, scale)
-        delivered = Volume((delivered.array * np.float32(scale)).astype(np.float32), delivered.grid)
-        seq = dict(seq, normalisation_factor=round(float(scale), 5))
+        plan, delivered, seq = _normalise(plan, delivered, seq, structures, protocol)
         goals = evaluate_goals(delivered, structures, protocol, mode=EVALUATION_MODE)
         fluence_goals = evaluate_goals(fluence_dose, structures, protocol, mode=EVALUATION_MODE)
 
@@ -234,6 +231,14 @@ def make_plan(
     }  # fmt: skip
     return PlanResult(plan=plan, dose=delivered, fluence_dose=fluence_dose, goals=goals, fluence_goals=fluence_goals, influence=im,
                       weights=weights, optimization=opt, sequencing=seq, isocenter_lps=iso, parameters=parameters)  # fmt: skip
+
+
+def _normalise(plan: Plan, delivered: Volume, seq: dict, structures: StructureSet, protocol: Any) -> tuple[Plan, Volume, dict]:
+    """Scale every segment's MU and the dose (Gy, float32) so the prescription goal holds; the factor goes into ``seq``."""
+    scale = normalisation_factor(delivered, structures, protocol)
+    plan = scale_plan(plan, scale)
+    delivered = Volume((delivered.array * np.float32(scale)).astype(np.float32), delivered.grid)
+    return plan, delivered, dict(seq, normalisation_factor=round(float(scale), 5))
 
 
 def _checked_isocentre(beams: list[Beam], structures: StructureSet) -> np.ndarray:

@@ -151,17 +151,10 @@ def weights_from_segments(plan: Plan, influence: Any, machine: Any) -> np.ndarra
 
 
 def make_plan(
-    ct: Volume,
-    structures: StructureSet,
-    protocol: Any,
-    *,
-    machine: Any = None,
-    isocenter_lps: Any = None,
-    warm_start: PlanResult | None = None,
-    stages: Stages | None = None,
-    optimizer_options: dict | None = None,
+    ct: Volume, structures: StructureSet, protocol: Any, *, machine: Any = None, isocenter_lps: Any = None,
+    warm_start: PlanResult | None = None, stages: Stages | None = None, optimizer_options: dict | None = None,
     sequencing_options: dict | None = None,
-) -> PlanResult:
+) -> PlanResult:  # fmt: skip
     """Make a deliverable plan for a CT, its structures and a protocol.
 
     Parameters
@@ -182,6 +175,9 @@ def make_plan(
         beamlets starts the optimiser.
     stages : Stages, optional, keyword-only
         Timing/progress tracker (default: a silent one).
+    optimizer_options, sequencing_options : dict, optional, keyword-only
+        Passed to :func:`art.optimize.fmo.optimize_fluence` and :func:`art.delivery.sequence_plan`
+        (over the defaults, ``DEFAULT_SEQUENCING``).
 
     Returns
     -------

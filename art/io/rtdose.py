@@ -43,7 +43,7 @@ from art.io.dicom_common import (
     set_patient,
     set_rt_series,
 )
-from art.io.series import ImageSeries
+from art.io.image_series import ImageSeries
 from art.io.uids import check_uid, is_valid_uid, new_uid
 
 __all__ = ["RT_DOSE_STORAGE", "write_rtdose", "dose_to_dataset", "read_rtdose"]
@@ -65,10 +65,44 @@ def dose_to_dataset(
     comment: str = "",
 ) -> Any:
     """Build the RT Dose dataset (not written); see :func:`write_rtdose`."""
-    from pydicom.dataset import Dataset
-    from pydicom.sequence import Sequence
-    from pydicom.tag import Tag
+    arr, top = _checked_dose(dose, image, summation)
+    arr, origin, d = _right_handed_frames(arr, dose.grid)
+    pixels, scaling_s = _quantise_uint16(arr, top)
+    plan_uid = _plan_uid(plan_ds_or_uid)
+    series_uid, sop_uid = _dose_uids(series_instance_uid, sop_instance_uid)
 
+    ds = new_file_dataset(RT_DOSE_STORAGE, sop_uid)
+    set_patient(ds, image.patient)
+    set_general_study(ds, image.study_instance_uid, image.study_date, image.study_time)
+    set_rt_series(ds, "RTDOSE", series_uid, series_number, image.frame_of_reference_uid)
+    ds.InstanceNumber = 1
+    if comment:
+        ds.DoseComment = comment[:64]
+    _set_dose_frames(ds, dose.grid, d, origin, arr.shape)
+    _set_rt_dose(ds, summation, arr.shape[0], dose.grid.spacing[0], scaling_s, plan_uid)
+    ds.PixelData = np.ascontiguousarray(pixels).astype("<u2").tobytes()
+    return ds
+
+
+def _checked_dose(dose: Volume, image: ImageSeries, summation: str) -> tuple[np.ndarray, float]:
+    """Refuse what cannot be written (:class:`InputError`); return the dose clipped at 0 and its maximum.
+
+    Parameters
+    ----------
+    dose : Volume
+        Dose in Gy, shape (z, y, x): finite, not below -1e-6 x its maximum.
+    image : ImageSeries
+        Must be an :class:`ImageSeries`.
+    summation : str
+        Must be a DoseSummationType.
+
+    Returns
+    -------
+    arr : ndarray of float64, shape (z, y, x)
+        The dose (Gy), negative noise set to 0.
+    top : float
+        Its maximum (Gy; 0 for an empty array).
+    """
     if not isinstance(dose, Volume):
         raise InputError(f"dose must be an art.geometry.Volume, got {type(dose).__name__}")
     if not isinstance(image, ImageSeries):
@@ -82,7 +116,29 @@ def dose_to_dataset(
     if float(arr.min()) < -1e-6 * max(top, 1e-12):
         raise InputError(f"dose has negative values (min {float(arr.min()):.4g} Gy)")
     arr = np.clip(arr, 0.0, None)
-    grid = dose.grid
+    return arr, top
+
+
+def _right_handed_frames(arr: np.ndarray, grid: Grid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The dose frames along the slice normal ``row x column``.
+
+    Parameters
+    ----------
+    arr : ndarray, shape (z, y, x)
+        Dose on ``grid`` (Gy).
+    grid : Grid
+        The dose grid, any orthonormal direction.
+
+    Returns
+    -------
+    arr : ndarray, shape (z, y, x)
+        Unchanged, or with its frames reversed when ``grid`` is left-handed.
+    origin : ndarray, shape (3,)
+        ImagePositionPatient of the first frame, LPS mm.
+    d : ndarray, shape (3, 3)
+        Direction matrix (columns: row, column, slice directions), slice axis
+        negated for a left-handed grid.
+    """
     d = grid.direction_matrix
     if np.linalg.det(d) < 0:  # left-handed: reverse the frames and the slice axis
         arr = arr[::-1]
@@ -91,20 +147,52 @@ def dose_to_dataset(
         d[:, 2] = -d[:, 2]
     else:
         origin = np.asarray(grid.origin, dtype=np.float64)
-    nz, ny, nx = arr.shape
+    return arr, origin, d
+
+
+def _quantise_uint16(arr: np.ndarray, top: float) -> tuple[np.ndarray, str]:
+    """16-bit unsigned pixels of the dose, one step being ``top / 65535``.
+
+    Parameters
+    ----------
+    arr : ndarray of float64, shape (z, y, x)
+        Dose, Gy, not negative.
+    top : float
+        Its maximum, Gy.
+
+    Returns
+    -------
+    pixels : ndarray of uint16, shape (z, y, x)
+        Stored values (all 0 when ``top`` is 0).
+    scaling_s : str
+        DoseGridScaling as written (DS, at most 16 characters): Gy per pixel step.
+    """
     scaling = top / 65535.0 if top > 0 else 1.0
     pixels = np.rint(arr / scaling).astype(np.uint16) if top > 0 else np.zeros(arr.shape, np.uint16)
     scaling_s = format_ds(scaling)
     # the written scaling (<= 16 characters) must still map the maximum within range
     if float(scaling_s) * 65535.0 < top * (1 - 1e-9):
         pixels = np.rint(arr / float(scaling_s)).clip(0, 65535).astype(np.uint16)
+    return pixels, scaling_s
 
+
+def _plan_uid(plan_ds_or_uid: Any) -> str | None:
+    """The SOP instance UID of the RT Plan given as a dataset or a UID (None when none is given; :class:`InputError` when invalid)."""
     plan_uid = None
     if plan_ds_or_uid is not None:
         plan_uid = str(plan_ds_or_uid) if isinstance(plan_ds_or_uid, str) else str(getattr(plan_ds_or_uid, "SOPInstanceUID", ""))
         if not is_valid_uid(plan_uid):
             raise InputError("plan_ds_or_uid must be an RT Plan dataset or its SOP instance UID")
+    return plan_uid
 
+
+def _dose_uids(series_instance_uid: str | None, sop_instance_uid: str | None) -> tuple[str, str]:
+    """The dose's series and SOP instance UIDs.
+
+    Given UIDs are checked; a missing series UID is new and random; a missing
+    SOP instance UID is derived from the given series UID (deterministic
+    output), else new and random.
+    """
     series_uid = check_uid(series_instance_uid, "series_instance_uid") if series_instance_uid else new_uid()
     if sop_instance_uid:
         sop_uid = check_uid(sop_instance_uid, "sop_instance_uid")
@@ -112,14 +200,28 @@ def dose_to_dataset(
         sop_uid = new_uid(entropy=(series_uid, "RTDOSE"))
     else:
         sop_uid = new_uid()
+    return series_uid, sop_uid
 
-    ds = new_file_dataset(RT_DOSE_STORAGE, sop_uid)
-    set_patient(ds, image.patient)
-    set_general_study(ds, image.study_instance_uid, image.study_date, image.study_time)
-    set_rt_series(ds, "RTDOSE", series_uid, series_number, image.frame_of_reference_uid)
-    ds.InstanceNumber = 1
-    if comment:
-        ds.DoseComment = comment[:64]
+
+def _set_dose_frames(ds: Any, grid: Grid, d: np.ndarray, origin: np.ndarray, shape: tuple[int, int, int]) -> None:
+    """Set the Image Plane, Image Pixel and Multi-frame attributes.
+
+    Parameters
+    ----------
+    ds : pydicom.dataset.FileDataset
+        The dose dataset.
+    grid : Grid
+        The dose grid (spacing (dz, dy, dx) mm).
+    d : ndarray, shape (3, 3)
+        Right-handed direction matrix (see :func:`_right_handed_frames`).
+    origin : ndarray, shape (3,)
+        Position of the first frame, LPS mm.
+    shape : (nz, ny, nx)
+        Frames, rows, columns.
+    """
+    from pydicom.tag import Tag
+
+    nz, ny, nx = shape
     # image plane
     dx, dy, dz = grid.spacing[2], grid.spacing[1], grid.spacing[0]
     ds.PixelSpacing = format_ds_list([dy, dx])  # row spacing, column spacing
@@ -137,7 +239,34 @@ def dose_to_dataset(
     ds.BitsStored = 16
     ds.HighBit = 15
     ds.PixelRepresentation = 0
-    # RT dose
+
+
+def _set_rt_dose(ds: Any, summation: str, nz: int, dz: float, scaling_s: str, plan_uid: str | None) -> None:
+    """Set the RT Dose module: units, type, summation, frame offsets, scaling and the plan referenced.
+
+    Parameters
+    ----------
+    ds : pydicom.dataset.FileDataset
+        The dose dataset.
+    summation : str
+        DoseSummationType.
+    nz : int
+        Number of frames.
+    dz : float
+        Frame spacing, mm (GridFrameOffsetVector ``0, dz, 2 dz, ...``).
+    scaling_s : str
+        DoseGridScaling (Gy per pixel step), as formatted.
+    plan_uid : str or None
+        The RT Plan's SOP instance UID (ReferencedRTPlanSequence).
+
+    Raises
+    ------
+    InputError
+        No plan for a ``PLAN``, ``FRACTION`` or ``BEAM`` summation.
+    """
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
     ds.DoseUnits = "GY"
     ds.DoseType = "PHYSICAL"
     ds.DoseSummationType = summation
@@ -155,8 +284,6 @@ def dose_to_dataset(
         ds.ReferencedRTPlanSequence = Sequence([ref])
     elif summation in ("PLAN", "FRACTION", "BEAM"):
         raise InputError(f"summation {summation} needs the plan (plan_ds_or_uid) for ReferencedRTPlanSequence")
-    ds.PixelData = np.ascontiguousarray(pixels).astype("<u2").tobytes()
-    return ds
 
 
 def write_rtdose(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from art.errors import ArtError, InputError
 
@@ -103,6 +103,27 @@ def check_rtplan_attributes(ds: Any) -> list[str]:
     """
     problems: list[str] = []
     add = problems.append
+    _check_plan_level(ds, add)
+    beam_numbers_fg = _check_fraction_groups(ds, add)
+    beams = list(ds.get("BeamSequence", []) or [])
+    if not beams:
+        add("BeamSequence missing")
+    for b in beams:
+        _check_beam(b, beam_numbers_fg, add)
+    problems.extend(_long_ds(ds))
+    return problems
+
+
+def _check_plan_level(ds: Any, add: Callable[[str], None]) -> None:
+    """Check the plan-level attributes: label, dates, UIDs, geometry, structure set, target prescription, setup, approval.
+
+    Parameters
+    ----------
+    ds : pydicom.dataset.Dataset
+        An RT Plan.
+    add : callable
+        Called with one message per problem.
+    """
     label = str(ds.get("RTPlanLabel", "") or "")
     if not (1 <= len(label) <= 16):
         add(f"RTPlanLabel must have 1-16 characters, got {len(label)}")
@@ -121,6 +142,23 @@ def check_rtplan_attributes(ds: Any) -> list[str]:
         add("PatientSetupSequence with PatientPosition missing")
     if str(ds.get("ApprovalStatus", "")) not in ("UNAPPROVED", "APPROVED", "REJECTED"):
         add("ApprovalStatus missing")
+
+
+def _check_fraction_groups(ds: Any, add: Callable[[str], None]) -> set[int]:
+    """Check FractionGroupSequence: NumberOfFractionsPlanned, and BeamMeterset and BeamDose per beam.
+
+    Parameters
+    ----------
+    ds : pydicom.dataset.Dataset
+        An RT Plan.
+    add : callable
+        Called with one message per problem.
+
+    Returns
+    -------
+    set of int
+        The beam numbers referenced by the fraction groups (-1 for one that is not a number).
+    """
     fgs = list(ds.get("FractionGroupSequence", []) or [])
     beam_numbers_fg: set[int] = set()
     if not fgs:
@@ -134,67 +172,95 @@ def check_rtplan_attributes(ds: Any) -> list[str]:
             for kw in ("BeamMeterset", "BeamDose"):
                 if not _has(rb, kw):
                     add(f"beam {n}: {kw} missing in the fraction group")
-    beams = list(ds.get("BeamSequence", []) or [])
-    if not beams:
-        add("BeamSequence missing")
-    for b in beams:
-        bn = b.get("BeamNumber", "?")
-        who = f"beam {bn} ({b.get('BeamName', '')})"
-        if int(bn) not in beam_numbers_fg:
-            add(f"{who}: not referenced by the fraction group")
-        for kw in ("BeamName", "BeamType", "TreatmentMachineName", "SourceAxisDistance", "FinalCumulativeMetersetWeight"):
-            if not _has(b, kw):
-                add(f"{who}: {kw} missing")
-        for kw, want in (("RadiationType", "PHOTON"), ("PrimaryDosimeterUnit", "MU"), ("TreatmentDeliveryType", "TREATMENT")):
-            if str(b.get(kw, "")) != want:
-                add(f"{who}: {kw} must be {want}")
-        devs = {str(d.get("RTBeamLimitingDeviceType", "")): d for d in b.get("BeamLimitingDeviceSequence", []) or []}
-        for kind in ("ASYMX", "ASYMY", "MLCX"):
-            if kind not in devs:
-                add(f"{who}: BeamLimitingDeviceSequence lacks {kind}")
-        n_pairs = None
-        if "MLCX" in devs:
-            if not _has(devs["MLCX"], "LeafPositionBoundaries"):
-                add(f"{who}: MLCX lacks LeafPositionBoundaries")
-            else:
-                n_pairs = len(devs["MLCX"].LeafPositionBoundaries) - 1
-        cps = list(b.get("ControlPointSequence", []) or [])
-        if len(cps) < 2 or len(cps) % 2:
-            add(f"{who}: step-and-shoot needs an even number (>= 2) of control points, got {len(cps)}")
-        if cps:
-            first = cps[0]
-            for kw in ("NominalBeamEnergy", "GantryAngle", "GantryRotationDirection", "BeamLimitingDeviceAngle",
-                       "BeamLimitingDeviceRotationDirection", "PatientSupportAngle", "PatientSupportRotationDirection",
-                       "IsocenterPosition", "BeamLimitingDevicePositionSequence"):  # fmt: skip
-                if not _has(first, kw):
-                    add(f"{who}: first control point lacks {kw}")
-        weights = []
-        mlc_prev = None
-        for i, cp in enumerate(cps):
-            try:
-                weights.append(float(cp.CumulativeMetersetWeight))
-            except (AttributeError, TypeError, ValueError):
-                add(f"{who}: control point {i} lacks CumulativeMetersetWeight")
-            mlc = None
-            for p in cp.get("BeamLimitingDevicePositionSequence", []) or []:
-                if str(p.get("RTBeamLimitingDeviceType", "")) == "MLCX":
-                    mlc = [float(v) for v in p.LeafJawPositions]
-                    if n_pairs is not None and len(mlc) != 2 * n_pairs:
-                        add(f"{who}: control point {i}: {len(mlc)} MLC positions for {n_pairs} pairs")
-                    elif n_pairs is not None and any(mlc[k] > mlc[k + n_pairs] for k in range(n_pairs)):
-                        add(f"{who}: control point {i}: a leaf is beyond its opposite leaf")
-            if i % 2 == 1 and mlc is not None and mlc_prev is not None and mlc != mlc_prev:
-                add(f"{who}: control points {i - 1} and {i} (one segment) have different MLC positions")
-            mlc_prev = mlc if mlc is not None else mlc_prev
-        if weights:
-            if weights[0] != 0.0:
-                add(f"{who}: first CumulativeMetersetWeight must be 0")
-            if any(b2 < a2 for a2, b2 in zip(weights, weights[1:])):
-                add(f"{who}: CumulativeMetersetWeight decreases")
-            if _has(b, "FinalCumulativeMetersetWeight") and weights[-1] != float(b.FinalCumulativeMetersetWeight):
-                add(f"{who}: last CumulativeMetersetWeight differs from FinalCumulativeMetersetWeight")
-    problems.extend(_long_ds(ds))
-    return problems
+    return beam_numbers_fg
+
+
+def _check_beam(b: Any, beam_numbers_fg: set[int], add: Callable[[str], None]) -> None:
+    """Check one BeamSequence item: reference by a fraction group, beam attributes, devices, first control point.
+
+    Parameters
+    ----------
+    b : pydicom.dataset.Dataset
+        The BeamSequence item.
+    beam_numbers_fg : set of int
+        Beam numbers referenced by the fraction groups.
+    add : callable
+        Called with one message per problem (naming the beam).
+    """
+    bn = b.get("BeamNumber", "?")
+    who = f"beam {bn} ({b.get('BeamName', '')})"
+    if int(bn) not in beam_numbers_fg:
+        add(f"{who}: not referenced by the fraction group")
+    for kw in ("BeamName", "BeamType", "TreatmentMachineName", "SourceAxisDistance", "FinalCumulativeMetersetWeight"):
+        if not _has(b, kw):
+            add(f"{who}: {kw} missing")
+    for kw, want in (("RadiationType", "PHOTON"), ("PrimaryDosimeterUnit", "MU"), ("TreatmentDeliveryType", "TREATMENT")):
+        if str(b.get(kw, "")) != want:
+            add(f"{who}: {kw} must be {want}")
+    devs = {str(d.get("RTBeamLimitingDeviceType", "")): d for d in b.get("BeamLimitingDeviceSequence", []) or []}
+    for kind in ("ASYMX", "ASYMY", "MLCX"):
+        if kind not in devs:
+            add(f"{who}: BeamLimitingDeviceSequence lacks {kind}")
+    n_pairs = None
+    if "MLCX" in devs:
+        if not _has(devs["MLCX"], "LeafPositionBoundaries"):
+            add(f"{who}: MLCX lacks LeafPositionBoundaries")
+        else:
+            n_pairs = len(devs["MLCX"].LeafPositionBoundaries) - 1
+    cps = list(b.get("ControlPointSequence", []) or [])
+    if len(cps) < 2 or len(cps) % 2:
+        add(f"{who}: step-and-shoot needs an even number (>= 2) of control points, got {len(cps)}")
+    if cps:
+        first = cps[0]
+        for kw in ("NominalBeamEnergy", "GantryAngle", "GantryRotationDirection", "BeamLimitingDeviceAngle",
+                   "BeamLimitingDeviceRotationDirection", "PatientSupportAngle", "PatientSupportRotationDirection",
+                   "IsocenterPosition", "BeamLimitingDevicePositionSequence"):  # fmt: skip
+            if not _has(first, kw):
+                add(f"{who}: first control point lacks {kw}")
+    _check_control_points(who, b, cps, n_pairs, add)
+
+
+def _check_control_points(who: str, b: Any, cps: list, n_pairs: int | None, add: Callable[[str], None]) -> None:
+    """Check a beam's control points: weights from 0, non-decreasing, ending at FinalCumulativeMetersetWeight; MLC per pair.
+
+    Parameters
+    ----------
+    who : str
+        ``"beam <number> (<name>)"`` (in the messages).
+    b : pydicom.dataset.Dataset
+        The BeamSequence item.
+    cps : list of pydicom.dataset.Dataset
+        Its control points.
+    n_pairs : int or None
+        Number of MLC leaf pairs (from LeafPositionBoundaries), None when unknown.
+    add : callable
+        Called with one message per problem.
+    """
+    weights = []
+    mlc_prev = None
+    for i, cp in enumerate(cps):
+        try:
+            weights.append(float(cp.CumulativeMetersetWeight))
+        except (AttributeError, TypeError, ValueError):
+            add(f"{who}: control point {i} lacks CumulativeMetersetWeight")
+        mlc = None
+        for p in cp.get("BeamLimitingDevicePositionSequence", []) or []:
+            if str(p.get("RTBeamLimitingDeviceType", "")) == "MLCX":
+                mlc = [float(v) for v in p.LeafJawPositions]
+                if n_pairs is not None and len(mlc) != 2 * n_pairs:
+                    add(f"{who}: control point {i}: {len(mlc)} MLC positions for {n_pairs} pairs")
+                elif n_pairs is not None and any(mlc[k] > mlc[k + n_pairs] for k in range(n_pairs)):
+                    add(f"{who}: control point {i}: a leaf is beyond its opposite leaf")
+        if i % 2 == 1 and mlc is not None and mlc_prev is not None and mlc != mlc_prev:
+            add(f"{who}: control points {i - 1} and {i} (one segment) have different MLC positions")
+        mlc_prev = mlc if mlc is not None else mlc_prev
+    if weights:
+        if weights[0] != 0.0:
+            add(f"{who}: first CumulativeMetersetWeight must be 0")
+        if any(b2 < a2 for a2, b2 in zip(weights, weights[1:])):
+            add(f"{who}: CumulativeMetersetWeight decreases")
+        if _has(b, "FinalCumulativeMetersetWeight") and weights[-1] != float(b.FinalCumulativeMetersetWeight):
+            add(f"{who}: last CumulativeMetersetWeight differs from FinalCumulativeMetersetWeight")
 
 
 def _long_ds(ds: Any, where: str = "") -> list[str]:

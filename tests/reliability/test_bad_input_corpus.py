@@ -282,7 +282,7 @@ def test_bad_input_corpus(name, patient, tmp_path, capsys):
 
 def test_disk_full_during_write_leaves_nothing(tmp_path, monkeypatch, capsys):
     """ENOSPC while writing a result folder: exit 1, a one-line message, nothing in --out."""
-    import art.io.series as series
+    import art.io.series_write as series  # where the CT slices are saved
 
     real = series.save_dataset
     calls = {"n": 0}

@@ -1,0 +1,505 @@
+"""Writing an RT Plan (RTPLAN): a photon step-and-shoot IMRT :class:`~art.plan.Plan` for treatment systems.
+
+Public entry: :func:`art.io.rtplan.write_rtplan` and :func:`art.io.rtplan.plan_to_dataset`.
+
+One RT Plan Storage file for a :class:`~art.plan.Plan` whose beams carry MLC
+segments (MU per fraction).  The patient, study and frame of reference are the
+CT's; the plan has its own series.  What is written (PS3.3 RT Plan IOD):
+
+* RT General Plan: RTPlanLabel (<= 16 characters), RTPlanName, RTPlanDate/Time
+  (now unless given), RTPlanGeometry ``PATIENT`` with
+  ReferencedStructureSetSequence (the RTSTRUCT given), PlanIntent ``CURATIVE``.
+* RT Prescription: one DoseReferenceSequence item, type ``TARGET``: the target
+  ROI of the structure set (``VOLUME`` + ReferencedROINumber) when
+  ``target_name`` is found in it, else ``SITE``; TargetPrescriptionDose =
+  ``prescription_gy`` (total over the course, Gy).
+* RT Patient Setup: PatientPosition (default ``HFS``), setup technique ``ISOCENTRIC``.
+* RT Fraction Scheme: NumberOfFractionsPlanned; per beam BeamMeterset (MU per
+  fraction) and BeamDose (Gy per fraction at the dose reference: given with
+  ``beam_dose_gy``, else the per-fraction prescription shared in proportion to
+  the beams' MU — an estimate whose sum is the prescribed fraction dose).
+* RT Beams: BeamType ``STATIC``, RadiationType ``PHOTON``, TreatmentMachineName
+  and SourceAxisDistance from the machine, PrimaryDosimeterUnit ``MU``,
+  TreatmentDeliveryType ``TREATMENT``, BeamLimitingDeviceSequence ``ASYMX``,
+  ``ASYMY`` and ``MLCX`` (LeafPositionBoundaries from the machine); two control
+  points per segment with the same jaws and leaves, CumulativeMetersetWeight
+  increasing from 0 to FinalCumulativeMetersetWeight = 1 (segments with 0 MU
+  are left out); every control point repeats energy-independent positions
+  (jaws and MLC), the first also NominalBeamEnergy, DoseRateSet, angles with
+  rotation directions ``NONE``, table top positions (empty) and IsocenterPosition.
+* Approval: ApprovalStatus ``UNAPPROVED`` (a person approves in the treatment system).
+
+Every DS value is formatted to at most 16 characters
+(:func:`~art.io.dicom_common.format_ds`).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from art.errors import InputError
+from art.io.dicom_common import (
+    RT_STRUCTURE_SET_STORAGE,
+    dicom_date,
+    dicom_time,
+    format_ds,
+    format_ds_list,
+    new_file_dataset,
+    read_dataset,
+    save_dataset,
+    sequence_items,
+    set_character_set,
+    set_general_study,
+    set_patient,
+    set_rt_series,
+)
+from art.io.image_series import ImageSeries
+from art.io.rtplan_common import RT_PLAN_STORAGE, energy_to_dicom
+from art.io.uids import check_uid, is_valid_uid, new_uid
+from art.plan import Beam, Plan, Segment
+
+__all__ = ["write_rtplan", "plan_to_dataset"]
+
+_PATIENT_POSITIONS = ("HFS", "HFP", "FFS", "FFP", "HFDR", "HFDL", "FFDR", "FFDL")
+
+
+def _structure_set_ref(structure_set: Any) -> tuple[str, Any]:
+    """(SOPInstanceUID, dataset or None) of an RTSTRUCT given as a path, a dataset or a UID."""
+    if isinstance(structure_set, (str, Path)) and not (isinstance(structure_set, str) and is_valid_uid(structure_set)):
+        ds = read_dataset(Path(structure_set), stop_before_pixels=True, what="RTSTRUCT file")
+        if str(ds.get("Modality", "")) != "RTSTRUCT" and str(ds.get("SOPClassUID", "")) != RT_STRUCTURE_SET_STORAGE:
+            raise InputError("structure_set_path_or_ds is not an RTSTRUCT", path=structure_set)
+        return str(ds.SOPInstanceUID), ds
+    if isinstance(structure_set, str):
+        return structure_set, None
+    uid = getattr(structure_set, "SOPInstanceUID", None)
+    if uid is None:
+        raise InputError(
+            f"structure_set_path_or_ds must be an RTSTRUCT path, dataset or SOP instance UID, got {type(structure_set).__name__}"
+        )
+    return str(uid), structure_set
+
+
+def _roi_number(rs_ds: Any, name: str | None) -> int | None:
+    if rs_ds is None or not name:
+        return None
+    for it in sequence_items(rs_ds, "StructureSetROISequence"):
+        if str(it.get("ROIName", "")).strip().lower() == name.strip().lower():
+            try:
+                return int(it.ROINumber)
+            except (AttributeError, TypeError, ValueError):
+                return None
+    return None
+
+
+def plan_to_dataset(
+    plan: Plan,
+    image: ImageSeries,
+    structure_set_path_or_ds: Any,
+    *,
+    machine: Any,
+    label: str = "art",
+    name: str = "",
+    prescription_gy: float | None = None,
+    target_name: str | None = None,
+    beam_dose_gy: Mapping[str, float] | None = None,
+    patient_position: str = "HFS",
+    plan_date: _dt.date | str | None = None,
+    plan_time: _dt.time | str | None = None,
+    series_instance_uid: str | None = None,
+    sop_instance_uid: str | None = None,
+    series_number: int = 1,
+) -> Any:
+    """Build the RT Plan dataset (not written); see :func:`write_rtplan` for the parameters."""
+    from pydicom.sequence import Sequence
+
+    _check_plan_header(plan, image, machine, label, name, patient_position, prescription_gy)
+    bnd = _check_beams(plan, machine, beam_dose_gy)
+    series_uid, sop_uid = _plan_uids(series_instance_uid, sop_instance_uid)
+    now = _dt.datetime.now()
+    date = dicom_date(plan_date if plan_date is not None else now.date())
+    time = dicom_time(plan_time if plan_time is not None else now.time())
+    rs_uid, rs_ds = _structure_set_ref(structure_set_path_or_ds)
+    check_uid(rs_uid, "structure set SOPInstanceUID")
+
+    ds = new_file_dataset(RT_PLAN_STORAGE, sop_uid)
+    set_character_set(ds, image.patient.name, label, name, *(b.name for b in plan.beams), target_name or "")
+    set_patient(ds, image.patient)
+    set_general_study(ds, image.study_instance_uid, image.study_date, image.study_time)
+    # RT series, frame of reference (the CT's), equipment
+    set_rt_series(ds, "RTPLAN", series_uid, series_number, image.frame_of_reference_uid)
+    _set_general_plan(ds, label, name, date, time, rs_uid)
+    ds.DoseReferenceSequence = Sequence([_dose_reference(sop_uid, rs_ds, target_name, prescription_gy)])
+    ds.PatientSetupSequence = Sequence([_patient_setup(patient_position)])
+    ds.FractionGroupSequence = Sequence([_fraction_group(plan, prescription_gy, beam_dose_gy)])
+    # RT beams
+    ds.BeamSequence = Sequence([_beam_item(b, number, machine, bnd) for number, b in enumerate(plan.beams, start=1)])
+    # approval
+    ds.ApprovalStatus = "UNAPPROVED"
+    return ds
+
+
+def _check_plan_header(
+    plan: Plan, image: ImageSeries, machine: Any, label: str, name: str, patient_position: str, prescription_gy: float | None
+) -> None:
+    """Refuse plan-level arguments of :func:`plan_to_dataset` that cannot be written (:class:`InputError`).
+
+    Parameters
+    ----------
+    plan : Plan
+    image : ImageSeries
+    machine : art.dose.Machine
+        Must have an MLC.
+    label : str
+        RTPlanLabel: 1-16 characters without backslash.
+    name : str
+        RTPlanName: at most 64 characters without backslash.
+    patient_position : str
+        One of the DICOM patient positions (HFS, FFS, ...).
+    prescription_gy : float or None
+        Positive and finite when given (Gy, course).
+    """
+    if not isinstance(plan, Plan):
+        raise InputError(f"plan must be an art.plan.Plan, got {type(plan).__name__}")
+    if not isinstance(image, ImageSeries):
+        raise InputError(f"image must be an ImageSeries, got {type(image).__name__}")
+    if machine is None or not hasattr(machine, "mlc"):
+        raise InputError("machine must be an art.dose.Machine (its name, SAD and MLC are written)")
+    if not isinstance(label, str) or not label or len(label) > 16 or "\\" in label:
+        raise InputError(f"label must be 1-16 characters without backslash (RTPlanLabel), got {label!r}")
+    if len(name) > 64 or "\\" in name:
+        raise InputError("name must be at most 64 characters without backslash (RTPlanName)")
+    if patient_position not in _PATIENT_POSITIONS:
+        raise InputError(f"patient_position must be one of {', '.join(_PATIENT_POSITIONS)}, got {patient_position!r}")
+    if prescription_gy is not None and not (math.isfinite(float(prescription_gy)) and float(prescription_gy) > 0):
+        raise InputError(f"prescription_gy must be a positive number, got {prescription_gy!r}")
+
+
+def _check_beams(plan: Plan, machine: Any, beam_dose_gy: Mapping[str, float] | None) -> np.ndarray:
+    """Refuse beams that cannot be written for ``machine`` (:class:`InputError`).
+
+    Each beam needs a name of at most 64 characters without backslash, a
+    segment with MU > 0, the machine's number of leaf pairs in every segment,
+    the machine's SAD and a known energy; ``beam_dose_gy``, when given, must
+    name every beam.
+
+    Returns
+    -------
+    ndarray of float64, shape (n_pairs + 1,)
+        The machine's MLC leaf boundaries, mm.
+    """
+    bnd = np.asarray(machine.mlc.boundaries_mm, dtype=np.float64)
+    n_pairs = bnd.size - 1
+    for b in plan.beams:
+        if len(b.name) > 64 or "\\" in b.name:
+            raise InputError(f"beam name {b.name!r} must be at most 64 characters without backslash (BeamName)")
+        segs = [s for s in b.segments if s.mu > 0]
+        if not segs:
+            raise InputError(f"beam {b.name!r} has no segment with MU > 0: sequence the plan before export")
+        for n, s in enumerate(b.segments):
+            if s.leaf_positions.shape[1] != n_pairs:
+                raise InputError(
+                    f"beam {b.name!r} segment {n}: {s.leaf_positions.shape[1]} leaf pairs, machine {machine.name!r} has {n_pairs}"
+                )
+        if abs(float(b.sad_mm) - float(machine.sad_mm)) > 1e-6:
+            raise InputError(f"beam {b.name!r}: SAD {b.sad_mm} mm differs from machine {machine.name!r} ({machine.sad_mm} mm)")
+        energy_to_dicom(b.energy)
+    if beam_dose_gy is not None:
+        missing = [b.name for b in plan.beams if b.name not in beam_dose_gy]
+        if missing:
+            raise InputError(f"beam_dose_gy lacks beams {missing}")
+    return bnd
+
+
+def _plan_uids(series_instance_uid: str | None, sop_instance_uid: str | None) -> tuple[str, str]:
+    """The plan's series and SOP instance UIDs.
+
+    Given UIDs are checked; a missing series UID is new and random; a missing
+    SOP instance UID is derived from the given series UID (deterministic
+    output), else new and random.
+
+    Returns
+    -------
+    series_uid, sop_uid : str
+    """
+    series_uid = check_uid(series_instance_uid, "series_instance_uid") if series_instance_uid else new_uid()
+    if sop_instance_uid:
+        sop_uid = check_uid(sop_instance_uid, "sop_instance_uid")
+    elif series_instance_uid:
+        sop_uid = new_uid(entropy=(series_uid, "RTPLAN"))
+    else:
+        sop_uid = new_uid()
+    return series_uid, sop_uid
+
+
+def _set_general_plan(ds: Any, label: str, name: str, date: str, time: str, rs_uid: str) -> None:
+    """Set the RT General Plan module: label, name, date/time, intent, geometry and the structure set referenced.
+
+    Parameters
+    ----------
+    ds : pydicom.dataset.FileDataset
+        The plan dataset.
+    label, name : str
+        RTPlanLabel and RTPlanName (left out when empty).
+    date, time : str
+        RTPlanDate and RTPlanTime (DICOM DA / TM).
+    rs_uid : str
+        SOPInstanceUID of the RTSTRUCT (ReferencedStructureSetSequence).
+    """
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    ds.InstanceNumber = 1
+    ds.RTPlanLabel = label
+    if name:
+        ds.RTPlanName = name
+    ds.RTPlanDate = date
+    ds.RTPlanTime = time
+    ds.PlanIntent = "CURATIVE"
+    ds.RTPlanGeometry = "PATIENT"
+    rs_ref = Dataset()
+    rs_ref.ReferencedSOPClassUID = RT_STRUCTURE_SET_STORAGE
+    rs_ref.ReferencedSOPInstanceUID = rs_uid
+    ds.ReferencedStructureSetSequence = Sequence([rs_ref])
+
+
+def _dose_reference(sop_uid: str, rs_ds: Any, target_name: str | None, prescription_gy: float | None) -> Any:
+    """The one DoseReferenceSequence item (RT Prescription): the TARGET.
+
+    Parameters
+    ----------
+    sop_uid : str
+        The plan's SOP instance UID (the DoseReferenceUID is derived from it).
+    rs_ds : pydicom Dataset or None
+        The RTSTRUCT, where the target ROI is looked up.
+    target_name : str or None
+        The target's ROI name: ``VOLUME`` with its ReferencedROINumber when
+        found in ``rs_ds``, else ``SITE``.
+    prescription_gy : float or None
+        Total prescribed dose (Gy, course): TargetPrescriptionDose, and
+        DeliveryMaximumDose 1.2 times it.
+
+    Returns
+    -------
+    pydicom.dataset.Dataset
+    """
+    from pydicom.dataset import Dataset
+
+    dref = Dataset()
+    dref.DoseReferenceNumber = 1
+    dref.DoseReferenceUID = new_uid(entropy=(sop_uid, "dose reference"))
+    roi = _roi_number(rs_ds, target_name)
+    if roi is not None:
+        dref.DoseReferenceStructureType = "VOLUME"
+        dref.ReferencedROINumber = roi
+    else:
+        dref.DoseReferenceStructureType = "SITE"
+    dref.DoseReferenceDescription = (target_name or "target")[:64]
+    dref.DoseReferenceType = "TARGET"
+    if prescription_gy is not None:
+        dref.DeliveryMaximumDose = format_ds(float(prescription_gy) * 1.2)
+        dref.TargetPrescriptionDose = format_ds(float(prescription_gy))
+    return dref
+
+
+def _patient_setup(patient_position: str) -> Any:
+    """The one PatientSetupSequence item: ``patient_position`` (HFS, ...), ISOCENTRIC setup number 1."""
+    from pydicom.dataset import Dataset
+
+    setup = Dataset()
+    setup.PatientPosition = patient_position
+    setup.PatientSetupNumber = 1
+    setup.SetupTechnique = "ISOCENTRIC"
+    return setup
+
+
+def _fraction_group(plan: Plan, prescription_gy: float | None, beam_dose_gy: Mapping[str, float] | None) -> Any:
+    """The one FractionGroupSequence item (RT Fraction Scheme).
+
+    Parameters
+    ----------
+    plan : Plan
+        Fractions and beams (MU per fraction).
+    prescription_gy : float or None
+        Total prescribed dose (Gy, course).
+    beam_dose_gy : mapping of str to float, or None
+        Gy per fraction at the dose reference per beam name; when None, the
+        per-fraction prescription is shared in proportion to the beams' MU.
+
+    Returns
+    -------
+    pydicom.dataset.Dataset
+        NumberOfFractionsPlanned, and per beam BeamMeterset (MU per fraction)
+        and BeamDose (Gy per fraction, when known).
+    """
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    total_mu = sum(b.total_mu for b in plan.beams)
+    fx_dose = None if prescription_gy is None else float(prescription_gy) / plan.fractions
+    fg = Dataset()
+    fg.FractionGroupNumber = 1
+    fg.NumberOfFractionsPlanned = int(plan.fractions)
+    fg.NumberOfBeams = len(plan.beams)
+    fg.NumberOfBrachyApplicationSetups = 0
+    rbs = []
+    for number, b in enumerate(plan.beams, start=1):
+        rb = Dataset()
+        rb.ReferencedBeamNumber = number
+        if beam_dose_gy is not None:
+            rb.BeamDose = format_ds(float(beam_dose_gy[b.name]))
+        elif fx_dose is not None:
+            rb.BeamDose = format_ds(fx_dose * b.total_mu / total_mu)
+        rb.BeamMeterset = format_ds(b.total_mu)
+        rbs.append(rb)
+    fg.ReferencedBeamSequence = Sequence(rbs)
+    rdr = Dataset()
+    rdr.ReferencedDoseReferenceNumber = 1
+    fg.ReferencedDoseReferenceSequence = Sequence([rdr])
+    return fg
+
+
+def _bld_item(kind: str, n: int, boundaries: np.ndarray | None = None) -> Any:
+    from pydicom.dataset import Dataset
+
+    it = Dataset()
+    it.RTBeamLimitingDeviceType = kind
+    it.NumberOfLeafJawPairs = n
+    if boundaries is not None:
+        it.LeafPositionBoundaries = format_ds_list(boundaries)
+    return it
+
+
+def _positions(seg: Segment) -> Any:
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    x1, x2, y1, y2 = seg.jaws
+    items = []
+    for kind, values in (("ASYMX", [x1, x2]), ("ASYMY", [y1, y2]), ("MLCX", list(seg.leaf_positions[0]) + list(seg.leaf_positions[1]))):
+        it = Dataset()
+        it.RTBeamLimitingDeviceType = kind
+        it.LeafJawPositions = format_ds_list(values)
+        items.append(it)
+    return Sequence(items)
+
+
+def _beam_item(b: Beam, number: int, machine: Any, bnd: np.ndarray) -> Any:
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    it = Dataset()
+    it.Manufacturer = ""
+    it.TreatmentMachineName = str(machine.name)[:16]
+    it.PrimaryDosimeterUnit = "MU"
+    it.SourceAxisDistance = format_ds(machine.sad_mm)
+    it.BeamLimitingDeviceSequence = Sequence([_bld_item("ASYMX", 1), _bld_item("ASYMY", 1), _bld_item("MLCX", bnd.size - 1, bnd)])
+    it.BeamNumber = number
+    it.BeamName = b.name
+    it.BeamType = "STATIC"
+    it.RadiationType = "PHOTON"
+    energy_mv, mode = energy_to_dicom(b.energy)
+    fm = Dataset()
+    if mode is None:
+        fm.FluenceMode = "STANDARD"
+    else:
+        fm.FluenceMode = "NON_STANDARD"
+        fm.FluenceModeID = mode
+    it.PrimaryFluenceModeSequence = Sequence([fm])
+    it.TreatmentDeliveryType = "TREATMENT"
+    it.NumberOfWedges = 0
+    it.NumberOfCompensators = 0
+    it.NumberOfBoli = 0
+    it.NumberOfBlocks = 0
+    segs = [s for s in b.segments if s.mu > 0]
+    total = float(sum(s.mu for s in segs))
+    it.FinalCumulativeMetersetWeight = format_ds(1.0)
+    cps = []
+    cum = 0.0
+    for k, s in enumerate(segs):
+        for end in (0, 1):
+            if end:
+                cum += s.mu
+            cp = Dataset()
+            cp.ControlPointIndex = len(cps)
+            if not cps:
+                cp.NominalBeamEnergy = format_ds(energy_mv)
+                cp.DoseRateSet = format_ds(machine.dose_rate_mu_per_min)
+            cp.BeamLimitingDevicePositionSequence = _positions(s)
+            if not cps:
+                cp.GantryAngle = format_ds(b.gantry_deg % 360.0)
+                cp.GantryRotationDirection = "NONE"
+                cp.BeamLimitingDeviceAngle = format_ds(b.collimator_deg % 360.0)
+                cp.BeamLimitingDeviceRotationDirection = "NONE"
+                cp.PatientSupportAngle = format_ds(b.couch_deg % 360.0)
+                cp.PatientSupportRotationDirection = "NONE"
+                cp.TableTopEccentricAngle = format_ds(0.0)
+                cp.TableTopEccentricRotationDirection = "NONE"
+                cp.TableTopVerticalPosition = None
+                cp.TableTopLongitudinalPosition = None
+                cp.TableTopLateralPosition = None
+                cp.IsocenterPosition = format_ds_list(b.isocenter_lps)
+            last = k == len(segs) - 1 and end == 1
+            cp.CumulativeMetersetWeight = format_ds(1.0 if last else min(cum / total, 1.0))
+            cps.append(cp)
+    it.NumberOfControlPoints = len(cps)
+    it.ControlPointSequence = Sequence(cps)
+    it.ReferencedPatientSetupNumber = 1
+    return it
+
+
+def write_rtplan(
+    plan: Plan,
+    image: ImageSeries,
+    structure_set_path_or_ds: Any,
+    path: str | Path,
+    *,
+    machine: Any,
+    label: str = "art",
+    prescription_gy: float | None = None,
+    target_name: str | None = None,
+    **options: Any,
+) -> Any:
+    """Write a step-and-shoot photon plan as an RT Plan file (see module notes for the content).
+
+    Parameters
+    ----------
+    plan : Plan
+        Beams with MLC segments; MU per fraction.
+    image : ImageSeries
+        The CT the plan is on: patient, study and frame of reference.
+    structure_set_path_or_ds : str, Path, pydicom Dataset or UID str
+        The RTSTRUCT referenced (ReferencedStructureSetSequence).
+    path : str or Path
+        Output file; an existing folder gets ``RP.<SOPInstanceUID>.dcm`` inside it.
+    machine : art.dose.Machine, keyword-only
+        TreatmentMachineName, SAD, MLC leaf boundaries (segments must match its pairs), dose rate.
+    label : str, keyword-only
+        RTPlanLabel, 1-16 characters.
+    prescription_gy : float, optional, keyword-only
+        Total prescribed dose to the target (Gy, course).
+    target_name : str, optional, keyword-only
+        The target's ROI name in the structure set.
+    **options
+        ``name`` (RTPlanName), ``beam_dose_gy`` ({beam name: Gy per fraction}),
+        ``patient_position`` (``"HFS"``), ``plan_date``, ``plan_time``,
+        ``series_instance_uid``, ``sop_instance_uid``, ``series_number``.
+
+    Returns
+    -------
+    pydicom.dataset.FileDataset
+        The dataset written.
+    """
+    ds = plan_to_dataset(
+        plan, image, structure_set_path_or_ds, machine=machine, label=label, prescription_gy=prescription_gy, target_name=target_name, **options
+    )
+    path = Path(path)
+    if path.is_dir():
+        path = path / f"RP.{ds.SOPInstanceUID}.dcm"
+    save_dataset(ds, path)
+    return ds

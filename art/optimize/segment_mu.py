@@ -50,6 +50,7 @@ from art.protocol import Goal, Prescription
 __all__ = ["SegmentGoalResult", "SegmentMUResult", "optimize_segment_mu", "optimize_plan_segment_mu"]
 
 SOLVERS = ("CLARABEL", "OSQP", "SCS")
+ZERO_MU = 1e-3  # MU per segment below this are solver noise: set to 0 (then the segment is removed from a plan)
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,8 @@ class SegmentMUResult:
     Attributes
     ----------
     mu, mu_start : ndarray of float64, shape (n_segments,)
-        MU per segment per fraction, after and before (0 = dropped segment).
+        MU per segment per fraction, after and before (0 = dropped segment; below ``ZERO_MU``
+        = 0.001 MU is 0). The goals are evaluated on exactly these MU.
     beam_mu : ndarray of float64, shape (n_beams,)
         Total MU per beam (beams numbered as in ``beam_of_segment``).
     goals : list of SegmentGoalResult
@@ -179,6 +181,19 @@ def _goal_bounds(goals: Sequence[Goal], structures: Mapping[str, StructureVoxels
     return out
 
 
+def _check_options(solver: str, prescription: Any, fractions: Any, **numbers: float) -> None:
+    """The solver name, prescription, fractions and the non-negative numbers (``time_limit_s`` positive), named when wrong."""
+    if solver not in SOLVERS:
+        raise InputError(f"solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
+    if not isinstance(prescription, Prescription) or not prescription.dose_gy > 0:
+        raise InputError("prescription must be a Prescription with a positive dose_gy")
+    if isinstance(fractions, bool) or not isinstance(fractions, (int, np.integer)) or fractions < 1:
+        raise InputError(f"fractions must be a positive integer, got {fractions!r}")
+    for name, v in numbers.items():
+        if not (np.isfinite(v) and v >= 0) or (name == "time_limit_s" and v <= 0):
+            raise InputError(f"{name} must be a non-negative finite number{' (positive)' if name == 'time_limit_s' else ''}, got {v!r}")
+
+
 def optimize_segment_mu(
     segment_dose: Any, structures: Mapping[str, StructureVoxels], goals: Sequence[Goal], prescription: Prescription, *,
     mu_min: float, mu_max_per_beam: float, beam_of_segment: Any, mu_start: Any, fractions: int, solver: str = "CLARABEL",
@@ -233,15 +248,7 @@ def optimize_segment_mu(
         The solver failed before any stage gave MU.
     """
     t0 = time.perf_counter()
-    if solver not in SOLVERS:
-        raise InputError(f"solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
-    if not isinstance(prescription, Prescription) or not prescription.dose_gy > 0:
-        raise InputError("prescription must be a Prescription with a positive dose_gy")
-    if int(fractions) != fractions or fractions < 1:
-        raise InputError(f"fractions must be a positive integer, got {fractions!r}")
-    for name, v in (("time_limit_s", time_limit_s), ("margin", margin), ("level_tolerance", level_tolerance), ("regularization", regularization)):
-        if not (np.isfinite(v) and v >= 0) or (name == "time_limit_s" and v <= 0):
-            raise InputError(f"{name} must be a non-negative finite number{' (positive)' if name == 'time_limit_s' else ''}, got {v!r}")
+    _check_options(solver, prescription, fractions, time_limit_s=time_limit_s, margin=margin, level_tolerance=level_tolerance, regularization=regularization)
     a = _as_matrix(segment_dose, None)
     mu0, beams = _check_mu(mu_start, beam_of_segment, a.shape[1], float(mu_min), float(mu_max_per_beam))
     bounds = _goal_bounds(goals, structures, a.shape[0])
@@ -305,9 +312,10 @@ def _corrected_levels(setup: Setup, goals: list[Goal], x: np.ndarray, values: li
 
 
 def _result(setup: Setup, goals: list[Goal], x: np.ndarray, before: list, after: list, stages: list, status: str, n_corr: int, t: float) -> SegmentMUResult:
-    """The result at scaled MU ``x`` (dropped and zero segments exactly 0) with the goals' bounds valued there."""
-    mu = np.where(x * setup.mu_scale > 1e-6, x * setup.mu_scale, 0.0)
+    """The result at scaled MU ``x`` (MU below ``ZERO_MU`` set to 0) with the goals' bounds and metrics valued there."""
+    mu = np.where(x * setup.mu_scale >= ZERO_MU, x * setup.mu_scale, 0.0)
     d = setup.dose(mu / setup.mu_scale)
+    after = _evaluate(setup, goals, mu / setup.mu_scale)
     res_goals = []
     for i, g in enumerate(goals):
         bs = [(s, sv) for s, sv in setup.bounds if s.goal_index == i and not s.stretch]

@@ -74,7 +74,7 @@ def main() -> None:
     t = time.perf_counter()
     svs = build_structure_voxels(im, ss, names=sorted(set(prot.structure_names)), fractional=True)
     s_mat = segment_beamlet_matrix(plan, im, machine)
-    a = (im.matrix @ s_mat.astype(np.float32).tocsc()).tocsr()
+    a = (im.matrix @ s_mat.astype(np.float32).tocsc()).tocsr().astype(np.float64)  # the stage works in float64
     prep_s = time.perf_counter() - t
     n_seg = a.shape[1]
     print(f"segment dose matrix: {a.shape[0]} x {n_seg} segments, {a.nnz} non-zeros, {prep_s:.1f} s", flush=True)

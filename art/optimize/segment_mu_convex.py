@@ -293,6 +293,7 @@ class Setup:
     cut_idle: list = field(default_factory=list)
     programme: Any = None  # the last cvxpy programme (dict of handles)
     _watch_mats: dict = field(default_factory=dict)
+    _last_dose: Any = None
 
     @classmethod
     def create(cls, a: Any, bounds: list, structures: Mapping[str, StructureVoxels], mu0: np.ndarray, beams: np.ndarray, *, mu_min: float,
@@ -328,8 +329,14 @@ class Setup:
         return self.mu0 / self.mu_scale
 
     def dose(self, x: np.ndarray) -> np.ndarray:
-        """Course dose (Gy, float64) of every row at scaled MU ``x``."""
-        return np.asarray(self.a @ (np.asarray(x, dtype=np.float64) * self.mu_scale), dtype=np.float64).reshape(-1) * self.fractions
+        """Course dose (Gy, float64) of every row at scaled MU ``x`` (the last one is remembered: checks ask for it repeatedly)."""
+        x = np.asarray(x, dtype=np.float64)
+        key = x.tobytes()
+        if self._last_dose is None or self._last_dose[0] != key:
+            d = np.asarray(self.a @ (x * self.mu_scale), dtype=np.float64).reshape(-1) * self.fractions
+            d.flags.writeable = False
+            self._last_dose = (key, d)
+        return self._last_dose[1]
 
     def rows_dose(self, rows: np.ndarray, x: np.ndarray) -> np.ndarray:
         """Course dose (Gy) of some rows at scaled MU ``x``."""
@@ -386,7 +393,8 @@ def _build(setup: Setup, cw: np.ndarray, caps: np.ndarray, lvls: np.ndarray) -> 
         cons.append(cmat @ x - emat @ s <= rhs)
     if setup.dropped.any():
         cons.append(x[np.flatnonzero(setup.dropped)] == 0)
-    obj = cw @ s + setup.regularization / n * cp.sum_squares(x - setup.x0)
+    # ‖x - x0‖² without its constant: cvxpy then passes the square as P, with no auxiliary variables
+    obj = cw @ s + setup.regularization / n * (cp.sum_squares(x) - 2.0 * setup.x0 @ x)
     problem = cp.Problem(cp.Minimize(obj), cons)
     return {"problem": problem, "x": x, "s": s, "n_variables": int(problem.size_metrics.num_scalar_variables)}
 

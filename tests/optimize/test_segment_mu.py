@@ -91,6 +91,7 @@ def test_missed_priority_one_goal_is_reported():
     r2 = run(a, s, [goal("T", "Dmean", lo=60.0, p=1), goal("OAR", "Dmean", hi=30.0, p=1)], [200.0, 10.0])
     assert not r2.priority1_met and 1 in r2.missed_priorities
     assert "priority-1 goal(s) missed" in r2.message and "Dmean" in r2.message
+    assert r2.corrections == 2 and any(st["name"].startswith("correction") for st in r2.stages)  # tried before giving up
 
 
 def random_samples(rng, n, uniform):

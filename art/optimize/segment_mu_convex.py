@@ -546,7 +546,8 @@ def _stage(setup: Setup, name: str, prio: int | None, ks: list[int], x: np.ndarr
         if not _cut_round(setup, x_new, s, relevant, lvls, tol, full=False) and not _cut_round(setup, x_new, s, relevant, lvls, tol, full=True):
             break
     else:
-        log["status"] = "iteration limit"
+        log["status"] = "iteration limit"  # not verified on every voxel: keep the last verified MU
+        return (x if x is not None else x_new), log
     achieved = setup.slacks(x_new, levels)[ks]
     caps[ks] = np.where(achieved <= tol, 0.0, achieved * 1.01 + setup.level_tolerance)
     return x_new, log

@@ -12,11 +12,13 @@ How a structure meets the dose
   the structure (:func:`occupancy`); each dose voxel then counts with
   ``occupancy × voxel volume``. This suits structures that are small compared
   with the dose voxels.
-* ``mode="polygons"``: the occupancy of each dose voxel from the structure's
-  RTSTRUCT polygons (:func:`art.evaluate.polygons.polygon_occupancy`: in-plane
-  sub-cell sampling, slab rule with half-slice end caps between contour
-  planes), as planning systems and DVH tools compute it from the files; for
-  structures read from an RTSTRUCT (``contours`` set) only.
+* ``mode="polygons"``: the structure measured by its RTSTRUCT polygons
+  (:mod:`art.evaluate.polygons`: in-plane sub-cell sampling, slab rule with
+  half-slice end caps between contour planes) with the dose interpolated
+  trilinearly at the sample points, as planning systems and DVH tools compute
+  it from the files; for structures read from an RTSTRUCT (``contours`` set)
+  only. ``occupancy(..., mode="polygons")`` gives the same geometry as
+  fractions of the dose voxels.
 
 Metrics (D95%, V20Gy, ...) are computed on the exact samples, never on the
 binned curve (:mod:`art.evaluate.metrics` gives the definitions).
@@ -34,7 +36,7 @@ from art.backend import to_numpy
 from art.errors import GeometryError, InputError
 from art.geometry import Grid, Volume, resample_mask
 from art.evaluate.metrics import evaluate_metric, mean_dose, near_max_dose, near_min_dose, prepare_samples
-from art.evaluate.polygons import polygon_occupancy
+from art.evaluate.polygons import polygon_occupancy, polygon_samples
 from art.protocol import Metric
 from art.structures import Structure
 
@@ -52,7 +54,7 @@ def occupancy(
     *,
     supersample: int | Sequence[int] | None = None,
     mode: str = "mask",
-    step_mm: float = 0.5,
+    step_mm: float = 0.25,
 ) -> Volume:
     """Fraction of each dose-grid voxel that lies inside a structure.
 
@@ -208,10 +210,11 @@ def structure_samples(
     name : str, optional, keyword-only
         Name for messages (default: the structure's name).
     mode : {"mask", "polygons"}, keyword-only
-        ``"polygons"``: the weights are the occupancy from the structure's
-        RTSTRUCT polygons on the dose grid (:func:`occupancy` with
-        ``mode="polygons"``); ``dose`` must be a Volume, ``structure`` a
-        Structure with ``contours`` and ``weights`` not given.
+        ``"polygons"``: the structure measured by its RTSTRUCT polygons, the
+        dose interpolated at the sample points
+        (:func:`art.evaluate.polygons.polygon_samples`); ``dose`` must be a
+        Volume, ``structure`` a Structure with ``contours`` and ``weights``
+        not given.
 
     Returns
     -------
@@ -237,7 +240,8 @@ def structure_samples(
     if mode == "polygons":
         if weights is not None or dose_grid is None or not isinstance(structure, Structure):
             raise InputError("mode 'polygons' needs the dose as a Volume, a Structure with contours and no weights")
-        weights = occupancy(structure, dose_grid, mode="polygons")
+        d, v = polygon_samples(dose, structure)  # type: ignore[arg-type]
+        return d, v, name or structure.name
     if weights is not None:
         return _weighted_samples(dose_arr, dose_grid, structure, weights, voxel_volume_cc=voxel_volume_cc, name=name)
     return _mask_samples(dose, dose_arr, dose_grid, structure, voxel_volume_cc=voxel_volume_cc, name=name)

@@ -25,11 +25,10 @@ Between planes (the slab rule, "half-slice end caps")
     to half-way to the next one. The first and last planes extend **half the
     spacing to their one neighbour** beyond themselves (end caps). So with
     uniform contour spacing ``s`` every plane is a slab ``s`` thick centred on
-    it and a structure drawn on ``m`` planes is ``m · s`` long — the
-    convention of the common planning systems, which treat a contour as
-    standing for the whole CT slice it is drawn on (the Eclipse and RayStation
-    documentation describe structure volumes that way; not verified here
-    against those systems). A gap wider than ``gap_factor`` (2.5) times the
+    it and a structure drawn on ``m`` planes is ``m · s`` long: a contour
+    stands for the whole CT slice it is drawn on, as commercial planning
+    systems are commonly described to do (not verified here against any; DVH
+    tools differ at the end planes). A gap wider than ``gap_factor`` (2.5) times the
     median plane spacing is a **break** (the structure is absent there, e.g.
     two separate nodules): the planes on either side get end caps as above
     instead of bridging it; a plane with breaks on both sides is a slab one

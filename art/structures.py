@@ -1,8 +1,10 @@
 """Structures (regions of interest) as boolean masks on a grid.
 
-RTSTRUCT polygons are only an input/output format (:mod:`art.io.rtstruct`);
-inside ``art`` a structure is a boolean mask of shape (z, y, x) on a
+Inside ``art`` a structure is a boolean mask of shape (z, y, x) on a
 :class:`~art.geometry.Grid`, with its name, RT ROI Interpreted Type and colour.
+A structure read from an RTSTRUCT also keeps the closed planar polygons it was
+drawn with (``contours``), so that it can be exported as given and measured from
+its polygons; a structure made or changed as a mask has none.
 """
 
 from __future__ import annotations
@@ -34,6 +36,12 @@ class Structure:
         RT ROI Interpreted Type (EXTERNAL, PTV, CTV, GTV, ORGAN, AVOIDANCE, ...).
     color : (r, g, b) ints 0-255
         Display colour.
+    contours : tuple of ndarray, each of shape (n, 3), optional
+        The closed planar polygons (LPS mm, first point not repeated) the structure
+        was drawn with, as read from an RTSTRUCT; polygons on one plane combine by
+        the even-odd rule. None for a structure made as a mask (AI, propagated,
+        phantom). ``mask`` is their rasterisation on ``grid``: whoever changes the
+        mask makes a new Structure without them.
     """
 
     name: str
@@ -41,6 +49,7 @@ class Structure:
     grid: Grid
     roi_type: str = "ORGAN"
     color: tuple[int, int, int] = (255, 0, 0)
+    contours: tuple[np.ndarray, ...] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -55,6 +64,12 @@ class Structure:
         if len(c) != 3 or not all(0 <= v <= 255 for v in c):
             raise InputError(f"structure {self.name!r}: colour must be three integers 0-255, got {self.color!r}")
         self.color = c  # type: ignore[assignment]
+        if self.contours is not None:
+            polys = tuple(np.asarray(p, dtype=np.float64) for p in self.contours)
+            for p in polys:
+                if p.ndim != 2 or p.shape[1] != 3 or p.shape[0] < 3 or not np.all(np.isfinite(p)):
+                    raise InputError(f"structure {self.name!r}: each contour must be an (n >= 3, 3) array of finite LPS points, got shape {p.shape}")
+            self.contours = polys
 
     @property
     def volume(self) -> Volume:

@@ -34,7 +34,7 @@ LAYERS: list[set[str]] = [
     # stage packages built on a lower stage: optimise and report on evaluated dose, sequence on the dose engine's model
     {"optimize", "delivery", "report"},
     # the pipeline: the stages in order, and writing/recalculating/checking their results
-    {"workflow", "reference", "results", "recalculate"},
+    {"workflow", "reference", "results", "recalculate", "check"},
     # the daily adaptation (uses the planning pipeline)
     {"adapt"},
     # jobs: what a command does, with inputs, outputs, provenance and the report

@@ -12,6 +12,13 @@ How a structure meets the dose
   the structure (:func:`occupancy`); each dose voxel then counts with
   ``occupancy × voxel volume``. This suits structures that are small compared
   with the dose voxels.
+* ``mode="polygons"``: the structure measured by its RTSTRUCT polygons
+  (:mod:`art.evaluate.polygons`: in-plane sub-cell sampling, slab rule with
+  half-slice end caps between contour planes) with the dose interpolated
+  trilinearly at the sample points, as planning systems and DVH tools compute
+  it from the files; for structures read from an RTSTRUCT (``contours`` set)
+  only. ``occupancy(..., mode="polygons")`` gives the same geometry as
+  fractions of the dose voxels.
 
 Metrics (D95%, V20Gy, ...) are computed on the exact samples, never on the
 binned curve (:mod:`art.evaluate.metrics` gives the definitions).
@@ -29,19 +36,32 @@ from art.backend import to_numpy
 from art.errors import GeometryError, InputError
 from art.geometry import Grid, Volume, resample_mask
 from art.evaluate.metrics import evaluate_metric, mean_dose, near_max_dose, near_min_dose, prepare_samples
+from art.evaluate.polygons import polygon_occupancy, polygon_samples
 from art.protocol import Metric
 from art.structures import Structure
 
-__all__ = ["DVH", "dvh", "structure_samples", "occupancy"]
+__all__ = ["DVH", "dvh", "structure_samples", "occupancy", "MODES"]
 
 _MAX_BINS = 1_000_000
 _CHUNK = 1 << 21
+#: How a structure meets the dose: its voxel mask (default) or its RTSTRUCT polygons.
+MODES = ("mask", "polygons")
 
 
-def occupancy(structure: Structure | Volume, dose_grid: Grid, *, supersample: int | Sequence[int] | None = None) -> Volume:
+def occupancy(
+    structure: Structure | Volume,
+    dose_grid: Grid,
+    *,
+    supersample: int | Sequence[int] | None = None,
+    mode: str = "mask",
+    step_mm: float = 0.25,
+) -> Volume:
     """Fraction of each dose-grid voxel that lies inside a structure.
 
-    Each dose voxel is split into ``sx × sy × sz`` sub-voxels; a sub-voxel is
+    With ``mode="polygons"`` the fraction comes from the structure's RTSTRUCT
+    polygons (:func:`art.evaluate.polygons.polygon_occupancy`, sub-cells of at
+    most ``step_mm``); ``supersample`` is then not used. Otherwise (``"mask"``):
+    each dose voxel is split into ``sx × sy × sz`` sub-voxels; a sub-voxel is
     inside when its centre falls in a structure voxel (nearest neighbour); the
     occupancy is the mean over the sub-voxels. Only the dose voxels around the
     structure's bounding box are computed.
@@ -56,17 +76,34 @@ def occupancy(structure: Structure | Volume, dose_grid: Grid, *, supersample: in
         Sub-voxels per dose voxel along z, y, x. Default: the ratio of the dose
         spacing to the finest structure spacing, rounded up (1 on the same grid,
         which gives back the mask exactly).
+    mode : {"mask", "polygons"}, keyword-only
+        From the voxel mask (default) or from the polygons (``structure`` must
+        then be a Structure with ``contours``).
+    step_mm : float, keyword-only
+        In-plane sub-cell size for ``mode="polygons"``, mm.
 
     Returns
     -------
     Volume
         float32 in [0, 1] on ``dose_grid``.
     """
+    if mode not in MODES:
+        raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "polygons":
+        if not isinstance(structure, Structure):
+            raise InputError(f"mode 'polygons' needs a Structure with contours, got {type(structure).__name__}")
+        return polygon_occupancy(structure, dose_grid, step_mm=step_mm)
     mask_vol = structure.volume if isinstance(structure, Structure) else structure
     if not isinstance(mask_vol, Volume):
         raise InputError(f"structure must be a Structure or a Volume, got {type(structure).__name__}")
     if not isinstance(dose_grid, Grid):
         raise InputError(f"dose_grid must be a Grid, got {type(dose_grid).__name__}")
+    return _mask_occupancy(mask_vol, dose_grid, supersample)
+
+
+def _mask_occupancy(mask_vol: Volume, dose_grid: Grid, supersample: int | Sequence[int] | None) -> Volume:
+    """The ``"mask"`` mode of :func:`occupancy`: sub-voxel centres of the dose voxels looked up
+    in the mask (nearest neighbour); float32 in [0, 1] on ``dose_grid`` (z, y, x)."""
     mask = np.asarray(to_numpy(mask_vol.array)).astype(bool)
     out = np.zeros(dose_grid.shape, dtype=np.float32)
     if not mask.any():
@@ -153,6 +190,7 @@ def structure_samples(
     weights: Volume | np.ndarray | None = None,
     voxel_volume_cc: float | None = None,
     name: str | None = None,
+    mode: str = "mask",
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """The dose samples of a structure: dose per voxel and the structure's volume in it.
 
@@ -171,6 +209,12 @@ def structure_samples(
         carries a grid.
     name : str, optional, keyword-only
         Name for messages (default: the structure's name).
+    mode : {"mask", "polygons"}, keyword-only
+        ``"polygons"``: the structure measured by its RTSTRUCT polygons, the
+        dose interpolated at the sample points
+        (:func:`art.evaluate.polygons.polygon_samples`); ``dose`` must be a
+        Volume, ``structure`` a Structure with ``contours`` and ``weights``
+        not given.
 
     Returns
     -------
@@ -191,6 +235,13 @@ def structure_samples(
     dose_arr = np.asarray(to_numpy(dose.array if isinstance(dose, Volume) else dose))
     if dose_arr.ndim != 3:
         raise InputError(f"dose must be a 3-D (z, y, x) array, got shape {dose_arr.shape}")
+    if mode not in MODES:
+        raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "polygons":
+        if weights is not None or dose_grid is None or not isinstance(structure, Structure):
+            raise InputError("mode 'polygons' needs the dose as a Volume, a Structure with contours and no weights")
+        d, v = polygon_samples(dose, structure)  # type: ignore[arg-type]
+        return d, v, name or structure.name
     if weights is not None:
         return _weighted_samples(dose_arr, dose_grid, structure, weights, voxel_volume_cc=voxel_volume_cc, name=name)
     return _mask_samples(dose, dose_arr, dose_grid, structure, voxel_volume_cc=voxel_volume_cc, name=name)
@@ -318,6 +369,7 @@ def dvh(
     bin_width_gy: float = 0.01,
     max_dose_gy: float | None = None,
     name: str | None = None,
+    mode: str = "mask",
 ) -> DVH:
     """Cumulative DVH of a structure.
 
@@ -337,6 +389,9 @@ def dvh(
     max_dose_gy : float, optional, keyword-only
         Last dose level (default: just above the maximum dose).
     name : str, optional, keyword-only
+    mode : {"mask", "polygons"}, keyword-only
+        See :func:`structure_samples`; ``"polygons"`` measures the structure by
+        its RTSTRUCT polygons.
 
     Returns
     -------
@@ -345,7 +400,7 @@ def dvh(
     """
     if not (isinstance(bin_width_gy, (int, float)) and bin_width_gy > 0 and math.isfinite(bin_width_gy)):
         raise InputError(f"bin_width_gy must be a positive number, got {bin_width_gy!r}")
-    d, v, label = structure_samples(dose, structure, weights=weights, voxel_volume_cc=voxel_volume_cc, name=name)
+    d, v, label = structure_samples(dose, structure, weights=weights, voxel_volume_cc=voxel_volume_cc, name=name, mode=mode)
     top = float(d[0]) if max_dose_gy is None else float(max_dose_gy)
     nb = int(math.floor(max(top, 0.0) / bin_width_gy)) + 2
     if nb > _MAX_BINS:

@@ -94,6 +94,20 @@ def _lookup(structures: Any, name: str) -> Structure:
     raise InputError(f"no structure named {name!r} for the goals")
 
 
+def _samples(dose: Volume, s: Structure, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """Dose (Gy) and volume (cc) samples of structure ``s`` in ``dose``, hottest first, by ``mode`` (see :func:`evaluate_goals`)."""
+    if mode == "polygons":
+        d, v, _ = structure_samples(dose, s, name=s.name, mode="polygons")
+    elif mode == "occupancy" and not s.grid.same_as(dose.grid):
+        if s.is_empty:
+            raise InputError(f"structure {s.name!r} is empty: no dose-volume metric can be computed")
+        w = occupancy(s, dose.grid)
+        d, v, _ = structure_samples(dose, s, weights=w, name=s.name)
+    else:
+        d, v, _ = structure_samples(dose, s)
+    return d, v
+
+
 def evaluate_goals(
     dose: Volume,
     structures: StructureSet | Mapping[str, Structure] | Iterable[Structure],
@@ -111,12 +125,16 @@ def evaluate_goals(
         Looked up by exact name, then case-insensitively.
     goals : Protocol or iterable of Goal
         The goals, evaluated in the given order.
-    mode : {"resample", "occupancy"}, keyword-only
+    mode : {"resample", "occupancy", "polygons"}, keyword-only
         How a structure on another grid than the dose meets it:
         ``"resample"`` (default) interpolates the dose linearly at the
         structure's voxel centres; ``"occupancy"`` weights each dose voxel by the
         fraction of it inside the structure (:func:`art.evaluate.dvh.occupancy`).
-        On the same grid both give the same result.
+        On the same grid both give the same result. ``"polygons"`` weights each
+        dose voxel by the fraction of it inside the structure's RTSTRUCT
+        polygons (:func:`art.evaluate.polygons.polygon_occupancy`), on any grid:
+        the DVH a planning system computes from the files; every structure a
+        goal names must then have ``contours``.
 
     Returns
     -------
@@ -127,12 +145,15 @@ def evaluate_goals(
     ------
     InputError
         For a missing or empty structure (named), or a metric that is undefined
-        for the structure (e.g. ``D2cc`` of a 1 cc structure).
+        for the structure (e.g. ``D2cc`` of a 1 cc structure); in mode
+        ``"polygons"`` also a structure without polygons or with bad ones.
+    GeometryError
+        A structure reaching outside the dose grid (named).
     """
     if not isinstance(dose, Volume):
         raise InputError(f"dose must be a Volume (array and grid), got {type(dose).__name__}")
-    if mode not in ("resample", "occupancy"):
-        raise InputError(f"mode must be 'resample' or 'occupancy', got {mode!r}")
+    if mode not in ("resample", "occupancy", "polygons"):
+        raise InputError(f"mode must be 'resample', 'occupancy' or 'polygons', got {mode!r}")
     goal_list = list(goals.goals if isinstance(goals, Protocol) else goals)
     cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     out: list[GoalResult] = []
@@ -141,14 +162,7 @@ def evaluate_goals(
             raise InputError(f"goals must be Goal objects, got {type(g).__name__}")
         s = _lookup(structures, g.structure)
         if s.name not in cache:
-            if mode == "occupancy" and not s.grid.same_as(dose.grid):
-                if s.is_empty:
-                    raise InputError(f"structure {s.name!r} is empty: no dose-volume metric can be computed")
-                w = occupancy(s, dose.grid)
-                d, v, _ = structure_samples(dose, s, weights=w, name=s.name)
-            else:
-                d, v, _ = structure_samples(dose, s)
-            cache[s.name] = (d, v)
+            cache[s.name] = _samples(dose, s, mode)
         d, v = cache[s.name]
         value = evaluate_metric(g.metric, d, v, name=s.name)
         met = (g.at_least is None or value >= g.at_least) and (g.at_most is None or value <= g.at_most)

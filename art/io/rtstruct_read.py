@@ -240,7 +240,7 @@ def _read_roi(
         if pts is not None:
             polys.append(pts)
     mask = rasterise_contours(polys, grid, _skipped=skipped)
-    return Structure(name=name, mask=mask, grid=grid, roi_type=roi_type, color=color)
+    return Structure(name=name, mask=mask, grid=grid, roi_type=roi_type, color=color, contours=tuple(polys) if polys else None)
 
 
 def _color(rc: Any, n: int) -> tuple[int, int, int]:

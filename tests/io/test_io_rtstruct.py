@@ -249,6 +249,22 @@ def test_pydicom_rtstruct_test_file():
         perimeter = np.sum(np.hypot(np.diff(np.append(x, x[0])), np.diff(np.append(y, y[0]))))
         assert abs(got - area) <= 0.5 * 5.0 * perimeter + 50, (got, area)
     assert body.mask.sum() > 0
+    # the polygons are kept as given (closed planar only: the POINT ROIs keep none)
+    given = [np.array([float(v) for v in c.ContourData]).reshape(-1, 3) for c in ds.ROIContourSequence[0].ContourSequence]
+    assert body.contours is not None and len(body.contours) == len(given)
+    assert all(np.array_equal(a, b) for a, b in zip(body.contours, given))
+    assert ss["Isocenter 1"].contours is None
+
+
+def test_structure_contours_are_checked():
+    from art.errors import InputError
+    from art.structures import Structure
+
+    grid = Grid((2, 4, 4), (3.0, 2.0, 2.0), (0.0, 0.0, 0.0))
+    with pytest.raises(InputError, match="'PTV'.*contour"):
+        Structure("PTV", np.zeros(grid.shape, bool), grid, roi_type="PTV", contours=(np.zeros((2, 3)),))
+    s = Structure("PTV", np.zeros(grid.shape, bool), grid, roi_type="PTV", contours=[[[0, 0, 0], [1, 0, 0], [1, 1, 0]]])
+    assert isinstance(s.contours, tuple) and s.contours[0].dtype == np.float64 and s.contours[0].shape == (3, 3)
 
 
 def test_even_odd_and_nearest_plane_rasterisation():

@@ -42,10 +42,10 @@ grid, radius   voxel tracing                 smoothed (default)
 2 mm, 5 mm     mean 0.39, max 1.07; -4.3 %   mean 0.36, max 1.02; -3.2 %
 =============  ============================  ============================
 
-(the slice-to-slice spread of the area, 1.8 % for 10 mm on 2 mm, is the voxel count's own and no tracing removes it).  A binary
-mask only tells where the boundary is to within one pixel where it runs along a
-grid axis (the "poles" of a disc), which is where the largest deviations are;
-figures in docs/structures.md.
+The slice-to-slice spread of the area (1.8 % for 10 mm on 2 mm) is the voxel
+count's own, and a binary mask only tells where the boundary is to within one
+pixel where it runs along a grid axis (the "poles" of a disc), where the largest
+deviations are: no tracing removes either.  More figures in docs/structures.md.
 """
 
 from __future__ import annotations

@@ -42,6 +42,10 @@ class Structure:
         the even-odd rule. None for a structure made as a mask (AI, propagated,
         phantom). ``mask`` is their rasterisation on ``grid``: whoever changes the
         mask makes a new Structure without them.
+    frame_of_reference_uid : str, optional
+        The DICOM frame of reference the ``contours`` are in (that of the RTSTRUCT
+        they were read from); the polygons are only ever written into that frame.
+        None when unknown or without contours.
     """
 
     name: str
@@ -50,6 +54,7 @@ class Structure:
     roi_type: str = "ORGAN"
     color: tuple[int, int, int] = (255, 0, 0)
     contours: tuple[np.ndarray, ...] | None = field(default=None, repr=False, compare=False)
+    frame_of_reference_uid: str | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():

@@ -4,14 +4,17 @@ The public entry of the RTSTRUCT code (re-exported by :mod:`art.io`):
 
 * :func:`read_rtstruct`, :func:`rasterise_contours` — reading, documented in
   :mod:`art.io.rtstruct_read`;
-* :func:`write_rtstruct`, :func:`structures_to_dataset`,
-  :func:`mask_to_contours` — writing, documented in :mod:`art.io.rtstruct_write`.
+* :func:`write_rtstruct`, :func:`structures_to_dataset` — writing (polygons
+  as given, masks traced), documented in :mod:`art.io.rtstruct_write`;
+* :func:`mask_to_contours` — the sub-voxel tracing of a mask slice, documented
+  in :mod:`art.io.rtstruct_trace`.
 """
 
 from __future__ import annotations
 
 from art.io.rtstruct_read import DEFAULT_COLORS, rasterise_contours, read_rtstruct
-from art.io.rtstruct_write import STUDY_COMPONENT_SOP_CLASS, mask_to_contours, structures_to_dataset, write_rtstruct
+from art.io.rtstruct_trace import mask_to_contours
+from art.io.rtstruct_write import STUDY_COMPONENT_SOP_CLASS, structures_to_dataset, write_rtstruct
 
 __all__ = [
     "read_rtstruct",

@@ -32,6 +32,11 @@ Reading (:func:`read_rtstruct`)
   ReferencedFrameOfReferenceUID) must be the image's, else
   :class:`~art.errors.DicomError` (a warning when ``strict_references=False``).
   With a bare :class:`~art.geometry.Grid` no check is possible and none is done.
+* Each structure keeps its closed planar polygons as given
+  (``Structure.contours``) and the frame of reference they are in
+  (``Structure.frame_of_reference_uid``: the ROI's
+  ReferencedFrameOfReferenceUID, else the file's one frame of reference), so
+  that :func:`~art.io.rtstruct.write_rtstruct` can write them back unchanged.
 """
 
 from __future__ import annotations
@@ -96,12 +101,17 @@ def read_rtstruct(path: str | Path, image: ImageSeries | Grid, *, strict_referen
     if image_for is not None:
         _check_frame_of_reference(ds, roi_items, image_for, path, strict_references)
     contours_by_roi, types_by_roi = _roi_tables(ds, path)
+    file_fors = {str(it.get("FrameOfReferenceUID", "") or "") for it in sequence_items(ds, "ReferencedFrameOfReferenceSequence")} - {""}
+    file_for = next(iter(file_fors)) if len(file_fors) == 1 else None
 
     out = StructureSet(grid)
     skipped = {"off": 0, "oblique": 0}
     used_names: set[str] = set()
     for n, roi in enumerate(roi_items):
-        out.add(_read_roi(n, roi, contours_by_roi, types_by_roi, used_names, grid, path, skipped))
+        s = _read_roi(n, roi, contours_by_roi, types_by_roi, used_names, grid, path, skipped)
+        if s.contours is not None:
+            s.frame_of_reference_uid = str(roi.get("ReferencedFrameOfReferenceUID", "") or "") or file_for
+        out.add(s)
     if skipped["off"] or skipped["oblique"]:
         warnings.warn(
             f"{path}: skipped {skipped['off']} contour(s) outside the image slices and "

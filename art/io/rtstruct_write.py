@@ -1,19 +1,42 @@
-"""Writing an RT Structure Set (RTSTRUCT): boolean masks on an image series as closed planar contours.
+"""Writing an RT Structure Set (RTSTRUCT): structures on an image series as closed planar contours.
 
 Public entry: :func:`art.io.rtstruct.write_rtstruct` and
-:func:`art.io.rtstruct.structures_to_dataset` (re-exported by :mod:`art.io`),
-and :func:`art.io.rtstruct.mask_to_contours`.
+:func:`art.io.rtstruct.structures_to_dataset` (re-exported by :mod:`art.io`).
 
-Each mask slice is contoured with contourpy at level 0.5 on the 0/1 slice,
-padded with zeros so every line closes.  The polygons pass through the
-mid-points between voxel centres (marching squares), so reading them back with
-the centre-inside rule gives back the same voxels; collinear points are
-dropped (lossless).  Inner boundaries (holes) are written as separate
-contours.  Every contour is ``CLOSED_PLANAR``, lists its points without
-repeating the first one, and references the SOP instance of its image slice.
+Two kinds of structures, two rules (docs/structures.md):
+
+* **Polygons as given.**  A structure read from an RTSTRUCT keeps its closed
+  planar polygons (``Structure.contours``); they are written back unchanged:
+  the same polygons in the same order, the same points (first point not
+  repeated unless it was), ``CLOSED_PLANAR``.  Each coordinate is written as
+  the shortest decimal string that reads back to the same float64 (Python's
+  ``repr``), which fits the 16 characters of DS for every value read from a DS;
+  a value that does not fit (a polygon made in code) is rounded to 16
+  characters, and the writer refuses (:class:`~art.errors.InputError`) any
+  loss above 1 µm (``DS_TOLERANCE_MM``).  A contour references, in its
+  ContourImageSequence, the image slice whose plane all its points lie on
+  (within ``PLANE_TOLERANCE_MM`` = 0.05 mm); a contour between slices
+  references none: the sequence is Type 3 in the ROI Contour Module (PS3.3
+  C.8.8.6) and lists the images *containing* the contour, so naming the
+  nearest slice would be false.  Two checks before anything is written
+  (:class:`~art.errors.GeometryError`, naming the structure): the polygons'
+  frame of reference (``Structure.frame_of_reference_uid``) must be the
+  image's — polygons are never written into another frame; the image may
+  differ from the one they were read on only by a change that keeps the frame
+  (another series, a resampled grid) — and the mask must still be their
+  rasterisation on the image grid (a mask changed without dropping the
+  polygons is refused, never silently exported as the old polygons).
+* **Traced masks.**  A structure without polygons (AI, propagated, edited,
+  phantom) is traced slice by slice with sub-voxel smoothing
+  (:func:`art.io.rtstruct_trace.mask_to_contours`, ``smoothing`` pixels;
+  ``smoothing=0`` gives the voxel tracing that rasterises back to the same
+  voxels).  Holes are separate contours (even-odd rule); each contour
+  references its image slice.  ContourData uses fixed 4-decimal strings
+  (0.1 µm).
+
 The ReferencedFrameOfReferenceSequence lists every image slice.  The
 structure set has the image's patient and study, its own series, and the
-image's frame of reference.  ContourData uses fixed 4-decimal strings (0.1 µm).
+image's frame of reference.
 """
 
 from __future__ import annotations
@@ -38,60 +61,21 @@ from art.io.dicom_common import (
     set_rt_series,
 )
 from art.io.image_series import ImageSeries
+from art.io.rtstruct_read import rasterise_contours
+from art.io.rtstruct_trace import DEFAULT_SMOOTHING, mask_to_contours
 from art.io.uids import check_uid, new_uid
 from art.structures import Structure, StructureSet
 
-__all__ = ["write_rtstruct", "structures_to_dataset", "mask_to_contours", "STUDY_COMPONENT_SOP_CLASS"]
+__all__ = ["write_rtstruct", "structures_to_dataset", "mask_to_contours", "format_ds_exact", "STUDY_COMPONENT_SOP_CLASS", "PLANE_TOLERANCE_MM", "DS_TOLERANCE_MM"]
 
 STUDY_COMPONENT_SOP_CLASS = "1.2.840.10008.3.1.2.3.1"
 """ReferencedSOPClassUID used for the study in RTReferencedStudySequence (as most planning systems write)."""
 
+PLANE_TOLERANCE_MM = 0.05
+"""A given contour references an image slice when all its points lie within this distance (mm) of the slice's plane."""
 
-def mask_to_contours(mask_slice: np.ndarray) -> list[np.ndarray]:
-    """Closed polygons around the ``True`` voxels of one slice.
-
-    Parameters
-    ----------
-    mask_slice : ndarray of bool, shape (ny, nx)
-
-    Returns
-    -------
-    list of ndarray, each of shape (n, 2)
-        Polygons in continuous (row j, column i) indices, first point not
-        repeated, collinear points removed; outer boundaries and holes alike.
-    """
-    import contourpy
-
-    m = np.asarray(mask_slice, dtype=bool)
-    if not m.any():
-        return []
-    rows = np.nonzero(m.any(axis=1))[0]
-    cols = np.nonzero(m.any(axis=0))[0]
-    j0, j1, i0, i1 = rows[0], rows[-1], cols[0], cols[-1]
-    sub = np.zeros((j1 - j0 + 3, i1 - i0 + 3), dtype=np.float64)
-    sub[1:-1, 1:-1] = m[j0 : j1 + 1, i0 : i1 + 1]
-    gen = contourpy.contour_generator(z=sub, line_type="Separate")
-    out = []
-    for line in gen.lines(0.5):
-        xy = np.asarray(line, dtype=np.float64)
-        if len(xy) > 1 and np.allclose(xy[0], xy[-1]):
-            xy = xy[:-1]
-        xy = _drop_collinear(xy)
-        if len(xy) < 3:
-            continue
-        ji = np.column_stack([xy[:, 1] + (j0 - 1), xy[:, 0] + (i0 - 1)])
-        out.append(ji)
-    return out
-
-
-def _drop_collinear(p: np.ndarray) -> np.ndarray:
-    if len(p) < 4:
-        return p
-    prev = np.roll(p, 1, axis=0)
-    nxt = np.roll(p, -1, axis=0)
-    a, b = p - prev, nxt - p
-    cross = a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
-    return p[np.abs(cross) > 1e-9]
+DS_TOLERANCE_MM = 1e-3
+"""The largest change (mm) a given coordinate may suffer from being written as a 16-character decimal string."""
 
 
 def structures_to_dataset(
@@ -108,8 +92,9 @@ def structures_to_dataset(
     structure_set_date: _dt.date | str | None = None,
     structure_set_time: _dt.time | str | None = None,
     generation_algorithm: str = "AUTOMATIC",
+    smoothing: float = DEFAULT_SMOOTHING,
 ) -> Any:
-    """Build an RTSTRUCT dataset (not written) for masks on an image series.
+    """Build an RTSTRUCT dataset (not written) for structures on an image series: polygons as given, masks traced.
 
     Parameters
     ----------
@@ -133,15 +118,26 @@ def structures_to_dataset(
     generation_algorithm : str
         ROIGenerationAlgorithm for every ROI: ``AUTOMATIC``, ``SEMIAUTOMATIC``,
         ``MANUAL`` or ``""``.
+    smoothing : float
+        Sigma (pixels) of the smoothing along the polygons traced for
+        structures without polygons of their own; 0: voxel tracing (see
+        :func:`art.io.rtstruct_trace.mask_to_contours`).  Structures with
+        polygons are written as given whatever this is.
 
     Returns
     -------
     pydicom.dataset.FileDataset
         With file meta, ready for :meth:`save_as`.
+
+    Raises
+    ------
+    InputError, GeometryError
+        See :func:`_check_structures` and :func:`_given_contours`.
     """
     from pydicom.sequence import Sequence
 
-    _check_structures(structures, image, label, name, generation_algorithm)
+    _check_structures(structures, image, label, name, generation_algorithm, smoothing)
+    given = {s.name: _given_contours(s, image) for s in structures if s.contours is not None}
     series_uid, sop_uid = _structure_set_uids(series_instance_uid, sop_instance_uid)
     date, time = dicom_date(structure_set_date), dicom_time(structure_set_time)
 
@@ -155,22 +151,23 @@ def structures_to_dataset(
     ds.SeriesDescription = series_description
     _set_structure_set_module(ds, label, name, description, date, time)
     ds.ReferencedFrameOfReferenceSequence = Sequence([_referenced_frame_of_reference(image)])
-    roi_seq, contour_seq, obs_seq = _roi_sequences(structures, image, generation_algorithm)
+    roi_seq, contour_seq, obs_seq = _roi_sequences(structures, image, generation_algorithm, given, float(smoothing))
     ds.StructureSetROISequence = Sequence(roi_seq)
     ds.ROIContourSequence = Sequence(contour_seq)
     ds.RTROIObservationsSequence = Sequence(obs_seq)
     return ds
 
 
-def _check_structures(structures: StructureSet, image: ImageSeries, label: str, name: str, generation_algorithm: str) -> None:
+def _check_structures(structures: StructureSet, image: ImageSeries, label: str, name: str, generation_algorithm: str, smoothing: float) -> None:
     """Refuse what :func:`structures_to_dataset` cannot write.
 
     Raises
     ------
     InputError
         Wrong types, a label not of 1-16 characters without backslash, a name
-        over 64 characters, an unknown generation algorithm, or a structure
-        name over 64 characters or with a backslash.
+        over 64 characters, an unknown generation algorithm, a negative or
+        non-finite smoothing, or a structure name over 64 characters or with a
+        backslash.
     GeometryError
         Structures not on the image grid.
     """
@@ -188,6 +185,8 @@ def _check_structures(structures: StructureSet, image: ImageSeries, label: str, 
         raise InputError("name must be at most 64 characters (StructureSetName)")
     if generation_algorithm not in ("AUTOMATIC", "SEMIAUTOMATIC", "MANUAL", ""):
         raise InputError(f"generation_algorithm must be AUTOMATIC, SEMIAUTOMATIC, MANUAL or '', got {generation_algorithm!r}")
+    if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not np.isfinite(smoothing) or smoothing < 0:
+        raise InputError(f"smoothing must be a finite number >= 0 (pixels), got {smoothing!r}")
     for s in structures:
         if len(s.name) > 64 or "\\" in s.name:
             raise InputError(f"structure name {s.name!r} must be at most 64 characters without backslash (ROIName)")
@@ -251,7 +250,9 @@ def _referenced_frame_of_reference(image: ImageSeries) -> Any:
     return for_ref
 
 
-def _roi_sequences(structures: StructureSet, image: ImageSeries, generation_algorithm: str) -> tuple[list, list, list]:
+def _roi_sequences(
+    structures: StructureSet, image: ImageSeries, generation_algorithm: str, given: dict[str, list], smoothing: float
+) -> tuple[list, list, list]:
     """The items of StructureSetROISequence, ROIContourSequence and RTROIObservationsSequence.
 
     Parameters
@@ -262,6 +263,10 @@ def _roi_sequences(structures: StructureSet, image: ImageSeries, generation_algo
         The image referenced (frame of reference, slice UIDs, grid).
     generation_algorithm : str
         ROIGenerationAlgorithm of every ROI.
+    given : dict of str to list
+        Contour items of the structures written as given (:func:`_given_contours`), by name.
+    smoothing : float
+        Tracing smoothing (pixels) for the others.
 
     Returns
     -------
@@ -279,7 +284,7 @@ def _roi_sequences(structures: StructureSet, image: ImageSeries, generation_algo
         roi.ROIGenerationAlgorithm = generation_algorithm
         roi_seq.append(roi)
 
-        contour_seq.append(_roi_contour(s, number, image))
+        contour_seq.append(_roi_contour(s, number, image, given.get(s.name), smoothing))
 
         obs = Dataset()
         obs.ObservationNumber = number
@@ -290,8 +295,8 @@ def _roi_sequences(structures: StructureSet, image: ImageSeries, generation_algo
     return roi_seq, contour_seq, obs_seq
 
 
-def _roi_contour(s: Structure, number: int, image: ImageSeries) -> Any:
-    """The ROIContourSequence item of one structure: its colour and one CLOSED_PLANAR contour per polygon of each slice.
+def _roi_contour(s: Structure, number: int, image: ImageSeries, given: list | None, smoothing: float) -> Any:
+    """The ROIContourSequence item of one structure: its colour and its CLOSED_PLANAR contours.
 
     Parameters
     ----------
@@ -301,43 +306,142 @@ def _roi_contour(s: Structure, number: int, image: ImageSeries) -> Any:
         Its ROI number.
     image : ImageSeries
         The image (grid and slice UIDs referenced by each contour).
+    given : list of pydicom Dataset or None
+        The contour items of its polygons as given; None: trace the mask.
+    smoothing : float
+        Tracing smoothing, pixels.
 
     Returns
     -------
     pydicom.dataset.Dataset
-        ContourData in LPS mm (fixed 4-decimal strings).
+        ContourData in LPS mm.
     """
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence
 
-    grid = image.grid
     rc = Dataset()
     rc.ROIDisplayColor = [int(c) for c in s.color]
-    items = []
-    for k in np.nonzero(s.mask.reshape(s.mask.shape[0], -1).any(axis=1))[0]:
-        for ji in mask_to_contours(s.mask[k]):
-            idx = np.column_stack([np.full(len(ji), float(k)), ji])
-            lps = grid.index_to_lps(idx)
-            c = Dataset()
-            c.ContourImageSequence = Sequence([_image_ref(image, int(k))])
-            c.ContourGeometricType = "CLOSED_PLANAR"
-            c.NumberOfContourPoints = len(lps)
-            c.ContourNumber = len(items) + 1
-            c.ContourData = format_ds_fixed(lps)
-            items.append(c)
+    items = given if given is not None else _traced_contours(s, image, smoothing)
+    for n, c in enumerate(items, start=1):
+        c.ContourNumber = n
     if items:
         rc.ContourSequence = Sequence(items)
     rc.ReferencedROINumber = number
     return rc
 
 
+def _contour_item(lps: np.ndarray, data: list[str], image: ImageSeries, k: int | None) -> Any:
+    """One ContourSequence item (CLOSED_PLANAR), referencing image slice ``k`` unless None."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    c = Dataset()
+    if k is not None:
+        c.ContourImageSequence = Sequence([_image_ref(image, k)])
+    c.ContourGeometricType = "CLOSED_PLANAR"
+    c.NumberOfContourPoints = len(lps)
+    c.ContourData = data
+    return c
+
+
+def _traced_contours(s: Structure, image: ImageSeries, smoothing: float) -> list:
+    """Contour items of a structure without polygons: each slice of its mask traced (fixed 4-decimal ContourData)."""
+    grid = image.grid
+    items = []
+    for k in np.nonzero(s.mask.reshape(s.mask.shape[0], -1).any(axis=1))[0]:
+        for ji in mask_to_contours(s.mask[k], pixel_spacing=grid.spacing[1:], smoothing=smoothing):
+            lps = grid.index_to_lps(np.column_stack([np.full(len(ji), float(k)), ji]))
+            items.append(_contour_item(lps, format_ds_fixed(lps), image, int(k)))
+    return items
+
+
+def _given_contours(s: Structure, image: ImageSeries) -> list:
+    """Contour items of a structure's polygons as given, after the frame-of-reference and mask checks.
+
+    Raises
+    ------
+    GeometryError
+        The polygons' frame of reference is unknown or not the image's, or
+        their rasterisation on the image grid is not the structure's mask.
+    InputError
+        A coordinate a 16-character decimal string cannot hold within 1 µm.
+    """
+    image_for = image.frame_of_reference_uid
+    if s.frame_of_reference_uid is None:
+        raise GeometryError(
+            f"structure {s.name!r}: its polygons have no known frame of reference; "
+            "set Structure.frame_of_reference_uid, or make the structure from its mask without contours to export it traced"
+        )
+    if s.frame_of_reference_uid != image_for:
+        raise GeometryError(
+            f"structure {s.name!r}: its polygons are in frame of reference {s.frame_of_reference_uid}, "
+            f"the image {image.series_instance_uid} is in {image_for}: polygons are never written into another frame"
+        )
+    grid = image.grid
+    if not np.array_equal(rasterise_contours(list(s.contours), grid, _skipped={"off": 0, "oblique": 0}), s.mask):
+        raise GeometryError(
+            f"structure {s.name!r}: its mask is not the rasterisation of its polygons on the image grid "
+            "(changed or resampled after reading); make a new Structure without contours, or rasterise the polygons "
+            "onto this grid (art.io.rtstruct.rasterise_contours)"
+        )
+    items = []
+    for pts in s.contours:
+        kk = grid.lps_to_index(pts)[:, 0]
+        k0 = int(np.round(np.mean(kk)))
+        off_mm = float(np.max(np.abs(kk - k0))) * grid.spacing[0]
+        k = k0 if 0 <= k0 < grid.shape[0] and off_mm <= PLANE_TOLERANCE_MM else None
+        items.append(_contour_item(pts, format_ds_exact(pts, what=f"structure {s.name!r}"), image, k))
+    return items
+
+
+def format_ds_exact(values: np.ndarray, *, what: str = "a coordinate") -> list[str]:
+    """Decimal strings (DS, at most 16 characters) that read back to the same float64 wherever 16 characters allow.
+
+    Parameters
+    ----------
+    values : array_like of float
+        Coordinates in mm (any shape; flattened).
+    what : str, keyword-only
+        Named in the error message.
+
+    Returns
+    -------
+    list of str
+        ``repr`` of each value (the shortest string that reads back exactly),
+        without a trailing ``.0`` beyond 16 characters; a value still over 16
+        characters is rounded to 16 (:func:`pydicom.valuerep.format_number_as_ds`).
+
+    Raises
+    ------
+    InputError
+        A non-finite value, or one that 16 characters cannot hold within
+        ``DS_TOLERANCE_MM`` (1 µm).
+    """
+    from pydicom.valuerep import format_number_as_ds
+
+    out = []
+    for v in np.asarray(values, dtype=np.float64).ravel().tolist():
+        if not np.isfinite(v):
+            raise InputError(f"{what}: cannot write a non-finite coordinate as a DICOM decimal string")
+        t = repr(v + 0.0)  # + 0.0 turns -0.0 into 0.0
+        if len(t) > 16 and t.endswith(".0"):
+            t = t[:-2]
+        if len(t) > 16:
+            t = format_number_as_ds(v)
+            if len(t) > 16 or abs(float(t) - v) > DS_TOLERANCE_MM:
+                raise InputError(f"{what}: coordinate {v!r} mm cannot be written in 16 characters within 1 µm")
+        out.append(t)
+    return out
+
+
 def write_rtstruct(structures: StructureSet, image: ImageSeries, path: str | Path, *, label: str = "art", **options: Any) -> Any:
-    """Write masks on an image series as an RTSTRUCT file.
+    """Write structures on an image series as an RTSTRUCT file: polygons as given, masks traced.
 
     Parameters
     ----------
     structures : StructureSet
-        Masks on ``image.grid``.
+        Structures on ``image.grid``; those with ``contours`` are written with
+        exactly those polygons (module notes), the others traced from their masks.
     image : ImageSeries
         The referenced image series.
     path : str or Path

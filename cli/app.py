@@ -8,7 +8,6 @@ priority-1 goal is not met.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer

@@ -100,7 +100,7 @@ def read_card(path: str | Path) -> dict:
     """
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"contour model card not found (a model needs a JSON card next to it, same name, .json)", path=path)
+        raise InputError("contour model card not found (a model needs a JSON card next to it, same name, .json)", path=path)
     try:
         card = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -15,7 +15,7 @@ import numpy as np
 
 from art.dose._setup import equivalent_square, prepare
 from art.dose.beam_geometry import BeamFrame
-from art.dose.engine import beam_points, fluence_dose, kernel_terms
+from art.dose.engine import beam_points, kernel_terms
 from art.dose.kernel import fit_kernel
 from art.dose.machine import HUTable, Machine, load_machine
 from art.errors import InputError

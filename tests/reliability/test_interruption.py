@@ -123,8 +123,22 @@ def test_interrupt_in_the_final_swap_never_loses_the_result(tmp_path, monkeypatc
     A real signal is raised right after the first ``os.replace`` of the swap (the
     narrowest window): the result folder must never be missing or partial.
     """
+    import threading
+
     import art.outputs as outputs
 
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals reach the main thread only: this test must run in it")
+    # start from Python's own SIGINT handling, whatever the process inherited or an earlier
+    # test's native library left at the OS level (the default is what a user's terminal gives)
+    previous_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _interrupt_in_the_final_swap(tmp_path, monkeypatch, outputs)
+    finally:
+        signal.signal(signal.SIGINT, previous_handler if previous_handler is not None else signal.default_int_handler)
+
+
+def _interrupt_in_the_final_swap(tmp_path, monkeypatch, outputs):
     out = tmp_path / "OUT"
     with outputs.atomic_output_dir(out) as tmp:
         (tmp / "a.txt").write_text("previous")

@@ -44,7 +44,7 @@ from art.io.dicom_common import (
     set_rt_series,
 )
 from art.io.image_series import ImageSeries
-from art.io.uids import check_uid, is_valid_uid, new_uid
+from art.io.uids import is_valid_uid, object_uids
 
 __all__ = ["RT_DOSE_STORAGE", "write_rtdose", "dose_to_dataset", "read_rtdose"]
 
@@ -69,7 +69,7 @@ def dose_to_dataset(
     arr, origin, d = _right_handed_frames(arr, dose.grid)
     pixels, scaling_s = _quantise_uint16(arr, top)
     plan_uid = _plan_uid(plan_ds_or_uid)
-    series_uid, sop_uid = _dose_uids(series_instance_uid, sop_instance_uid)
+    series_uid, sop_uid = object_uids(series_instance_uid, sop_instance_uid, kind="RTDOSE")
 
     ds = new_file_dataset(RT_DOSE_STORAGE, sop_uid)
     set_patient(ds, image.patient)
@@ -184,23 +184,6 @@ def _plan_uid(plan_ds_or_uid: Any) -> str | None:
         if not is_valid_uid(plan_uid):
             raise InputError("plan_ds_or_uid must be an RT Plan dataset or its SOP instance UID")
     return plan_uid
-
-
-def _dose_uids(series_instance_uid: str | None, sop_instance_uid: str | None) -> tuple[str, str]:
-    """The dose's series and SOP instance UIDs.
-
-    Given UIDs are checked; a missing series UID is new and random; a missing
-    SOP instance UID is derived from the given series UID (deterministic
-    output), else new and random.
-    """
-    series_uid = check_uid(series_instance_uid, "series_instance_uid") if series_instance_uid else new_uid()
-    if sop_instance_uid:
-        sop_uid = check_uid(sop_instance_uid, "sop_instance_uid")
-    elif series_instance_uid:
-        sop_uid = new_uid(entropy=(series_uid, "RTDOSE"))
-    else:
-        sop_uid = new_uid()
-    return series_uid, sop_uid
 
 
 def _set_dose_frames(ds: Any, grid: Grid, d: np.ndarray, origin: np.ndarray, shape: tuple[int, int, int]) -> None:

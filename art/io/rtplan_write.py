@@ -60,7 +60,7 @@ from art.io.dicom_common import (
 )
 from art.io.image_series import ImageSeries
 from art.io.rtplan_common import RT_PLAN_STORAGE, energy_to_dicom
-from art.io.uids import check_uid, is_valid_uid, new_uid
+from art.io.uids import check_uid, is_valid_uid, new_uid, object_uids
 from art.plan import Beam, Plan, Segment
 
 __all__ = ["write_rtplan", "plan_to_dataset"]
@@ -120,7 +120,7 @@ def plan_to_dataset(
 
     _check_plan_header(plan, image, machine, label, name, patient_position, prescription_gy)
     bnd = _check_beams(plan, machine, beam_dose_gy)
-    series_uid, sop_uid = _plan_uids(series_instance_uid, sop_instance_uid)
+    series_uid, sop_uid = object_uids(series_instance_uid, sop_instance_uid, kind="RTPLAN")
     now = _dt.datetime.now()
     date = dicom_date(plan_date if plan_date is not None else now.date())
     time = dicom_time(plan_time if plan_time is not None else now.time())
@@ -214,27 +214,6 @@ def _check_beams(plan: Plan, machine: Any, beam_dose_gy: Mapping[str, float] | N
         if missing:
             raise InputError(f"beam_dose_gy lacks beams {missing}")
     return bnd
-
-
-def _plan_uids(series_instance_uid: str | None, sop_instance_uid: str | None) -> tuple[str, str]:
-    """The plan's series and SOP instance UIDs.
-
-    Given UIDs are checked; a missing series UID is new and random; a missing
-    SOP instance UID is derived from the given series UID (deterministic
-    output), else new and random.
-
-    Returns
-    -------
-    series_uid, sop_uid : str
-    """
-    series_uid = check_uid(series_instance_uid, "series_instance_uid") if series_instance_uid else new_uid()
-    if sop_instance_uid:
-        sop_uid = check_uid(sop_instance_uid, "sop_instance_uid")
-    elif series_instance_uid:
-        sop_uid = new_uid(entropy=(series_uid, "RTPLAN"))
-    else:
-        sop_uid = new_uid()
-    return series_uid, sop_uid
 
 
 def _set_general_plan(ds: Any, label: str, name: str, date: str, time: str, rs_uid: str) -> None:

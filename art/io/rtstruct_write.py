@@ -63,7 +63,7 @@ from art.io.dicom_common import (
 from art.io.image_series import ImageSeries
 from art.io.rtstruct_read import rasterise_contours
 from art.io.rtstruct_trace import DEFAULT_SMOOTHING, mask_to_contours
-from art.io.uids import check_uid, new_uid
+from art.io.uids import object_uids
 from art.structures import Structure, StructureSet
 
 __all__ = ["write_rtstruct", "structures_to_dataset", "mask_to_contours", "format_ds_exact", "STUDY_COMPONENT_SOP_CLASS", "PLANE_TOLERANCE_MM", "DS_TOLERANCE_MM"]
@@ -138,7 +138,7 @@ def structures_to_dataset(
 
     _check_structures(structures, image, label, name, generation_algorithm, smoothing)
     given = {s.name: _given_contours(s, image) for s in structures if s.contours is not None}
-    series_uid, sop_uid = _structure_set_uids(series_instance_uid, sop_instance_uid)
+    series_uid, sop_uid = object_uids(series_instance_uid, sop_instance_uid, kind="RTSTRUCT")
     date, time = dicom_date(structure_set_date), dicom_time(structure_set_time)
 
     ds = new_file_dataset(RT_STRUCTURE_SET_STORAGE, sop_uid)
@@ -190,23 +190,6 @@ def _check_structures(structures: StructureSet, image: ImageSeries, label: str, 
     for s in structures:
         if len(s.name) > 64 or "\\" in s.name:
             raise InputError(f"structure name {s.name!r} must be at most 64 characters without backslash (ROIName)")
-
-
-def _structure_set_uids(series_instance_uid: str | None, sop_instance_uid: str | None) -> tuple[str, str]:
-    """The structure set's series and SOP instance UIDs.
-
-    Given UIDs are checked; a missing series UID is new and random; a missing
-    SOP instance UID is derived from the given series UID (deterministic
-    output), else new and random.
-    """
-    series_uid = check_uid(series_instance_uid, "series_instance_uid") if series_instance_uid else new_uid()
-    if sop_instance_uid:
-        sop_uid = check_uid(sop_instance_uid, "sop_instance_uid")
-    elif series_instance_uid:
-        sop_uid = new_uid(entropy=(series_uid, "RTSTRUCT"))
-    else:
-        sop_uid = new_uid()
-    return series_uid, sop_uid
 
 
 def _set_structure_set_module(ds: Any, label: str, name: str, description: str, date: str, time: str) -> None:

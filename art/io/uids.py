@@ -72,3 +72,24 @@ def check_uid(uid: str, name: str) -> str:
     if not is_valid_uid(uid):
         raise InputError(f"{name} is not a valid DICOM UID (digits and dots, at most 64 characters): {uid!r}")
     return uid
+
+
+def object_uids(series_instance_uid: str | None, sop_instance_uid: str | None, *, kind: str) -> tuple[str, str]:
+    """The series and SOP instance UIDs of a written object (``kind``: "RTPLAN", "RTDOSE", ...).
+
+    Given UIDs are checked; a missing series UID is new and random; a missing
+    SOP instance UID is derived from the given series UID and ``kind``
+    (deterministic output), else new and random.
+
+    Returns
+    -------
+    series_uid, sop_uid : str
+    """
+    series_uid = check_uid(series_instance_uid, "series_instance_uid") if series_instance_uid else new_uid()
+    if sop_instance_uid:
+        sop_uid = check_uid(sop_instance_uid, "sop_instance_uid")
+    elif series_instance_uid:
+        sop_uid = new_uid(entropy=(series_uid, kind))
+    else:
+        sop_uid = new_uid()
+    return series_uid, sop_uid

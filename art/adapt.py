@@ -122,6 +122,7 @@ def adapt(
     contour_model: Any = None,
     confidence_threshold: float = 0.8,
     optimizer_options: dict | None = None,
+    final_grid_mm: float | None = None,
 ) -> AdaptResult:
     """Re-plan today's fraction.
 
@@ -137,6 +138,8 @@ def adapt(
         A loaded segmentation model (default: the shipped one).
     confidence_threshold : float, keyword-only
         AI contours below it are replaced by the propagated ones and flagged.
+    final_grid_mm : float, optional, keyword-only
+        Export-grid spacing of the final doses (default :data:`art.final_dose.DEFAULT_FINAL_GRID_MM`).
 
     Returns
     -------
@@ -167,32 +170,17 @@ def adapt(
         sct = synthetic_ct(ct, cbct_vol, deformable)
 
     iso_today = _mapped_point(rigid.matrix_4x4, np.asarray(reference.plan.beams[0].isocenter_lps, dtype=np.float64))
-    with stages.stage("scheduled plan dose"):
-        scheduled, scheduled_dose, scheduled_goals = _scheduled_plan(reference.plan, iso_today, sct, daily, protocol, machine)
-    adapted = make_plan(sct, daily, protocol, machine=machine, isocenter_lps=iso_today, stages=stages.child("adapted: "),
-                        optimizer_options=optimizer_options, warm_start=scheduled)  # fmt: skip
+    scheduled, scheduled_dose, scheduled_goals, evaluated, grid = _scheduled_plan(reference.plan, iso_today, sct, daily, protocol, machine, final_grid_mm, stages)
+    adapted = make_plan(sct, evaluated, protocol, machine=machine, isocenter_lps=iso_today, stages=stages.child("adapted: "),
+                        optimizer_options=optimizer_options, warm_start=scheduled, final_grid_mm=grid.spacing[0])  # fmt: skip
     with stages.stage("independent check"):
         independent, gamma = _independent_check(sct, adapted, daily, machine)
         stages.note(f"gamma 3 %/2 mm pass rate {gamma.pass_rate:.1f} %")
 
-    return AdaptResult(
-        rigid=rigid,
-        deformable=deformable,
-        contours=contours,
-        daily_structures=daily,
-        structure_sources=sources,
-        propagated=propagated,
-        synthetic_ct=sct,
-        isocenter_lps=iso_today,
-        scheduled_plan=scheduled,
-        scheduled_dose=scheduled_dose,
-        scheduled_goals=scheduled_goals,
-        adapted=adapted,
-        independent_dose=independent,
-        gamma=gamma,
-        contour_qa=qa,
-        flagged=flagged,
-    )
+    return AdaptResult(rigid=rigid, deformable=deformable, contours=contours, daily_structures=daily, structure_sources=sources,
+                       propagated=propagated, synthetic_ct=sct, isocenter_lps=iso_today, scheduled_plan=scheduled,
+                       scheduled_dose=scheduled_dose, scheduled_goals=scheduled_goals, adapted=adapted, independent_dose=independent,
+                       gamma=gamma, contour_qa=qa, flagged=flagged)  # fmt: skip
 
 
 def _guide_structures(ref_ss: StructureSet, contours: Any, confidence_threshold: float) -> dict:
@@ -248,17 +236,24 @@ def _register_deformable(ct: Any, cbct_vol: Any, rigid: Any, ref_ss: StructureSe
     return deformable
 
 
-def _scheduled_plan(plan: Plan, iso_today: np.ndarray, sct: Any, daily: StructureSet, protocol: Any, machine: Any) -> tuple[Plan, Any, list]:
-    """The reference plan moved to today's isocentre (LPS mm), its course dose (Gy) on the synthetic CT and its goals."""
-    from art.dose import dose as plan_dose
-    from art.evaluate import evaluate_goals
-    from art.workflow import EVALUATION_MODE
+def _scheduled_plan(plan: Plan, iso_today: np.ndarray, sct: Any, daily: StructureSet, protocol: Any, machine: Any, final_grid_mm: float | None,
+                    stages: Stages) -> tuple[Plan, Any, list, StructureSet, Any]:  # fmt: skip
+    """The reference plan moved to today's isocentre (LPS mm), its final dose (course, Gy) on the export grid and its goals.
 
-    scheduled = _shift_plan(plan, iso_today)
-    scheduled.fractions = int(protocol.prescription.fractions)
-    scheduled_dose = plan_dose(sct, scheduled, machine, dose_grid_mm=protocol.dose_grid_mm, structures=daily)
-    scheduled_goals = evaluate_goals(scheduled_dose, daily, protocol, mode=EVALUATION_MODE)
-    return scheduled, scheduled_dose, scheduled_goals
+    Also returns today's structures as the daily RTSTRUCT will draw them (polygons traced
+    from the masks, on which every goal of today is evaluated) and the export grid.
+    """
+    from art.final_dose import DEFAULT_FINAL_GRID_MM, evaluate, evaluation_structures, final_dose, final_grid
+
+    with stages.stage("structure polygons"):
+        evaluated = evaluation_structures(daily)
+    grid = final_grid(sct.grid, DEFAULT_FINAL_GRID_MM if final_grid_mm is None else final_grid_mm)
+    with stages.stage("scheduled plan dose"):
+        scheduled = _shift_plan(plan, iso_today)
+        scheduled.fractions = int(protocol.prescription.fractions)
+        scheduled_dose = final_dose(sct, scheduled, machine, evaluated, grid)
+        goals = evaluate(scheduled_dose, evaluated, protocol)
+    return scheduled, scheduled_dose, goals, evaluated, grid
 
 
 def _independent_check(sct: Any, adapted: Any, daily: StructureSet, machine: Any) -> tuple[Any, Any]:

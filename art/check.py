@@ -29,19 +29,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from art.errors import GeometryError, InputError
+from art.evaluate.goals import metric_label
 
 __all__ = ["check", "format_check", "metric_label", "STRUCTURE_METRICS"]
 
 #: The per-structure table without a protocol (Gy).
 STRUCTURE_METRICS = ("Dmean", "Dmax", "Dmin", "D98%", "D95%", "D50%", "D2%")
-_LABELS = {"Dmax": "Dmax (D0.03cc)", "Dmin": "Dmin (coldest 0.03cc)"}
-
-
-def metric_label(metric: str) -> str:
-    """The metric as a table shows it: ``Dmax`` spelled out as ``Dmax (D0.03cc)``, others unchanged."""
-    return _LABELS.get(metric, metric)
-
-
 def _value(v: float) -> float | None:
     return round(float(v), 4) if math.isfinite(float(v)) else None
 

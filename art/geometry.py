@@ -231,6 +231,26 @@ class Grid:
         origin = centre - self.direction_matrix @ half
         return Grid(shape=shape, spacing=new, origin=tuple(origin), direction=self.direction)
 
+    def covering(self, spacing: Sequence[float]) -> "Grid":
+        """A grid with the same orientation whose voxels cover this grid's voxels to their outer edges.
+
+        Unlike :meth:`with_spacing` (which spans the outermost voxel *centres*), the new
+        grid's outer voxel edges reach at least this grid's outer voxel edges, so that
+        anything drawn on the outermost slices with half-slice end caps (a BODY contour)
+        lies inside it. Centred on this grid.
+
+        Parameters
+        ----------
+        spacing : (dz, dy, dx) floats
+            The new voxel size in mm.
+        """
+        new = _triple(spacing, "spacing", positive=True)
+        shape = tuple(max(1, int(math.ceil(n * s / t - 1e-6))) for n, s, t in zip(self.shape, self.spacing, new))
+        centre = self.index_to_lps(np.array([(n - 1) / 2 for n in self.shape]))
+        half = np.array([(n - 1) * s / 2 for n, s in zip(shape, new)])[::-1]  # x, y, z
+        origin = centre - self.direction_matrix @ half
+        return Grid(shape=shape, spacing=new, origin=tuple(origin), direction=self.direction)
+
     def crop(self, index_slices: tuple[slice, slice, slice]) -> "Grid":
         """The sub-grid selected by ``array[index_slices]`` (steps of 1 only)."""
         starts, shape = [], []

@@ -78,6 +78,7 @@ def plan_job(
     show: bool = True,
     machine_path: Path | None = None,
     optimizer_options: dict | None = None,
+    final_grid_mm: float | None = None,
 ) -> dict:
     """``art plan``: planning CT + RTSTRUCT + protocol → RTPLAN, RTDOSE, RTSTRUCT, report.html, summary.json.
 
@@ -105,7 +106,8 @@ def plan_job(
         _announce_patient(stages, ct.patient)
         machine = load_machine(machine_path)
         hashes = _hash_inputs(ct=ct_dir, structures=structures_path, protocol=protocol_path, machine=machine_path)
-    result = make_plan(ct.volume, structures, protocol, machine=machine, stages=stages, optimizer_options=optimizer_options)
+    result = make_plan(ct.volume, structures, protocol, machine=machine, stages=stages, optimizer_options=optimizer_options,
+                       final_grid_mm=final_grid_mm)  # fmt: skip
     with atomic_output_dir(out) as tmp:
         with stages.stage("export"):
             write_plan_files(tmp, plan=result.plan, dose=result.dose, ct=ct, structures=structures, protocol=protocol, machine=machine, label="REFERENCE")
@@ -115,6 +117,7 @@ def plan_job(
             "provenance": provenance(inputs=hashes, parameters={**result.parameters, "machine": _machine_record(machine)}),
             "protocol": {"name": protocol.name, "source": Path(protocol_path).name, "text": Path(protocol_path).read_text(encoding="utf-8")},
             "plans": {"reference": {"goals": goal_table(result.goals), "fluence_goals": goal_table(result.fluence_goals), "delivery": delivery_table(result.plan)}},
+            "evaluation": evaluation_record(result.dose),
             "priority1_met": result.priority1_met,
             "optimization": result.optimization.to_dict() if hasattr(result.optimization, "to_dict") else {},
             "sequencing": result.sequencing,
@@ -124,11 +127,12 @@ def plan_job(
             from art.report import plan_report_model, write_report
 
             model = plan_report_model(
-                ct.volume, structures, result.dose, result.goals, plan=result.plan, title="Reference plan QA report",
+                ct.volume, result.structures or structures, result.dose, result.goals, plan=result.plan, title="Reference plan QA report",
                 identifiers=identifiers(ct.patient),
                 provenance=summary["provenance"], timings=stages.timings,
                 warnings=[f"priority-1 goal not met: {g.structure} {g.metric} {g.goal}" for g in result.goals if g.priority == 1 and not g.met],
             )
+            model.evaluation = evaluation_text(result.dose)
             write_report(model, tmp / "report.html")
             _pdf(tmp / "report.html", stages)
         summary["timings_s"] = dict(stages.timings)
@@ -136,7 +140,8 @@ def plan_job(
     return summary
 
 
-def replan_job(reference_dir: Path, cbct_dir: Path, out: Path, *, show: bool = True, contour_model: Path | None = None) -> dict:
+def replan_job(reference_dir: Path, cbct_dir: Path, out: Path, *, show: bool = True, contour_model: Path | None = None,
+               final_grid_mm: float | None = None) -> dict:  # fmt: skip
     """``art replan``: reference folder + today's CBCT → adapted RTPLAN, RTDOSE, daily RTSTRUCT, REG, report, summary.
 
     The summary compares the scheduled plan (the reference segments and MU on today's
@@ -151,7 +156,7 @@ def replan_job(reference_dir: Path, cbct_dir: Path, out: Path, *, show: bool = T
     check_output_dir(out)
     with stages.stage("read inputs"):
         reference, cbct, machine, model, hashes = _read_replan_inputs(reference_dir, cbct_dir, contour_model, stages)
-    result = adapt(reference, cbct, machine=machine, stages=stages, contour_model=model)
+    result = adapt(reference, cbct, machine=machine, stages=stages, contour_model=model, final_grid_mm=final_grid_mm)
     rec = recommend(result.scheduled_goals, result.adapted.goals)
     with atomic_output_dir(out) as tmp:
         with stages.stage("export"):
@@ -219,12 +224,13 @@ def _replan_summary(result: Any, reference: Any, machine: Any, hashes: dict, rec
         },
         "recommendation": rec,
         "priority1_met": rec["adapted_priority1_met"],
+        "evaluation": evaluation_record(result.adapted.dose),
         "registration": _registration_record(result),
         "contours": {"structures": result.contour_qa, "flagged": result.flagged},
         "independent_check": {
             "gamma_3pct_2mm_pass_percent": round(float(result.gamma.pass_rate), 2),
             "gamma_voxels_evaluated": int(result.gamma.n_evaluated),
-            "method": "segment dose recomputed on the image grid with 1 mm fluence pixels vs the engine's 3 mm dose-grid dose (same beam model)",
+            "method": "segment dose recomputed on the image grid with 1 mm fluence pixels vs the final dose on the export grid (same beam model)",
         },
         "sequencing": result.adapted.sequencing,
         "timings_s": dict(stages.timings),
@@ -243,7 +249,7 @@ def _write_replan_report(tmp: Path, result: Any, summary: dict, reference: Any, 
         warnings.append(f"deformable registration folds {folded} voxels (Jacobian determinant ≤ 0): review the registration before using the adapted plan")
     warnings += [f"adapted plan: priority-1 goal not met: {g.structure} {g.metric} {g.goal}" for g in result.adapted.goals if g.priority == 1 and not g.met]
     model = adaptive_report_model(
-        result.synthetic_ct, result.daily_structures, result.scheduled_dose, result.adapted.dose,
+        result.synthetic_ct, result.adapted.structures or result.daily_structures, result.scheduled_dose, result.adapted.dose,
         result.scheduled_goals, result.adapted.goals, scheduled_plan=result.scheduled_plan, adapted_plan=result.adapted.plan,
         point_lps=result.isocenter_lps, fixed_image=cbct.volume, moving_resampled=result.synthetic_ct,
         registration=_registration_display(summary["registration"]), contour_qa=result.contour_qa,
@@ -252,8 +258,31 @@ def _write_replan_report(tmp: Path, result: Any, summary: dict, reference: Any, 
         identifiers=identifiers(reference.ct.patient),
         timings=stages.timings, warnings=warnings,
     )  # fmt: skip
+    model.evaluation = evaluation_text(result.adapted.dose)
     write_report(model, tmp / "report.html")
     _pdf(tmp / "report.html", stages)
+
+
+def evaluation_record(dose: Any) -> dict:
+    """summary.json's record of how the goals were evaluated: the final dose's grid and the method."""
+    g = dose.grid
+    return {
+        "dose": "final dose computed by the engine on the export grid (the RTDOSE written)",
+        "grid_spacing_mm": [round(float(v), 4) for v in g.spacing], "grid_shape_zyx": list(g.shape),
+        "structures": "RTSTRUCT polygons (given, or traced as exported), 0.25 mm in-plane sub-cells, half-slice end caps",
+        "dose_sampling": "trilinear at the sample points",
+    }  # fmt: skip
+
+
+def evaluation_text(dose: Any) -> str:
+    """The report's line on how every goal and DVH was computed."""
+    sp = dose.grid.spacing
+    return (
+        f"Every goal and DVH is computed on the exported RT Dose: the final dose computed by the engine on a "
+        f"{sp[2]:g} × {sp[1]:g} × {sp[0]:g} mm grid (x × y × z, {dose.grid.shape[2]} × {dose.grid.shape[1]} × {dose.grid.shape[0]} voxels), "
+        "structures from their RTSTRUCT polygons (0.25 mm in-plane sub-cells, half-slice end caps), dose interpolated trilinearly. "
+        "Dmax is the near-maximum D0.03cc. `art check` on the exported files gives the same values."
+    )
 
 
 def _overlap_fraction(a: Any, b: Any) -> float:
@@ -313,7 +342,8 @@ DEMO_FRACTION = {
 }
 
 
-def demo_job(out: Path, *, seed: int = 0, show: bool = True, fraction_options: dict | None = None, spacing: tuple | None = None) -> dict:
+def demo_job(out: Path, *, seed: int = 0, show: bool = True, fraction_options: dict | None = None, spacing: tuple | None = None,
+             final_grid_mm: float | None = None) -> dict:  # fmt: skip
     """``art demo``: digital patient → reference plan → daily CBCT → adapted plan.
 
     Writes ``patient/`` (the phantom with ground truth), ``reference/`` (planning CT,
@@ -334,11 +364,12 @@ def demo_job(out: Path, *, seed: int = 0, show: bool = True, fraction_options: d
             kw = {"spacing": tuple(spacing)} if spacing is not None else {}
             write_phantom(tmp / "patient", seed=seed, fractions=1, fraction_options={1: options}, **kw)
         patient = tmp / "patient"
-        plan_summary = plan_job(patient / "CT", patient / "RTSTRUCT.dcm", patient / "protocol.toml", tmp / "reference", show=show)
+        plan_summary = plan_job(patient / "CT", patient / "RTSTRUCT.dcm", patient / "protocol.toml", tmp / "reference", show=show,
+                                final_grid_mm=final_grid_mm)  # fmt: skip
         shutil.copytree(patient / "CT", tmp / "reference" / "CT")
         shutil.copy2(patient / "protocol.toml", tmp / "reference" / "protocol.toml")
         cbct = sorted(p for p in patient.iterdir() if p.name.startswith("CBCT"))[0]
-        replan_summary = replan_job(tmp / "reference", cbct, tmp / "adapted", show=show)
+        replan_summary = replan_job(tmp / "reference", cbct, tmp / "adapted", show=show, final_grid_mm=final_grid_mm)
         summary = {
             "kind": "demo",
             "seed": seed,

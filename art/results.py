@@ -14,14 +14,6 @@ from typing import Any
 import numpy as np
 
 from art.errors import InputError
-from art.geometry import resample
-
-
-def dose_on_image(dose: Any, image: Any) -> Any:
-    """Course dose resampled (trilinear) onto the image grid for export and display; 0 outside."""
-    out = resample(dose, image.grid, order=1, fill_value=0.0)
-    arr = np.clip(np.asarray(out.array, dtype=np.float32), 0.0, None)
-    return type(out)(arr, out.grid)
 
 
 def check_dose(dose: Any, *, prescription_gy: float, what: str) -> None:
@@ -56,7 +48,8 @@ def write_plan_files(
     plan : Plan
         Sequenced plan (segments, MU per fraction).
     dose : Volume
-        Course dose (Gy) on any grid in the image's frame; resampled onto the image grid.
+        The final dose (course, Gy) on its export grid in the image's frame: written as it
+        is, on that grid (:mod:`art.final_dose`), so the file holds the evaluated dose.
     ct : ImageSeries
         The image the plan is on (planning CT, or today's CBCT for an adapted plan).
     structures : StructureSet
@@ -69,12 +62,11 @@ def write_plan_files(
 
     rx = protocol.prescription
     assert_deliverable(plan, machine)
-    dose_ct = dose_on_image(dose, ct)
-    check_dose(dose_ct, prescription_gy=rx.dose_gy, what=label)
+    check_dose(dose, prescription_gy=rx.dose_gy, what=label)
     paths = {"rtstruct": folder / "RTSTRUCT.dcm", "rtplan": folder / "RTPLAN.dcm", "rtdose": folder / "RTDOSE.dcm"}
     write_rtstruct(structures, ct, paths["rtstruct"], label=rtstruct_label)
     plan_ds = write_rtplan(
         plan, ct, paths["rtstruct"], paths["rtplan"], machine=machine, label=label, prescription_gy=rx.dose_gy, target_name=rx.target
     )
-    write_rtdose(dose_ct, ct, paths["rtdose"], plan_ds_or_uid=plan_ds)
+    write_rtdose(dose, ct, paths["rtdose"], plan_ds_or_uid=plan_ds)
     return paths

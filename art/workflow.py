@@ -35,13 +35,14 @@ class PlanResult:
     plan : Plan
         The deliverable plan: beams with MLC segments and MU (per fraction), fluences kept.
     dose : Volume
-        Course dose (Gy) of the sequenced plan on the dose grid.
+        The final dose: course dose (Gy) of the sequenced plan computed on the export grid
+        (:mod:`art.final_dose`); exported as RT Dose and evaluated for ``goals``.
     fluence_dose : Volume
         Course dose (Gy) of the optimised fluence (before sequencing) on the dose grid.
     goals : list of GoalResult
-        The protocol's goals evaluated on ``dose``.
+        The protocol's goals evaluated on ``dose`` from the structures' polygons.
     fluence_goals : list of GoalResult
-        The same goals on ``fluence_dose``.
+        The same goals on ``fluence_dose`` (optimisation grid, voxel occupancy): the optimiser's view.
     influence : InfluenceMatrix
         The dose-influence matrix used (per fraction, per unit weight).
     weights : ndarray, shape (n_beamlets,)
@@ -50,6 +51,8 @@ class PlanResult:
     sequencing : dict
         Segment counts and MU per beam, MU lost to the minimum-segment rule.
     isocenter_lps : ndarray, shape (3,)
+    structures : StructureSet
+        The structures as evaluated (and as the RTSTRUCT export draws them): polygons given or traced.
     """
 
     plan: Plan
@@ -63,6 +66,7 @@ class PlanResult:
     sequencing: dict
     isocenter_lps: np.ndarray
     parameters: dict = field(default_factory=dict)
+    structures: StructureSet | None = None
 
     @property
     def priority1_met(self) -> bool:
@@ -100,10 +104,10 @@ def beams_from_protocol(protocol: Any, structures: StructureSet, *, isocenter_lp
     ]
 
 
-#: How goals are evaluated everywhere in the workflow: on the dose grid, each dose voxel weighted
-#: by the fraction of it inside the structure (:func:`art.evaluate.dvh.occupancy`) — the same
-#: voxels and weights the optimiser sees, so its goal values and the reported ones agree.
-EVALUATION_MODE = "occupancy"
+#: The optimiser's own figures (``fluence_goals``, on the optimisation grid) weight each dose voxel
+#: by the fraction of it inside the structure (:func:`art.evaluate.dvh.occupancy`), as the optimiser
+#: sees them. Every reported goal is evaluated on the final dose instead (:mod:`art.final_dose`).
+OPTIMISER_EVALUATION_MODE = "occupancy"
 
 #: Leaf sequencing defaults: the Bortfeld sweep with 20 intensity levels (fidelity to the
 #: optimised fluence matters more to the goals than the last few segments).
@@ -153,7 +157,7 @@ def weights_from_segments(plan: Plan, influence: Any, machine: Any) -> np.ndarra
 def make_plan(
     ct: Volume, structures: StructureSet, protocol: Any, *, machine: Any = None, isocenter_lps: Any = None,
     warm_start: PlanResult | None = None, stages: Stages | None = None, optimizer_options: dict | None = None,
-    sequencing_options: dict | None = None,
+    sequencing_options: dict | None = None, final_grid_mm: float | None = None, correction: bool = True,
 ) -> PlanResult:  # fmt: skip
     """Make a deliverable plan for a CT, its structures and a protocol.
 
@@ -162,9 +166,10 @@ def make_plan(
     ct : Volume
         CT in HU (planning CT, or today's synthetic CT).
     structures : StructureSet
-        Must hold every structure the protocol names, and a BODY/EXTERNAL.
+        Must hold every structure the protocol names, and a BODY/EXTERNAL. Goals are evaluated
+        from their polygons (:func:`art.final_dose.evaluation_structures`).
     protocol : Protocol
-        Prescription, beams, dose grid and priority-ordered goals.
+        Prescription, beams, dose grid (the optimisation grid) and priority-ordered goals.
     machine : Machine, optional, keyword-only
         Default :func:`art.dose.load_machine` ().
     isocenter_lps : (3,) floats, optional, keyword-only
@@ -178,18 +183,23 @@ def make_plan(
     optimizer_options, sequencing_options : dict, optional, keyword-only
         Passed to :func:`art.optimize.fmo.optimize_fluence` and :func:`art.delivery.sequence_plan`
         (over the defaults, ``DEFAULT_SEQUENCING``).
+    final_grid_mm : float, optional, keyword-only
+        Export-grid spacing of the final dose (default :data:`art.final_dose.DEFAULT_FINAL_GRID_MM`).
+    correction : bool, keyword-only
+        Run the segment-MU correction stage when a priority-1 goal is missed on the final dose.
 
     Returns
     -------
     PlanResult
+        ``dose`` is the final dose (export grid), ``goals`` are evaluated on it.
     """
-    from art.dose import dose as plan_dose
     from art.dose import influence_matrix, load_machine
-    from art.evaluate import evaluate_goals
+    from art.final_dose import DEFAULT_FINAL_GRID_MM, evaluation_structures, final_grid
 
     stages = stages if stages is not None else Stages(show=False)
     machine = machine if machine is not None else load_machine()
     check_structures(protocol, structures)
+    grid = final_grid(ct.grid, DEFAULT_FINAL_GRID_MM if final_grid_mm is None else final_grid_mm)
     rx = protocol.prescription
     fractions = int(rx.fractions)
     sequencing = {**DEFAULT_SEQUENCING, **(sequencing_options or {})}
@@ -211,30 +221,50 @@ def make_plan(
         plan, seq = _sequence(fluence_plan, machine, **sequencing)
     with stages.stage("segment weight refinement"):
         plan, seq = _refine_segment_weights(plan, seq, im, weights, machine, stages)
-    with stages.stage("dose of the sequenced plan"):
-        delivered = plan_dose(ct, plan, machine, dose_grid_mm=protocol.dose_grid_mm, structures=structures)
-    with stages.stage("sequencing check"):
-        seq = _sequencing_check(fluence_dose, delivered, seq, stages)
-    with stages.stage("normalisation and evaluation"):
-        plan, delivered, seq = _normalise(plan, delivered, seq, structures, protocol)
-        goals = evaluate_goals(delivered, structures, protocol, mode=EVALUATION_MODE)
-        fluence_goals = evaluate_goals(fluence_dose, structures, protocol, mode=EVALUATION_MODE)
-
+    with stages.stage("structure polygons"):
+        evaluated = evaluation_structures(structures)
+    plan, delivered, goals, seq = _final(ct, plan, evaluated, protocol, machine, im, grid, seq, fluence_dose, stages, correction=correction)
+    fluence_goals = _optimiser_goals(fluence_dose, structures, protocol)
     parameters = {
         "dose_grid_mm": protocol.dose_grid_mm, "bixel_mm": protocol.beams.bixel_mm, "machine": machine.name,
+        "final_grid": {"spacing_mm": float(grid.spacing[0]), "shape_zyx": list(grid.shape)},
         "optimizer": {"method": getattr(opt, "method", None), "seed": int(opts.get("seed", 0)), "warm_start": warm_start is not None, "cold_start_fallback": fallback},
         "sequencing": sequencing,
     }  # fmt: skip
     return PlanResult(plan=plan, dose=delivered, fluence_dose=fluence_dose, goals=goals, fluence_goals=fluence_goals, influence=im,
-                      weights=weights, optimization=opt, sequencing=seq, isocenter_lps=iso, parameters=parameters)  # fmt: skip
+                      weights=weights, optimization=opt, sequencing=seq, isocenter_lps=iso, parameters=parameters,
+                      structures=evaluated)  # fmt: skip
 
 
-def _normalise(plan: Plan, delivered: Volume, seq: dict, structures: StructureSet, protocol: Any) -> tuple[Plan, Volume, dict]:
-    """Scale every segment's MU and the dose (Gy, float32) so the prescription goal holds; the factor goes into ``seq``."""
-    scale = normalisation_factor(delivered, structures, protocol)
-    plan = scale_plan(plan, scale)
-    delivered = Volume((delivered.array * np.float32(scale)).astype(np.float32), delivered.grid)
-    return plan, delivered, dict(seq, normalisation_factor=round(float(scale), 5))
+def _final(ct: Volume, plan: Plan, structures: StructureSet, protocol: Any, machine: Any, im: Any, grid: Any, seq: dict,
+           fluence_dose: Volume, stages: Stages, *, correction: bool) -> tuple[Plan, Volume, list, dict]:  # fmt: skip
+    """Final dose on the export grid, sequencing check, normalisation and goals on it, and the correction stage when needed."""
+    from art.final_dose import correct_segment_mu, evaluate, final_dose, normalise_deliverable
+
+    with stages.stage("final dose"):
+        delivered = final_dose(ct, plan, machine, structures, grid)
+        stages.note(f"final dose on a {grid.spacing[0]:g} mm grid {tuple(grid.shape)}")
+    with stages.stage("sequencing check"):
+        seq = _sequencing_check(fluence_dose, delivered, seq, stages)
+    with stages.stage("normalisation and evaluation"):
+        plan, delivered, norm = normalise_deliverable(ct, plan, delivered, structures, protocol, machine)
+        seq = dict(seq, **norm)
+        goals = evaluate(delivered, structures, protocol)
+    missed = [f"{g.structure} {g.metric}" for g in goals if g.priority == 1 and not g.met]
+    if correction and missed:
+        with stages.stage("correction (segment MU)"):
+            stages.note(f"priority-1 goal(s) missed on the final dose: {', '.join(missed)}: re-optimising the segment MU")
+            plan, delivered, goals, record = correct_segment_mu(ct, plan, delivered, goals, structures, protocol, machine=machine, influence=im)
+            stages.note(f"correction {'kept' if record['kept'] else 'not better, discarded'}: goals met {record['goals_met_before']} -> {record['goals_met_after']}")
+        seq = dict(seq, correction=record)
+    return plan, delivered, goals, seq
+
+
+def _optimiser_goals(fluence_dose: Volume, structures: StructureSet, protocol: Any) -> list:
+    """The goals on the optimised fluence's dose (optimisation grid, occupancy): the optimiser's figures, not the plan's."""
+    from art.evaluate import evaluate_goals
+
+    return evaluate_goals(fluence_dose, structures, protocol, mode=OPTIMISER_EVALUATION_MODE)
 
 
 def _checked_isocentre(beams: list[Beam], structures: StructureSet) -> np.ndarray:
@@ -303,40 +333,6 @@ def _sequencing_check(fluence_dose: Volume, delivered: Volume, seq: dict, stages
     g = gamma_index(fluence_dose, delivered, dose_percent=3.0, distance_mm=2.0, threshold_percent=10.0)
     stages.note(f"sequenced vs optimised dose: gamma 3 %/2 mm pass rate {g.pass_rate:.1f} %")
     return dict(seq, gamma_3pct_2mm_vs_optimised_percent=round(float(g.pass_rate), 2))
-
-
-def normalisation_factor(dose: Volume, structures: StructureSet, protocol: Any) -> float:
-    """The MU scale that makes the prescription goal hold exactly on ``dose`` (dose is linear in MU).
-
-    The prescription goal is the highest-priority ``at_least`` goal on the prescription
-    target (e.g. ``PTV D95% ≥ 57 Gy``), as in :func:`art.optimize.normalize.prescription_goal`.
-    """
-    from art.evaluate import evaluate_goals
-    from art.optimize.normalize import prescription_goal
-
-    goal = prescription_goal(list(protocol.goals), protocol.prescription)
-    (res,) = evaluate_goals(dose, structures, [goal], mode=EVALUATION_MODE)
-    if not np.isfinite(res.value) or res.value <= 0:
-        raise InputError(f"cannot normalise: {goal.structure} {goal.metric} is {res.value} on the plan dose")
-    if goal.metric.kind in ("D", "mean", "min", "max"):
-        return float(goal.at_least) / float(res.value) * (1.0 + 1e-6)  # float32 rounding must not undo it
-    # a volume metric (V<x>Gy ≥ v %): bisection on the scale, the metric is monotone in it
-    lo, hi = 0.5, 2.0
-    for _ in range(30):
-        mid = 0.5 * (lo + hi)
-        (r,) = evaluate_goals(Volume(dose.array * np.float32(mid), dose.grid), structures, [goal], mode=EVALUATION_MODE)
-        lo, hi = (lo, mid) if r.value >= goal.at_least else (mid, hi)
-    return hi
-
-
-def scale_plan(plan: Plan, factor: float) -> Plan:
-    """The plan with every segment's MU multiplied by ``factor`` (fluences kept)."""
-    from art.plan import Segment
-
-    if not np.isfinite(factor) or factor <= 0:
-        raise InputError(f"normalisation factor must be positive, got {factor}")
-    beams = [dataclasses.replace(b, segments=[Segment(s.leaf_positions, s.jaws, s.mu * factor) for s in b.segments]) for b in plan.beams]
-    return dataclasses.replace(plan, beams=beams)
 
 
 def _inside(structure: Any, point_lps: np.ndarray) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from typer.exceptions import Exit
@@ -12,6 +12,13 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_GOAL_NOT_MET = 0, 1, 2, 3
 
 Out = Annotated[Path, typer.Option("--out", "-o", help="Result folder (written atomically; replaced only on success).")]
 Json = Annotated[bool, typer.Option("--json", help="Print summary.json on stdout.")]
+FinalGrid = Annotated[
+    Optional[float],
+    typer.Option(
+        "--final-grid-mm", min=0.5, max=5.0,
+        help="Spacing (mm, isotropic) of the export grid: the final dose is computed, written as RTDOSE and evaluated on it (default 2.5).",
+    ),
+]  # fmt: skip
 
 
 def not_built(command: str, issue: str) -> None:

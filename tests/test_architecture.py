@@ -33,6 +33,8 @@ LAYERS: list[set[str]] = [
     {"io", "dose", "registration", "contouring", "evaluate"},
     # stage packages built on a lower stage: optimise and report on evaluated dose, sequence on the dose engine's model
     {"optimize", "delivery", "report"},
+    # the evaluated dose: the final dose on the export grid, its normalisation, goals and correction stage
+    {"final_dose"},
     # the pipeline: the stages in order, and writing/recalculating/checking their results
     {"workflow", "reference", "results", "recalculate", "check"},
     # the daily adaptation (uses the planning pipeline)

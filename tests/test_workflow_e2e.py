@@ -42,12 +42,13 @@ def e2e(tmp_path_factory):
     proto = patient / "protocol.toml"
     proto.write_text(proto.read_text().replace("grid_mm = 3.0", "grid_mm = 5.0"))
     ref = root / "reference"
-    code = call("plan", ["plan", "--ct", str(patient / "CT"), "--structures", str(patient / "RTSTRUCT.dcm"), "--protocol", str(proto), "--out", str(ref), "--json"])
+    code = call("plan", ["plan", "--ct", str(patient / "CT"), "--structures", str(patient / "RTSTRUCT.dcm"), "--protocol", str(proto), "--out", str(ref),
+                         "--final-grid-mm", "4", "--json"])  # fmt: skip
     assert code in (0, 3), logs["plan"][2][-2000:]
     shutil.copytree(patient / "CT", ref / "CT")
     shutil.copy2(proto, ref / "protocol.toml")
     adapted = root / "adapted"
-    code = call("replan", ["replan", "--reference", str(ref), "--cbct", str(patient / "CBCT_01"), "--out", str(adapted), "--json"])
+    code = call("replan", ["replan", "--reference", str(ref), "--cbct", str(patient / "CBCT_01"), "--out", str(adapted), "--final-grid-mm", "4", "--json"])
     assert code in (0, 3), logs["replan"][2][-2000:]
     return {"root": root, "patient": patient, "reference": ref, "adapted": adapted, "logs": logs}
 
@@ -82,6 +83,28 @@ def test_replan_outputs_and_summary(e2e):
     assert s["independent_check"]["gamma_3pct_2mm_pass_percent"] >= 90.0
     code = e2e["logs"]["replan"][0]
     assert (code == 3) == (not s["priority1_met"])
+
+
+@pytest.mark.parametrize("folder, plan", [("reference", "reference"), ("adapted", "adapted")])
+def test_reported_goals_are_what_the_exported_files_give(e2e, folder, plan):
+    """Issue 15: `art check` on the exported RT Dose + RTSTRUCT gives every reported value and verdict."""
+    import contextlib
+    import io
+
+    out = e2e[folder]
+    s = json.loads((out / "summary.json").read_text())
+    assert s["evaluation"]["grid_spacing_mm"] == [4.0, 4.0, 4.0]
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(io.StringIO()):
+        code = run(["check", "--dose", str(out / "RTDOSE.dcm"), "--structures", str(out / "RTSTRUCT.dcm"),
+                    "--protocol", str(e2e["patient"] / "protocol.toml"), "--json"])  # fmt: skip
+    checked = json.loads(buf.getvalue())["goals"]
+    reported = s["plans"][plan]["goals"]
+    assert [(g["structure"], g["metric"]) for g in checked] == [(g["structure"], g["metric"]) for g in reported]
+    for c, r in zip(checked, reported):
+        assert abs(c["value"] - r["value"]) <= 2e-3, (r["structure"], r["metric"], r["value"], c["value"])
+        assert c["met"] == r["met"], (r["structure"], r["metric"], r["value"], c["value"])
+    assert (code == 3) == (not all(g["met"] for g in reported if g["priority"] == 1))
 
 
 @pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy (dicom3tools) not installed")

@@ -31,12 +31,18 @@ def body_structure(structures: StructureSet | None, body: str | None):
     return ext
 
 
-def prepare(ct: Volume, structures: StructureSet | None, *, dose_grid_mm: float | None, voxels: str, body: str | None, hu_table: HUTable | None) -> DoseSetup:
+def prepare(ct: Volume, structures: StructureSet | None, *, dose_grid_mm: float | None, voxels: str, body: str | None, hu_table: HUTable | None,
+            dose_grid: Grid | None = None) -> DoseSetup:  # fmt: skip
+    """Dose grid (``dose_grid`` if given, else the CT grid at ``dose_grid_mm``), density and the voxels to compute."""
     if not isinstance(ct, Volume):
         raise InputError(f"ct must be a Volume (HU), got {type(ct).__name__}")
     if voxels not in ("body", "all"):
         raise InputError(f"voxels must be 'body' or 'all', got {voxels!r}")
-    if dose_grid_mm is None:
+    if dose_grid is not None:
+        if not isinstance(dose_grid, Grid):
+            raise InputError(f"dose_grid must be an art.geometry.Grid, got {type(dose_grid).__name__}")
+        grid = dose_grid
+    elif dose_grid_mm is None:
         grid = ct.grid
     else:
         g = float(dose_grid_mm)

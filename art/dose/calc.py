@@ -19,7 +19,7 @@ from art.dose.engine import beam_points, kernel_terms
 from art.dose.kernel import fit_kernel
 from art.dose.machine import HUTable, Machine, load_machine
 from art.errors import InputError
-from art.geometry import Volume
+from art.geometry import Grid, Volume
 from art.plan import Beam, Plan, Segment
 from art.structures import StructureSet
 
@@ -195,6 +195,7 @@ def dose(
     hu_table: HUTable | None = None,
     patient_position: str = "HFS",
     per_fraction: bool = False,
+    dose_grid: Grid | None = None,
 ) -> Volume:
     """Dose of a plan on the CT: total over the course (Gy) = per-fraction dose × ``plan.fractions``.
 
@@ -209,6 +210,7 @@ def dose(
     dose_grid_mm : float or None, keyword-only
         Isotropic dose-grid spacing (``Grid.with_spacing`` of the CT grid); None = the CT grid.
         Use :func:`art.geometry.resample` to bring the result to the CT grid.
+        Ignored when ``dose_grid`` is given.
     structures : StructureSet, optional, keyword-only
         When given, dose is computed inside its BODY/EXTERNAL structure (or ``body``)
         only (0 elsewhere); otherwise on every voxel.
@@ -216,6 +218,9 @@ def dose(
         Fluence pixel size at the isocentre plane, mm.
     per_fraction : bool, keyword-only
         Return the dose of one fraction instead of the course.
+    dose_grid : Grid, optional, keyword-only
+        The dose grid itself (any grid in the CT's frame, e.g. the export grid of
+        :meth:`art.geometry.Grid.covering`); overrides ``dose_grid_mm``.
 
     Returns
     -------
@@ -226,7 +231,8 @@ def dose(
         raise InputError(f"plan must be an art.plan.Plan, got {type(plan).__name__}")
     if machine is None:
         machine = load_machine()
-    setup = prepare(ct, structures, dose_grid_mm=dose_grid_mm, voxels="body" if structures is not None else "all", body=body, hu_table=hu_table)
+    setup = prepare(ct, structures, dose_grid_mm=dose_grid_mm, voxels="body" if structures is not None else "all", body=body, hu_table=hu_table,
+                    dose_grid=dose_grid)  # fmt: skip
     total = np.zeros(setup.voxel_indices.size, np.float64)
     for beam in plan.beams:
         total += beam_dose_at(setup.density, beam, machine, setup.points, fluence_mm=fluence_mm, patient_position=patient_position)

@@ -14,7 +14,7 @@ from art.geometry import Volume
 from art.protocol import Goal, Protocol, format_number
 from art.structures import Structure, StructureSet
 
-__all__ = ["GoalResult", "evaluate_goals"]
+__all__ = ["GoalResult", "evaluate_goals", "metric_label", "METRIC_LABELS"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,15 @@ class GoalResult:
     def __str__(self) -> str:
         mark = "met" if self.met else "NOT met"
         return f"P{self.priority} {self.structure} {self.metric} {self.goal}: {format_number(round(self.value, 3))} {self.unit} ({mark})"
+
+
+#: How tables spell the near-extreme metrics out (the value is the near-max/min over 0.03 cc, not a voxel's).
+METRIC_LABELS = {"dmax": "Dmax (D0.03cc)", "dmin": "Dmin (coldest 0.03cc)"}
+
+
+def metric_label(metric: str) -> str:
+    """The metric as a goal table shows it: ``Dmax`` as ``Dmax (D0.03cc)``, ``Dmin`` as ``Dmin (coldest 0.03cc)``, others unchanged."""
+    return METRIC_LABELS.get(str(metric).strip().lower(), str(metric))
 
 
 def _lookup(structures: Any, name: str) -> Structure:

@@ -46,7 +46,7 @@ from art.io.dicom_common import (
 from art.io.image_series import ImageSeries
 from art.io.uids import is_valid_uid, object_uids
 
-__all__ = ["RT_DOSE_STORAGE", "write_rtdose", "dose_to_dataset", "read_rtdose"]
+__all__ = ["RT_DOSE_STORAGE", "write_rtdose", "dose_to_dataset", "read_rtdose", "stored_dose"]
 
 RT_DOSE_STORAGE = "1.2.840.10008.5.1.4.1.1.481.2"
 RT_PLAN_STORAGE = "1.2.840.10008.5.1.4.1.1.481.5"
@@ -148,6 +148,35 @@ def _right_handed_frames(arr: np.ndarray, grid: Grid) -> tuple[np.ndarray, np.nd
     else:
         origin = np.asarray(grid.origin, dtype=np.float64)
     return arr, origin, d
+
+
+def stored_dose(dose: Volume) -> Volume:
+    """The dose exactly as an RT Dose file of :func:`write_rtdose` stores it and :func:`read_rtdose` reads it back.
+
+    16-bit pixels in steps of DoseGridScaling (the maximum / 65535, as written), times that
+    scaling, as float32 on the same grid: evaluating this dose gives the numbers any reader
+    of the exported file gets.
+
+    Parameters
+    ----------
+    dose : Volume
+        Dose in Gy, finite, not negative (beyond -1e-6 × its maximum).
+
+    Returns
+    -------
+    Volume
+        float32, same grid.
+    """
+    if not isinstance(dose, Volume):
+        raise InputError(f"dose must be an art.geometry.Volume, got {type(dose).__name__}")
+    arr = np.asarray(dose.array, dtype=np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise InputError("dose has non-finite values")
+    top = float(arr.max()) if arr.size else 0.0
+    if float(arr.min(initial=0.0)) < -1e-6 * max(top, 1e-12):
+        raise InputError(f"dose has negative values (min {float(arr.min()):.4g} Gy)")
+    pixels, scaling_s = _quantise_uint16(np.clip(arr, 0.0, None), top)
+    return Volume((pixels.astype(np.float64) * float(scaling_s)).astype(np.float32), dose.grid)
 
 
 def _quantise_uint16(arr: np.ndarray, top: float) -> tuple[np.ndarray, str]:

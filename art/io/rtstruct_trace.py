@@ -50,6 +50,8 @@ deviations are: no tracing removes either.  More figures in docs/structures.md.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from art.errors import InputError
@@ -108,6 +110,34 @@ def mask_to_contours(
             ji = _drop_collinear(ji)
         if len(ji) >= 3:
             out.append(ji)
+    return out
+
+
+def traced_polygons(mask: np.ndarray, grid: Any, *, smoothing: float = DEFAULT_SMOOTHING) -> list[tuple[int, np.ndarray]]:
+    """Every slice of a mask traced (:func:`mask_to_contours`) as LPS polygons, as the RTSTRUCT writer exports them.
+
+    Parameters
+    ----------
+    mask : ndarray of bool, shape (z, y, x)
+        On ``grid``.
+    grid : Grid
+    smoothing : float, keyword-only
+        As :func:`mask_to_contours`.
+
+    Returns
+    -------
+    list of (k, ndarray of shape (n, 3))
+        The slice index and the polygon in LPS mm, rounded to 0.1 µm (the 4 decimals
+        the writer stores), so that a DVH from these polygons is the DVH from the file.
+    """
+    m = np.asarray(mask, dtype=bool)
+    if m.shape != tuple(grid.shape):
+        raise InputError(f"mask shape {m.shape} is not the grid's {tuple(grid.shape)}")
+    out = []
+    for k in np.nonzero(m.reshape(m.shape[0], -1).any(axis=1))[0]:
+        for ji in mask_to_contours(m[k], pixel_spacing=grid.spacing[1:], smoothing=smoothing):
+            lps = grid.index_to_lps(np.column_stack([np.full(len(ji), float(k)), ji]))
+            out.append((int(k), np.round(lps, 4) + 0.0))
     return out
 
 

@@ -62,7 +62,7 @@ from art.io.dicom_common import (
 )
 from art.io.image_series import ImageSeries
 from art.io.rtstruct_read import rasterise_contours
-from art.io.rtstruct_trace import DEFAULT_SMOOTHING, mask_to_contours
+from art.io.rtstruct_trace import DEFAULT_SMOOTHING, mask_to_contours, traced_polygons
 from art.io.uids import object_uids
 from art.structures import Structure, StructureSet
 
@@ -329,13 +329,7 @@ def _contour_item(lps: np.ndarray, data: list[str], image: ImageSeries, k: int |
 
 def _traced_contours(s: Structure, image: ImageSeries, smoothing: float) -> list:
     """Contour items of a structure without polygons: each slice of its mask traced (fixed 4-decimal ContourData)."""
-    grid = image.grid
-    items = []
-    for k in np.nonzero(s.mask.reshape(s.mask.shape[0], -1).any(axis=1))[0]:
-        for ji in mask_to_contours(s.mask[k], pixel_spacing=grid.spacing[1:], smoothing=smoothing):
-            lps = grid.index_to_lps(np.column_stack([np.full(len(ji), float(k)), ji]))
-            items.append(_contour_item(lps, format_ds_fixed(lps), image, int(k)))
-    return items
+    return [_contour_item(lps, format_ds_fixed(lps), image, k) for k, lps in traced_polygons(s.mask, image.grid, smoothing=smoothing)]
 
 
 def _given_contours(s: Structure, image: ImageSeries) -> list:

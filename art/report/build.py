@@ -50,7 +50,8 @@ def dvh_curves(
     Returns
     -------
     dict structure -> (dose_gy, volume_percent)
-        1-D float arrays of equal length.
+        1-D float arrays of equal length; a structure with RTSTRUCT polygons is measured
+        by them (as the goals are), one without by its voxel mask.
     """
     from art.evaluate import dvh
 
@@ -63,7 +64,7 @@ def dvh_curves(
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for s in chosen:
         try:
-            h = dvh(dose, s, bin_width_gy=width)
+            h = dvh(dose, s, bin_width_gy=width, mode="polygons" if s.contours is not None else "mask")
         except (GeometryError, InputError) as exc:
             if warnings is not None:
                 warnings.append(f"DVH of {s.name} not shown: {exc}")

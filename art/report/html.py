@@ -18,6 +18,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from art.evaluate.goals import metric_label
 from art.errors import InputError
 from art.report.model import ReportModel
 
@@ -139,7 +140,7 @@ def _goal_table(goals: Mapping[str, list[dict[str, Any]]]) -> str:
     for key in order:
         per = keyed[key]
         any_row = next(iter(per.values()))
-        cells = [_cell(any_row.get("priority")), _cell(key[0]), _cell(key[1]), _cell(key[2])]
+        cells = [_cell(any_row.get("priority")), _cell(key[0]), _cell(metric_label(key[1])), _cell(key[2])]
         failed = False
         for label in labels:
             r = per.get(label)
@@ -270,7 +271,8 @@ def render_report(model: ReportModel) -> str:
         items = "".join(f"<li>{_e(w)}</li>" for w in model.warnings)
         sections.append(("warnings", "Warnings", f'<ul class="warnings">{items}</ul>'))
     if model.goals:
-        sections.append(("goals", "Clinical goals", _goal_table(model.goals) + _priority_summary(model.goals)))
+        how = f'<p class="evaluation">{_e(model.evaluation)}</p>' if model.evaluation else ""
+        sections.append(("goals", "Clinical goals", how + _goal_table(model.goals) + _priority_summary(model.goals)))
     if model.figures:
         sections.append(("figures", "Figures", "".join(_figure(n, f) for n, f in model.figures.items())))
     if model.registration:

@@ -107,6 +107,9 @@ class ReportModel:
         Number of MLC segments.
     timings : dict stage -> seconds
     warnings : list of str
+    evaluation : str or None
+        How the goals and DVHs were computed (the dose grid, the structure sampling),
+        shown above the goal table.
     """
 
     title: str
@@ -123,6 +126,7 @@ class ReportModel:
     segments_per_beam: dict[str, dict[str, int]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    evaluation: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.title, str) or not self.title.strip():

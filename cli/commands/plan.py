@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from typer.exceptions import Exit
 
-from art_cli.options import EXIT_GOAL_NOT_MET, Json, Out
+from art_cli.options import EXIT_GOAL_NOT_MET, FinalGrid, Json, Out
 
 NAME = "plan"
 
@@ -25,6 +25,7 @@ def command(
         str, typer.Option(help="'lbfgs' (fast, smooth penalties, default) or 'cvxpy' (convex surrogates; the reference).")
     ] = "lbfgs",
     solver: Annotated[str, typer.Option(help="cvxpy solver with --optimizer cvxpy: CLARABEL (default), OSQP or SCS.")] = "CLARABEL",
+    final_grid_mm: FinalGrid = None,
     json: Json = False,
 ) -> None:
     """Make the reference plan: RTPLAN, RTDOSE, RTSTRUCT, report.html, summary.json.
@@ -39,7 +40,7 @@ def command(
     if solver.upper() not in ("CLARABEL", "OSQP", "SCS"):
         raise typer.BadParameter(f"unknown solver {solver!r}; choose CLARABEL, OSQP or SCS", param_hint="--solver")
     options = {"method": optimizer, "solver": solver.upper()} if optimizer == "cvxpy" else {"method": optimizer}
-    summary = plan_job(ct, structures, protocol, out, show=True, machine_path=machine, optimizer_options=options)
+    summary = plan_job(ct, structures, protocol, out, show=True, machine_path=machine, optimizer_options=options, final_grid_mm=final_grid_mm)
     if json:
         typer.echo(dumps(summary))
     typer.echo(f"reference plan written to {out}", err=True)

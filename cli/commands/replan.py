@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from typer.exceptions import Exit
 
-from art_cli.options import EXIT_GOAL_NOT_MET, Json, Out
+from art_cli.options import EXIT_GOAL_NOT_MET, FinalGrid, Json, Out
 
 NAME = "replan"
 
@@ -20,6 +20,7 @@ def command(
     contour_model: Annotated[
         Optional[Path], typer.Option("--contour-model", help="A TorchScript segmentation model with its JSON card (default: the shipped model).")
     ] = None,
+    final_grid_mm: FinalGrid = None,
     json: Json = False,
 ) -> None:
     """The daily adaptive re-plan: scheduled vs adapted plan, export files and QA report.
@@ -29,7 +30,7 @@ def command(
     from art.jobs import goal_comparison_table, replan_job
     from art.summary import dumps
 
-    summary = replan_job(reference, cbct, out, show=True, contour_model=contour_model)
+    summary = replan_job(reference, cbct, out, show=True, contour_model=contour_model, final_grid_mm=final_grid_mm)
     if json:
         typer.echo(dumps(summary))
     typer.echo(goal_comparison_table(summary), err=True)

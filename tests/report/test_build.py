@@ -84,6 +84,9 @@ def test_plan_report_model(case):
     assert model.identifiers == {}  # nothing added
     page = render_report(model)
     assert page.count('<tr class="goal') == 3
+    assert "<td>Dmax (D0.03cc)</td>" in page  # the near-maximum says what it is (issue 15)
+    model.evaluation = "Every goal is computed on the exported RT Dose (2.5 mm grid)."
+    assert '<p class="evaluation">Every goal is computed on the exported RT Dose (2.5 mm grid).</p>' in render_report(model)
 
 
 def test_adaptive_report_model_and_recommendation(case):

@@ -1,0 +1,328 @@
+"""The evaluated dose of a plan: one dose, on the export grid, from which every reported number comes.
+
+A plan's *final dose* is computed by the dose engine from its MLC segments directly on
+the **export grid** (:func:`final_grid`: isotropic, ``DEFAULT_FINAL_GRID_MM`` = 2.5 mm by
+default, covering the CT to its outer voxel edges), never interpolated from the coarser
+optimisation grid. That same dose is written as RT Dose, and every goal, DVH,
+normalisation, recommendation and exit code is computed on it from the structures'
+RTSTRUCT **polygons** (:func:`art.evaluate.polygons.polygon_samples`), exactly as
+``art check`` and a planning system compute them from the exported files.
+
+Structures drawn by a mask only (today's AI and propagated contours) are measured by the
+polygons the RTSTRUCT writer will export for them (:func:`evaluation_structures`, the
+writer's tracing, rounded as the file stores them).
+
+When a priority-1 goal is missed on the final dose, :func:`correct_segment_mu` re-optimises
+the segments' MU (apertures fixed; :mod:`art.optimize.segment_mu`, cvxpy/Clarabel) on the
+final grid and keeps the result only if the final dose, recomputed by the engine, is
+better by priority.
+
+Units: dose in Gy (course), MU per fraction, lengths in mm, LPS, arrays (z, y, x).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from art.errors import InputError
+from art.geometry import Grid, Volume
+from art.plan import Plan
+from art.structures import Structure, StructureSet
+
+__all__ = [
+    "DEFAULT_FINAL_GRID_MM", "EVALUATION_MODE", "final_grid", "evaluation_structures", "final_dose",
+    "normalisation_factor", "scaled_dose", "scale_plan", "normalise", "normalise_deliverable", "evaluate", "goals_key", "correct_segment_mu",
+]  # fmt: skip
+
+#: Default export-grid spacing (mm, isotropic) of every plan's final dose.
+DEFAULT_FINAL_GRID_MM = 2.5
+
+#: How every reported goal is evaluated: from the structures' polygons, dose interpolated at the sample points.
+EVALUATION_MODE = "polygons"
+
+#: The final grid may be chosen between these spacings (mm).
+FINAL_GRID_RANGE_MM = (0.5, 5.0)
+
+
+def final_grid(ct_grid: Grid, spacing_mm: float = DEFAULT_FINAL_GRID_MM) -> Grid:
+    """The export grid: isotropic ``spacing_mm``, the CT's orientation, covering the CT beyond its outer voxel edges.
+
+    Parameters
+    ----------
+    ct_grid : Grid
+        The image the plan is on.
+    spacing_mm : float
+        Voxel size, mm, within ``FINAL_GRID_RANGE_MM``.
+
+    Returns
+    -------
+    Grid
+        :meth:`art.geometry.Grid.covering` of the CT grid, one voxel wider on each side in-plane.
+    """
+    try:
+        s = float(spacing_mm)
+    except (TypeError, ValueError):
+        raise InputError(f"final_grid_mm must be a number (mm), got {spacing_mm!r}") from None
+    lo, hi = FINAL_GRID_RANGE_MM
+    if not (np.isfinite(s) and lo <= s <= hi):
+        raise InputError(f"final_grid_mm must be between {lo:g} and {hi:g} mm, got {spacing_mm!r}")
+    # one more voxel on each side in-plane: a contour traced along the image's edge (a BODY
+    # filling the field of view) is smoothed up to half a pixel beyond the outer voxel edge
+    return ct_grid.covering((s, s, s)).pad((0, 1, 1))
+
+
+def evaluation_structures(structures: StructureSet) -> StructureSet:
+    """The structures as the RTSTRUCT export draws them: polygons given, or traced from the mask.
+
+    A structure with ``contours`` is kept as it is; one without gets the polygons the
+    writer traces for it (:func:`art.io.rtstruct_trace.traced_polygons`), so that a goal
+    evaluated on this set is the goal a DVH tool computes from the exported RTSTRUCT.
+    Empty structures are kept without polygons.
+    """
+    from art.io.rtstruct_trace import traced_polygons
+
+    out = []
+    for s in structures:
+        if s.contours is not None or s.is_empty:
+            out.append(s)
+            continue
+        polys = tuple(p for _, p in traced_polygons(s.mask, s.grid))
+        out.append(dataclasses.replace(s, contours=polys) if polys else s)
+    return StructureSet(structures.grid, out)
+
+
+def final_dose(ct: Volume, plan: Plan, machine: Any, structures: StructureSet, grid: Grid) -> Volume:
+    """Course dose (Gy, float32) of the plan's segments on ``grid``, inside the BODY/EXTERNAL (0 outside), as RT Dose stores it."""
+    from art.dose import dose as plan_dose
+
+    return scaled_dose(plan_dose(ct, plan, machine, dose_grid=grid, structures=structures), 1.0)
+
+
+def normalisation_factor(dose: Volume, structures: StructureSet, protocol: Any) -> float:
+    """The MU scale that makes the prescription goal hold on ``dose`` as exported (evaluated by polygons).
+
+    The prescription goal is the highest-priority ``at_least`` goal on the prescription
+    target (e.g. ``PTV D95% ≥ 57 Gy``), as in :func:`art.optimize.normalize.prescription_goal`.
+    The goal is checked on the scaled dose as the RT Dose file stores it
+    (:func:`art.io.rtdose.stored_dose`: 16-bit steps), so that it holds in the exported file.
+    """
+    from art.evaluate import evaluate_goals
+    from art.optimize.normalize import prescription_goal
+
+    goal = prescription_goal(list(protocol.goals), protocol.prescription)
+
+    def value(scale: float) -> float:
+        (r,) = evaluate_goals(scaled_dose(dose, scale), structures, [goal], mode=EVALUATION_MODE)
+        return float(r.value)
+
+    v1 = value(1.0)
+    if not np.isfinite(v1) or v1 <= 0:
+        raise InputError(f"cannot normalise: {goal.structure} {goal.metric} is {v1} on the plan dose")
+    if goal.metric.kind in ("D", "mean", "min", "max"):
+        # linear in the scale up to the sampling (pooled dose bins, 16-bit steps): check, and step again if short
+        scale = float(goal.at_least) / v1 * (1.0 + 1e-6)
+        for _ in range(8):
+            v = value(scale)
+            if v >= goal.at_least:
+                return scale
+            scale *= float(goal.at_least) / v * (1.0 + 1e-5)
+        raise InputError(f"cannot normalise: {goal.structure} {goal.metric} does not reach {goal.at_least} by scaling the dose")
+    # a volume metric (V<x>Gy ≥ v %): bisection on the scale, the metric is monotone in it
+    lo, hi = 0.5, 2.0
+    for _ in range(30):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (lo, mid) if value(mid) >= goal.at_least else (mid, hi)
+    return hi
+
+
+def scaled_dose(dose: Volume, scale: float) -> Volume:
+    """``dose`` × ``scale`` as the RT Dose file stores it (:func:`art.io.rtdose.stored_dose`), float32."""
+    from art.io.rtdose import stored_dose
+
+    return stored_dose(Volume((np.asarray(dose.array, np.float32) * np.float32(scale)).astype(np.float32), dose.grid))
+
+
+def scale_plan(plan: Plan, factor: float) -> Plan:
+    """The plan with every segment's MU multiplied by ``factor`` (fluences kept)."""
+    from art.plan import Segment
+
+    if not np.isfinite(factor) or factor <= 0:
+        raise InputError(f"normalisation factor must be positive, got {factor}")
+    beams = [dataclasses.replace(b, segments=[Segment(s.leaf_positions, s.jaws, s.mu * factor) for s in b.segments]) for b in plan.beams]
+    return dataclasses.replace(plan, beams=beams)
+
+
+def normalise(plan: Plan, dose: Volume, structures: StructureSet, protocol: Any) -> tuple[Plan, Volume, float]:
+    """Plan and dose scaled so that the prescription goal holds on the final dose as exported; returns the factor too.
+
+    The dose returned is the one the RT Dose file stores (16-bit steps), so that every
+    number evaluated on it is the number a reader of the file gets.
+    """
+    scale = normalisation_factor(dose, structures, protocol)
+    return scale_plan(plan, scale), scaled_dose(dose, scale), float(scale)
+
+
+def normalise_deliverable(ct: Volume, plan: Plan, dose: Volume, structures: StructureSet, protocol: Any, machine: Any) -> tuple[Plan, Volume, dict]:
+    """:func:`normalise`, then every segment the scaling left below the machine's minimum MU lifted to it.
+
+    Lifting only adds dose, so the prescription goal still holds; when any segment was
+    lifted the final dose is computed again by the engine for the lifted plan (so the
+    reported dose is the dose of the exported MU). Returns the plan, its final dose
+    and a record ``{"normalisation_factor", "segments_lifted_to_min_mu"}``.
+    """
+    plan, dose, scale = normalise(plan, dose, structures, protocol)
+    mu_min = float(machine.min_mu_per_segment)
+    lifted = sum(1 for b in plan.beams for s in b.segments if 0 < s.mu < mu_min)
+    if lifted:
+        from art.plan import Segment
+
+        beams = [dataclasses.replace(b, segments=[Segment(s.leaf_positions, s.jaws, max(s.mu, mu_min)) for s in b.segments]) for b in plan.beams]
+        plan = dataclasses.replace(plan, beams=beams)
+        dose = final_dose(ct, plan, machine, structures, dose.grid)
+    return plan, dose, {"normalisation_factor": round(scale, 5), "segments_lifted_to_min_mu": lifted}
+
+
+def evaluate(dose: Volume, structures: StructureSet, protocol: Any) -> list:
+    """The protocol's goals on the final dose, from the structures' polygons (:data:`EVALUATION_MODE`)."""
+    from art.evaluate import evaluate_goals
+
+    return evaluate_goals(dose, structures, protocol, mode=EVALUATION_MODE)
+
+
+def goals_key(goals: list) -> tuple:
+    """Goals met per priority (ascending), then minus the summed relative shortfall: the larger, the better plan."""
+    met: dict[int, int] = {}
+    short = 0.0
+    for g in goals:
+        p = int(g.priority) if g.priority is not None else 99
+        met[p] = met.get(p, 0) + int(bool(g.met))
+        for bound, sign in ((g.at_least, 1.0), (g.at_most, -1.0)):
+            if bound is not None and np.isfinite(g.value):
+                short += max(0.0, sign * (float(bound) - float(g.value))) / max(abs(float(bound)), 1e-6)
+    return tuple(met[p] for p in sorted(met)) + (-short,)
+
+
+def correct_segment_mu(
+    ct: Volume, plan: Plan, dose: Volume, goals: list, structures: StructureSet, protocol: Any, *, machine: Any, influence: Any,
+    time_limit_s: float = 30.0,
+) -> tuple[Plan, Volume, list, dict]:  # fmt: skip
+    """The correction stage: segment MU re-optimised against the goals on the final grid.
+
+    The per-segment dose on the final-grid voxels of the goal structures is the influence
+    matrix's (``influence``, optimisation grid) interpolated trilinearly and scaled voxel by
+    voxel so that at the current MU it equals the final dose exactly; the segment-MU
+    optimiser then meets the goals on that model, and the engine recomputes the final dose
+    of the new MU, which is normalised and evaluated. The new plan is kept only when it is
+    better by :func:`goals_key`.
+
+    Parameters
+    ----------
+    ct, plan, dose, goals
+        The CT (HU), the normalised plan, its final dose (Gy, on the final grid) and its goals.
+    structures : StructureSet
+        With polygons (:func:`evaluation_structures`).
+    protocol, machine, influence
+        The protocol, the machine and the plan's :class:`~art.dose.influence.InfluenceMatrix`.
+    time_limit_s : float, keyword-only
+        Solver time limit of the segment-MU stage.
+
+    Returns
+    -------
+    plan, dose, goals, record
+        The kept plan, final dose and goals, and what the stage did (``record["kept"]``).
+    """
+    from art.delivery import segment_beamlet_matrix
+    from art.optimize.segment_mu import optimize_plan_segment_mu
+
+    matrix, svs = _segment_model(plan, dose, structures, protocol, machine=machine, influence=influence,
+                                 segment_beamlets=segment_beamlet_matrix(plan, influence, machine))  # fmt: skip
+    new_plan, res = optimize_plan_segment_mu(plan, matrix, svs, protocol, machine=machine, time_limit_s=time_limit_s)
+    new_dose = final_dose(ct, new_plan, machine, structures, dose.grid)
+    new_plan, new_dose, norm = normalise_deliverable(ct, new_plan, new_dose, structures, protocol, machine)
+    new_goals = evaluate(new_dose, structures, protocol)
+    kept = goals_key(new_goals) > goals_key(goals)
+    record = {
+        "ran": True, "kept": bool(kept), "status": res.status, "solver_time_s": round(float(res.time_s), 2),
+        "n_segments": int(res.n_variables), **norm,
+        "goals_met_before": sum(bool(g.met) for g in goals), "goals_met_after": sum(bool(g.met) for g in new_goals),
+    }  # fmt: skip
+    return (new_plan, new_dose, new_goals, record) if kept else (plan, dose, goals, record)
+
+
+def _segment_model(plan: Plan, dose: Volume, structures: StructureSet, protocol: Any, *, machine: Any, influence: Any,
+                   segment_beamlets: Any) -> tuple[Any, dict]:  # fmt: skip
+    """Per-segment dose (Gy per MU per fraction) on the goal structures' final-grid voxels, and their StructureVoxels.
+
+    Rows are the final-grid voxels that a goal structure's polygons occupy (for a structure
+    of more than 200,000 voxels, e.g. the BODY, only those above 30 % of the prescription);
+    the influence matrix is interpolated trilinearly onto them and each row scaled so that
+    the model reproduces the final dose at the plan's MU.
+    """
+    import scipy.sparse as sp
+
+    from art.evaluate import polygon_occupancy
+    from art.optimize.voxels import StructureVoxels
+
+    grid, fractions = dose.grid, int(plan.fractions)
+    flat = dose.array.reshape(-1)
+    names = sorted(set(protocol.structure_names) | {protocol.prescription.target})
+    occ = {}
+    for n in names:
+        s = _find(structures, n)
+        o = polygon_occupancy(s, grid).array.reshape(-1)
+        rows = np.flatnonzero(o > 0)
+        if rows.size > 200_000:
+            rows = rows[flat[rows] >= 0.3 * float(protocol.prescription.dose_gy)]
+        occ[n] = (s, rows, o[rows])
+    union = np.unique(np.concatenate([r for _, r, _ in occ.values()]))
+    interp = _trilinear_rows(grid, union, influence)
+    m = (interp @ influence.matrix @ segment_beamlets).tocsr()
+    mu0 = np.array([s.mu for b in plan.beams for s in b.segments])
+    model0 = m @ mu0
+    exact0 = flat[union].astype(np.float64) / fractions
+    ratio = np.ones_like(exact0)
+    ok = model0 > 1e-3 * max(float(model0.max(initial=0.0)), 1e-12)
+    ratio[ok] = np.clip(exact0[ok] / model0[ok], 0.5, 2.0)
+    m = (sp.diags(ratio) @ m).tocsr()
+    svs = {}
+    for n, (s, rows, w) in occ.items():
+        svs[n] = StructureVoxels(np.searchsorted(union, rows).astype(np.int64), np.clip(w, 1e-6, 1.0), roi_type=s.roi_type,
+                                 voxel_volume_cc=grid.voxel_volume_cc, name=n)  # fmt: skip
+    return m, svs
+
+
+def _find(structures: StructureSet, name: str) -> Structure:
+    s = structures.find(name)
+    if s is None:
+        raise InputError(f"structure {name!r} is not in the structure set")
+    return s
+
+
+def _trilinear_rows(grid: Grid, flat_indices: np.ndarray, influence: Any) -> Any:
+    """Sparse (len(flat_indices), influence rows): trilinear weights of each ``grid`` voxel centre on the influence matrix's voxels."""
+    import scipy.sparse as sp
+
+    g2 = influence.dose_grid
+    kji = np.stack(np.unravel_index(flat_indices, grid.shape), axis=1).astype(np.float64)
+    pos = g2.lps_to_index(grid.index_to_lps(kji))
+    shape = np.asarray(g2.shape)
+    base = np.floor(pos).astype(np.int64)
+    frac = pos - base
+    row_of = np.full(int(np.prod(shape)), -1, np.int64)
+    row_of[influence.voxel_indices] = np.arange(influence.voxel_indices.size)
+    rows, cols, vals = [], [], []
+    for corner in range(8):
+        off = np.array([(corner >> 2) & 1, (corner >> 1) & 1, corner & 1])
+        idx = base + off
+        w = np.prod(np.where(off == 1, frac, 1.0 - frac), axis=1)
+        inside = np.all((idx >= 0) & (idx < shape), axis=1) & (w > 0)
+        r = np.full(idx.shape[0], -1, np.int64)
+        r[inside] = row_of[np.ravel_multi_index(tuple(idx[inside].T), tuple(shape))]
+        keep = r >= 0
+        rows.append(np.flatnonzero(keep))
+        cols.append(r[keep])
+        vals.append(w[keep])
+    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(flat_indices.size, influence.voxel_indices.size))

@@ -216,14 +216,14 @@ def make_plan(
         opt, opts, fallback = _optimise(im, structures, protocol, machine, warm_start=warm_start, options=optimizer_options, stages=stages)
         weights = np.asarray(opt.weights, dtype=np.float64)
         fluence_dose = im.dose(weights, fractions=fractions)
-    with stages.stage("leaf sequencing"):
-        fluence_plan = Plan(beams=_with_fluence(beams, im, weights), fractions=fractions, machine_name=machine.name)
-        plan, seq = _sequence(fluence_plan, machine, **sequencing)
-    with stages.stage("segment weight refinement"):
-        plan, seq = _refine_segment_weights(plan, seq, im, weights, machine, stages)
+    plan, seq = _deliverable(beams, im, weights, machine, fractions, sequencing, stages)
     with stages.stage("structure polygons"):
         evaluated = evaluation_structures(structures)
-    plan, delivered, goals, seq = _final(ct, plan, evaluated, protocol, machine, im, grid, seq, fluence_dose, stages, correction=correction)
+    plan, delivered, goals, seq = _final(ct, plan, evaluated, protocol, machine, im, grid, seq, fluence_dose, stages)
+    if correction and _missed(goals):
+        plan, delivered, goals, seq, weights, fluence_dose = _correct(
+            ct, plan, delivered, goals, evaluated, protocol, machine, im, grid, seq, weights, fluence_dose, stages, sequencing
+        )
     fluence_goals = _optimiser_goals(fluence_dose, structures, protocol)
     parameters = {
         "dose_grid_mm": protocol.dose_grid_mm, "bixel_mm": protocol.beams.bixel_mm, "machine": machine.name,
@@ -237,9 +237,9 @@ def make_plan(
 
 
 def _final(ct: Volume, plan: Plan, structures: StructureSet, protocol: Any, machine: Any, im: Any, grid: Any, seq: dict,
-           fluence_dose: Volume, stages: Stages, *, correction: bool) -> tuple[Plan, Volume, list, dict]:  # fmt: skip
-    """Final dose on the export grid, sequencing check, normalisation and goals on it, and the correction stage when needed."""
-    from art.final_dose import correct_segment_mu, evaluate, final_dose, normalise_deliverable
+           fluence_dose: Volume, stages: Stages) -> tuple[Plan, Volume, list, dict]:  # fmt: skip
+    """Final dose on the export grid, sequencing check, normalisation (deliverable MU) and the goals on it."""
+    from art.final_dose import evaluate, final_dose, normalise_deliverable
 
     with stages.stage("final dose"):
         delivered = final_dose(ct, plan, machine, structures, grid)
@@ -250,14 +250,97 @@ def _final(ct: Volume, plan: Plan, structures: StructureSet, protocol: Any, mach
         plan, delivered, norm = normalise_deliverable(ct, plan, delivered, structures, protocol, machine)
         seq = dict(seq, **norm)
         goals = evaluate(delivered, structures, protocol)
-    missed = [f"{g.structure} {g.metric}" for g in goals if g.priority == 1 and not g.met]
-    if correction and missed:
-        with stages.stage("correction (segment MU)"):
-            stages.note(f"priority-1 goal(s) missed on the final dose: {', '.join(missed)}: re-optimising the segment MU")
-            plan, delivered, goals, record = correct_segment_mu(ct, plan, delivered, goals, structures, protocol, machine=machine, influence=im)
-            stages.note(f"correction {'kept' if record['kept'] else 'not better, discarded'}: goals met {record['goals_met_before']} -> {record['goals_met_after']}")
-        seq = dict(seq, correction=record)
     return plan, delivered, goals, seq
+
+
+def _deliverable(beams: list[Beam], im: Any, weights: np.ndarray, machine: Any, fractions: int, sequencing: dict, stages: Stages) -> tuple[Plan, dict]:
+    """Leaf sequencing of the optimised fluence and the segments' MU re-fitted to it."""
+    with stages.stage("leaf sequencing"):
+        fluence_plan = Plan(beams=_with_fluence(beams, im, weights), fractions=fractions, machine_name=machine.name)
+        plan, seq = _sequence(fluence_plan, machine, **sequencing)
+    with stages.stage("segment weight refinement"):
+        plan, seq = _refine_segment_weights(plan, seq, im, weights, machine, stages)
+    return plan, seq
+
+
+def _missed(goals: list) -> list[str]:
+    return [f"{g.structure} {g.metric}" for g in goals if g.priority == 1 and not g.met]
+
+
+#: The segment-MU correction runs on plans of at most this many segments (its size, ~100–200 variables, keeps it fast).
+SEGMENT_MU_MAX_SEGMENTS = 200
+
+#: At most this many fluence re-optimisations in the correction stage.
+FLUENCE_CORRECTIONS = 2
+
+
+def _correct(ct: Volume, plan: Plan, delivered: Volume, goals: list, structures: StructureSet, protocol: Any, machine: Any, im: Any,
+             grid: Any, seq: dict, weights: np.ndarray, fluence_dose: Volume, stages: Stages, sequencing: dict) -> tuple:  # fmt: skip
+    """The correction stage, when a priority-1 goal is missed on the final dose.
+
+    1. Segment MU (apertures fixed) re-optimised on the final grid (:func:`art.final_dose.correct_segment_mu`),
+       for plans of at most ``SEGMENT_MU_MAX_SEGMENTS`` segments.
+    2. While a priority-1 goal is still missed (``FLUENCE_CORRECTIONS`` rounds at most, each kept): the
+       fluence re-optimised from the current weights with each missed goal's level moved by its
+       shortfall on the final dose, then sequenced, its final dose normalised and evaluated.
+
+    Each result is kept only when better by :func:`art.final_dose.goals_key`; ``seq["correction"]`` records both.
+    """
+    from art.final_dose import correct_segment_mu, goals_key
+
+    record: dict[str, Any] = {"missed": _missed(goals)}
+    n_segments = sum(len(b.segments) for b in plan.beams)
+    with stages.stage("correction"):
+        stages.note(f"priority-1 goal(s) missed on the final dose: {', '.join(record['missed'])}")
+        if n_segments <= SEGMENT_MU_MAX_SEGMENTS:
+            plan, delivered, goals, record["segment_mu"] = correct_segment_mu(ct, plan, delivered, goals, structures, protocol, machine=machine, influence=im)
+            stages.note(f"segment MU: {'kept' if record['segment_mu']['kept'] else 'not better, discarded'}")
+        else:
+            record["segment_mu"] = {"ran": False, "reason": f"{n_segments} segments > {SEGMENT_MU_MAX_SEGMENTS}"}
+        record["fluence"], shifted = [], protocol
+        while _missed(goals) and len(record["fluence"]) < FLUENCE_CORRECTIONS and all(r["kept"] for r in record["fluence"]):
+            shifted = _shifted_protocol(protocol, shifted, goals, _optimiser_goals(fluence_dose, structures, protocol))
+            opt, _, _ = _optimise(im, structures, shifted, machine, warm_start=None, options={"warm_start": weights}, stages=stages, fallback=False)
+            w2 = np.asarray(opt.weights, dtype=np.float64)
+            flu2 = im.dose(w2, fractions=int(plan.fractions))
+            plan2, seq2 = _deliverable(_bare(plan.beams), im, w2, machine, int(plan.fractions), sequencing, stages)
+            plan2, dose2, goals2, seq2 = _final(ct, plan2, structures, protocol, machine, im, grid, seq2, flu2, stages)
+            kept = goals_key(goals2) > goals_key(goals)
+            record["fluence"].append({"kept": bool(kept), "missed_after": _missed(goals2), "levels": {
+                f"{g.structure} {g.metric.text}": g.at_most if g.at_most is not None else g.at_least for g in shifted.goals if g.priority == 1}})  # fmt: skip
+            stages.note(f"fluence re-optimised with the shortfalls: {'kept' if kept else 'not better, discarded'}")
+            if kept:
+                plan, delivered, goals, seq, weights, fluence_dose = plan2, dose2, goals2, seq2, w2, flu2
+    return plan, delivered, goals, dict(seq, correction=record), weights, fluence_dose
+
+
+def _shifted_protocol(protocol: Any, base: Any, goals: list, achieved: list | None = None) -> Any:
+    """``base`` (the protocol, or the last shifted one) with each missed priority-1 goal's level moved by its shortfall.
+
+    The shortfall is measured on the final dose against ``protocol``; the new level is the tighter
+    of the base level and the value the optimiser achieved on its own grid (``achieved``, the
+    goals on the optimised fluence), moved by the shortfall plus 0.5 % of the prescription (or
+    0.5 % volume): the optimiser must do better than it did by what the final dose missed.
+    """
+    rx = float(protocol.prescription.dose_gy)
+    new = []
+    for i, (g0, g, r) in enumerate(zip(protocol.goals, base.goals, goals)):
+        if g.priority == 1 and not r.met:
+            pad = 0.005 * rx if g.unit == "Gy" else 0.5
+            a = float(achieved[i].value) if achieved is not None else None
+            if g0.at_most is not None and r.value > g0.at_most:
+                level = g.at_most if a is None else min(g.at_most, a)
+                g = dataclasses.replace(g, at_most=max(level - (r.value - g0.at_most) - pad, 0.5 * g0.at_most))
+            elif g0.at_least is not None and r.value < g0.at_least:
+                level = g.at_least if a is None else max(g.at_least, a)
+                g = dataclasses.replace(g, at_least=level + (g0.at_least - r.value) + pad)
+        new.append(g)
+    return dataclasses.replace(base, goals=tuple(new))
+
+
+def _bare(beams: list[Beam]) -> list[Beam]:
+    """The beams without segments or fluence (the geometry only)."""
+    return [dataclasses.replace(b, segments=[], fluence=None, fluence_grid=None) for b in beams]
 
 
 def _optimiser_goals(fluence_dose: Volume, structures: StructureSet, protocol: Any) -> list:
@@ -278,7 +361,8 @@ def _checked_isocentre(beams: list[Beam], structures: StructureSet) -> np.ndarra
     return iso
 
 
-def _optimise(im: Any, structures: StructureSet, protocol: Any, machine: Any, *, warm_start: Any, options: dict | None, stages: Stages) -> tuple[Any, dict, bool]:
+def _optimise(im: Any, structures: StructureSet, protocol: Any, machine: Any, *, warm_start: Any, options: dict | None, stages: Stages,
+              fallback: bool = True) -> tuple[Any, dict, bool]:  # fmt: skip
     """Fluence-map optimisation against the protocol's goals on the influence matrix ``im``.
 
     A warm start (a previous :class:`PlanResult`'s weights, or a :class:`Plan`'s segments as
@@ -305,7 +389,7 @@ def _optimise(im: Any, structures: StructureSet, protocol: Any, machine: Any, *,
         raise InputError(f"warm_start must be a PlanResult or a Plan, got {type(warm_start).__name__}")
     opt = optimize_fluence(im.matrix, svs, list(protocol.goals), rx, **opts)
     fallback = False
-    if "warm_start" in opts and not opt.priority1_met:
+    if fallback and "warm_start" in opts and not opt.priority1_met:
         # a warm start that ends short of a priority-1 goal (e.g. today's anatomy is far from
         # the reference): solve again from scratch and keep the better plan by priority
         stages.note("warm start missed a priority-1 goal: optimising again from a cold start")

@@ -37,8 +37,8 @@ as stated below. LPS: +x is the patient's left, +y posterior, +z superior.
     round the cord whose posterior limbs stand for the posterior neck nodes.
     Cord: a cylinder of 10 mm diameter along z (120 mm long) about (0, 30) mm,
     10 mm from the PTV. Parotids: ellipsoids of 24 (RL) x 32 (AP) x 40 (SI) mm
-    about (+-42, 25, 44) mm, lateral and superior, their inferior 6 mm inside
-    the PTV's length. Goals (50 Gy in 25 fractions, 9 equispaced beams): PTV
+    about (+-42, 25, 36) mm, lateral, their inferior 14 mm beside the PTV's
+    superior end: a quarter of each lies in the PTV. Goals (50 Gy in 25 fractions, 9 equispaced beams): PTV
     D90 >= 50 Gy, PTV D99 >= 46.5 Gy, PTV D20 <= 55 Gy, Cord Dmax <= 40 Gy
     (Dmax = D0.03cc), each parotid D50 <= 20 Gy.
 
@@ -86,7 +86,7 @@ HEAD_NECK = {
     "body": (60.0, 75.0), "length": 150.0, "inset": 6.0,
     "ptv_z": (-30.0, 30.0), "ptv_posterior_y": 35.0,
     "cord_y": 30.0, "cord_r": 5.0, "cord_gap": 10.0, "cord_z": (-60.0, 60.0),
-    "parotid": (12.0, 16.0, 20.0), "parotid_centre": (42.0, 25.0, 44.0),
+    "parotid": (12.0, 16.0, 20.0), "parotid_centre": (42.0, 25.0, 36.0),
 }  # fmt: skip
 
 

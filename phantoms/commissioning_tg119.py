@@ -8,7 +8,7 @@ ones from shapes: every outline is an ellipse, circle, straight line or a
 boolean of them, drawn as polygons on the CT slice planes
 (:mod:`art_phantoms.commissioning_geometry`), in a water-equivalent body
 (HU 0 elliptic cylinder, air around it). Dimensions follow the task group's
-description as quoted in this project's issue 15 (not checked against the
+description as recalled in this project's work on issue 15 (not checked against the
 report's text here); positions that the description leaves open were chosen
 as stated below. LPS: +x is the patient's left, +y posterior, +z superior.
 

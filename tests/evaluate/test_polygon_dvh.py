@@ -1,8 +1,9 @@
 """DVH from the RTSTRUCT polygons (issue 15, item 2), checked against an independent implementation.
 
-The reference written here shares no code with :mod:`art.evaluate.polygons`:
-points on a regular 0.25 mm grid in each contour plane, inside by
-``matplotlib.path`` (polygons of a plane combined by XOR = even-odd), the slab
+The reference (tests/independent_dvh.py, shared with the commissioning
+harness) shares no code with :mod:`art.evaluate.polygons`: points on a
+regular 0.25 mm grid in each contour plane, inside by ``matplotlib.path``
+(polygons of a plane combined by XOR = even-odd), the slab
 rule (each plane half-way to its neighbours, half-spacing end caps) sampled
 with points every 0.25 mm along z, the dose interpolated at every point with
 ``scipy.interpolate.RegularGridInterpolator`` (linear, clamped to the
@@ -17,15 +18,22 @@ import math
 
 import numpy as np
 import pytest
-from matplotlib.path import Path as MplPath
-from scipy.interpolate import RegularGridInterpolator
 
 from art.errors import ArtError, GeometryError, InputError
-from art.evaluate import dvh, evaluate_goals, occupancy, polygon_occupancy, polygon_samples, polygon_volume_cc, structure_samples
+from art.evaluate import (
+    dvh,
+    evaluate_goals,
+    occupancy,
+    polygon_occupancy,
+    polygon_samples,
+    polygon_volume_cc,
+    structure_samples,
+)
 from art.evaluate.metrics import evaluate_metric
 from art.geometry import Grid, Volume
 from art.protocol import Goal, parse_metric
 from art.structures import Structure
+from tests.independent_dvh import reference_metrics, reference_samples
 
 RX = 60.0  # prescription, Gy: tolerances are 0.5 % (1 % near-max/min) of it
 TOL, TOL_NEAR = 0.005 * RX, 0.01 * RX
@@ -40,63 +48,6 @@ def circle(r: float, z: float, *, n: int = 180, cx: float = 0.0, cy: float = 0.0
 def polygon_structure(polys, name: str = "S") -> Structure:
     """A structure known only by its polygons (the mask is a placeholder, unused in polygon mode)."""
     return Structure(name, np.zeros(TINY.shape, bool), TINY, contours=tuple(polys))
-
-
-def by_plane(polys) -> list[tuple[float, list[np.ndarray]]]:
-    planes: dict[float, list[np.ndarray]] = {}
-    for p in polys:
-        planes.setdefault(round(float(p[0, 2]), 3), []).append(p)
-    return sorted(planes.items())
-
-
-# ---------------------------------------------------------------- the independent reference
-def reference_samples(polys, dose: Volume, *, step: float = 0.25, zstep: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
-    """Doses (Gy) and volumes (cc) of points filling the structure; identity-direction dose grid only."""
-    planes = by_plane(polys)
-    z = np.array([zp for zp, _ in planes])
-    gaps = np.diff(z)
-    lo = z - np.concatenate([[gaps[0]], gaps]) / 2.0  # half-way below; the first plane: half the gap above
-    hi = z + np.concatenate([gaps, [gaps[-1]]]) / 2.0
-    g = dose.grid
-    axes = [g.origin[2 - a] + g.spacing[a] * np.arange(g.shape[a]) for a in range(3)]  # z, y, x centres
-    interp = RegularGridInterpolator(axes, np.asarray(dose.array, np.float64), method="linear")
-    doses, vols = [], []
-    for (zp, ps), a, b in zip(planes, lo, hi):
-        pts2 = np.concatenate(ps)[:, :2]
-        xs = np.arange(math.floor(pts2[:, 0].min()) - 1, pts2[:, 0].max() + 1, step) + step / 2
-        ys = np.arange(math.floor(pts2[:, 1].min()) - 1, pts2[:, 1].max() + 1, step) + step / 2
-        xx, yy = np.meshgrid(xs, ys)
-        pts = np.column_stack([xx.ravel(), yy.ravel()])
-        inside = np.zeros(len(pts), bool)
-        for p in ps:
-            inside ^= MplPath(p[:, :2]).contains_points(pts)
-        pts = pts[inside]
-        nzp = max(1, int(math.ceil((b - a) / zstep)))
-        dz = (b - a) / nzp
-        for zz in a + dz * (np.arange(nzp) + 0.5):
-            q = np.column_stack([np.full(len(pts), zz), pts[:, 1], pts[:, 0]])
-            for ax in range(3):
-                q[:, ax] = np.clip(q[:, ax], axes[ax][0], axes[ax][-1])
-            doses.append(interp(q))
-            vols.append(np.full(len(pts), step * step * dz / 1000.0))
-    return np.concatenate(doses), np.concatenate(vols)
-
-
-def reference_metrics(d: np.ndarray, v: np.ndarray) -> dict[str, float]:
-    order = np.argsort(-d)
-    d, v = d[order], v[order]
-    cum = np.cumsum(v)
-    total = cum[-1]
-
-    def hot(vol):  # the dose of the point at which the hottest `vol` cc is reached
-        return float(d[min(np.searchsorted(cum, vol), d.size - 1)])
-
-    out = {f"D{x}%": hot(x / 100 * total) for x in (98, 95, 50, 2)}
-    out["Dmax"] = hot(0.03)
-    out["Dmin"] = hot(total - 0.03)
-    out["Dmean"] = float(np.dot(d, v) / total)
-    out["volume_cc"] = float(total)
-    return out
 
 
 def art_metrics(dose: Volume, s: Structure) -> dict[str, float]:
@@ -175,7 +126,7 @@ def test_structure_partly_outside_the_dose_grid_is_refused_naming_it():
         structure_samples(dose, polygon_structure(polys_z, "Bladder"), mode="polygons")
     # exactly touching the edge (cap ends on it) is inside
     polys_ok = [circle(8.0, z) for z in (z_top - 6.25, z_top - 3.75, z_top - 1.25)]
-    d, v, _ = structure_samples(dose, polygon_structure(polys_ok, "Bladder"), mode="polygons")
+    d, _v, _ = structure_samples(dose, polygon_structure(polys_ok, "Bladder"), mode="polygons")
     assert np.allclose(d, RX, atol=1e-4)
 
 
@@ -307,7 +258,7 @@ def test_structure_without_polygons_and_oblique_dose_grid_are_refused():
 def test_rotated_and_flipped_dose_grids_give_the_same_metrics():
     polys = [circle(math.sqrt(400 - z * z), z) for z in np.arange(-18.75, 19.0, 2.5)]
     s = polygon_structure(polys, "Sphere")
-    f = lambda x, y, z: RX + 0.4 * x - 0.25 * y + 0.2 * z  # noqa: E731 - linear: interpolation is exact on any grid
+    f = lambda x, y, z: RX + 0.4 * x - 0.25 * y + 0.2 * z
     base = art_metrics(lps_field(DOSE_GRID, f), s)
     c, sn = math.cos(0.5), math.sin(0.5)
     rotated = Grid((24, 40, 40), (2.5, 2.5, 2.5), (0.0, -52.0, -28.7), direction=(c, -sn, 0, sn, c, 0, 0, 0, 1))
@@ -329,7 +280,7 @@ def test_goals_dvh_and_occupancy_take_the_polygon_path():
     assert res[1].value == pytest.approx(50.0, abs=0.5) and not res[1].met  # half the sphere gets >= the centre dose
     curve = dvh(dose, s, mode="polygons", bin_width_gy=0.01)
     assert curve.total_volume_cc == pytest.approx(float(v.sum()))
-    k = int(round(60.0 / 0.01))
+    k = round(60.0 / 0.01)
     assert curve.volume_cc[k] == pytest.approx(float(v[d >= curve.dose_gy[k]].sum()))
     assert float(occupancy(s, DOSE_GRID, mode="polygons").array.sum()) * DOSE_GRID.voxel_volume_cc == pytest.approx(float(v.sum()), rel=1e-6)
 

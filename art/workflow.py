@@ -131,6 +131,18 @@ def check_structures(protocol: Any, structures: StructureSet, *, where: str = "s
             )
 
 
+def beamlet_targets(protocol: Any, structures: StructureSet) -> list[str]:
+    """The structures whose projections select the beamlets: the prescription target and every
+    other structure a goal asks a minimum dose of (``at_least``), e.g. the lower-dose targets of a
+    multi-target plan; a goal that only limits dose never widens the fields."""
+    names = [protocol.prescription.target]
+    for g in protocol.goals:
+        s = structures.find(g.structure)
+        if g.at_least is not None and s is not None and s.name not in names and not s.is_empty:
+            names.append(s.name)
+    return names
+
+
 def weights_from_segments(plan: Plan, influence: Any, machine: Any) -> np.ndarray:
     """Beamlet weights (per fraction) equivalent to a plan's MLC segments on a matrix's beamlets.
 
@@ -208,9 +220,8 @@ def make_plan(
         beams = beams_from_protocol(protocol, structures, isocenter_lps=isocenter_lps)
         iso = _checked_isocentre(beams, structures)
     with stages.stage("dose influence"):
-        im = influence_matrix(
-            ct, structures, beams, machine, dose_grid_mm=protocol.dose_grid_mm, bixel_mm=protocol.beams.bixel_mm, target=rx.target
-        )
+        im = influence_matrix(ct, structures, beams, machine, dose_grid_mm=protocol.dose_grid_mm, bixel_mm=protocol.beams.bixel_mm,
+                              target=beamlet_targets(protocol, structures))  # fmt: skip
         stages.note(f"{im.n_beamlets} beamlets, {im.matrix.shape[0]} voxels, {im.matrix.nnz} non-zeros")
     with stages.stage("optimisation"):
         opt, opts, fallback = _optimise(im, structures, protocol, machine, warm_start=warm_start, options=optimizer_options, stages=stages)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -121,16 +122,23 @@ class InfluenceMatrix:
         return out
 
 
-def _target_points(structures: StructureSet, target: str) -> tuple[np.ndarray, float]:
-    """LPS centres (n, 3) mm of the target's voxels (every k-th above 200 000) and half
-    the diagonal of a voxel of its grid, mm."""
-    s = structures[target]
-    if s.is_empty:
-        raise InputError(f"target structure {target!r} is empty")
-    idx = np.argwhere(s.mask)
-    if idx.shape[0] > 200_000:
-        idx = idx[:: int(np.ceil(idx.shape[0] / 200_000))]
-    return s.grid.index_to_lps(idx.astype(np.float64)), float(np.linalg.norm(s.grid.spacing)) / 2
+def _target_points(structures: StructureSet, target: str | Sequence[str]) -> tuple[np.ndarray, float]:
+    """LPS centres (n, 3) mm of the target voxels (the union over several targets; every k-th above
+    200 000) and half the diagonal of a voxel of their grid, mm."""
+    names = [target] if isinstance(target, str) else list(target)
+    if not names:
+        raise InputError("influence_matrix needs at least one target structure")
+    pts, half = [], 0.0
+    for name in names:
+        s = structures[name]
+        if s.is_empty:
+            raise InputError(f"target structure {name!r} is empty")
+        pts.append(s.grid.index_to_lps(np.argwhere(s.mask).astype(np.float64)))
+        half = max(half, float(np.linalg.norm(s.grid.spacing)) / 2)
+    p = np.concatenate(pts) if len(pts) > 1 else pts[0]
+    if p.shape[0] > 200_000:
+        p = p[:: int(np.ceil(p.shape[0] / 200_000))]
+    return p, half
 
 
 def _check_options(beams: list, bixel_mm: float, threshold: float, block_mm: float, cutoff_mm: float | None) -> float:
@@ -151,7 +159,7 @@ def _check_options(beams: list, bixel_mm: float, threshold: float, block_mm: flo
 
 def influence_matrix(
     ct: Volume, structures: StructureSet, beams: list[Beam], machine: Machine | None = None, *,
-    dose_grid_mm: float | None = 3.0, bixel_mm: float = 5.0, target: str = "PTV", margin_mm: float = 5.0, voxels: str = "body",
+    dose_grid_mm: float | None = 3.0, bixel_mm: float = 5.0, target: str | Sequence[str] = "PTV", margin_mm: float = 5.0, voxels: str = "body",
     body: str | None = None, threshold: float = 2e-3, block_mm: float = 25.0, floor: float = 1e-3, cutoff_mm: float | None = None,
     near_mm: float = 30.0, hu_table: HUTable | None = None, patient_position: str = "HFS", measure_dropped: bool = True,
     compensate: bool = True, backend: str | None = "numpy", workers: int | None = None, progress: bool = False,
@@ -172,8 +180,8 @@ def influence_matrix(
         Isotropic dose-grid spacing (mm; ``Grid.with_spacing`` of the CT grid); None = CT grid.
     bixel_mm : float, keyword-only
         Beamlet size at the isocentre plane (square), mm; bixel edges at multiples of it.
-    target : str, keyword-only
-        Structure whose projection (plus ``margin_mm``) selects the beamlets.
+    target : str or sequence of str, keyword-only
+        Structure(s) whose projection (plus ``margin_mm``) selects the beamlets (several: their union).
     voxels : {"body", "all"}, keyword-only
         Rows: dose-grid voxels inside the body (≥ 25 % occupancy) or all voxels.
     threshold : float, keyword-only

@@ -42,8 +42,10 @@ Dose voxels along z
 
 Dose at the points (:func:`polygon_samples`, the DVH)
     The dose is interpolated trilinearly between dose-voxel centres at each
-    cell (in-plane sub-cell × piece of a slab between dose slice centres), as
-    planning systems sample dose at points; :func:`polygon_occupancy` instead
+    cell (in-plane sub-cell × piece of a slab between dose slice centres, the
+    piece cut along z into sub-pieces down to ``step_mm`` where the dose
+    changes across it by more than 0.01 Gy), as planning systems sample dose at
+    points; :func:`polygon_occupancy` instead
     gives each dose voxel one dose (its value), which in a steep gradient moves
     near-max/min and D98% by several Gy for a thin structure.
 
@@ -316,7 +318,7 @@ class _DosePool:
 
 
 def _sample_plane(arr: np.ndarray, inside: np.ndarray, start: tuple[int, int], sub: tuple[int, int],
-                  slab: tuple[float, float], pool: _DosePool, cell_cc: float, name: str) -> None:
+                  slab: tuple[float, float], pool: _DosePool, cell_cc: float, name: str, *, z_step: float, z_dose_gy: float = 0.01) -> None:
     """Pool the doses of one plane's cells: the inside sub-cells × the slab's pieces between dose slice centres.
 
     Parameters
@@ -333,6 +335,11 @@ def _sample_plane(arr: np.ndarray, inside: np.ndarray, start: tuple[int, int], s
         Receives the doses (trilinear at the cell centres) with volumes ``cell_cc`` × piece length.
     name : str
         The structure (messages).
+    z_step : float, keyword-only
+        Finest sub-piece along z, in dose slices (``step_mm`` / dz).
+    z_dose_gy : float, keyword-only
+        A piece across which some cell's dose changes by more than this is cut into sub-pieces
+        (at most ``z_step`` long), so that a steep gradient along z is sampled like one in-plane.
     """
     nz, ny, nx = arr.shape
     (j0, i0), (sy, sx) = start, sub
@@ -342,19 +349,28 @@ def _sample_plane(arr: np.ndarray, inside: np.ndarray, start: tuple[int, int], s
     wx = _linear_weights(i0 + (np.arange(inside.shape[1]) + 0.5) / sx - 0.5, nx)
     ja, jb = int(ylo.min()), min(ny, int(ylo.max()) + 2)
     ia, ib = int(np.flatnonzero(wx.any(axis=0))[0]), int(np.flatnonzero(wx.any(axis=0))[-1]) + 1
+    a = ylo - ja
+
+    def bilinear(k: int) -> np.ndarray:  # dose slice k at the inside sub-cell centres
+        along_x = arr[k, ja:jb, ia:ib].astype(np.float64) @ wx[:, ia:ib].T  # (dose rows, sub-cell columns)
+        b = np.minimum(a + 1, along_x.shape[0] - 1)
+        return (along_x[a] * (1 - yt)[:, None] + along_x[b] * yt[:, None])[inside]
+
     for km, length in _z_pieces(slab[0], slab[1], nz):
         k0 = min(max(int(math.floor(km)), 0), max(nz - 2, 0))
-        t = min(max(km - k0, 0.0), 1.0) if nz > 1 else 0.0
-        plane = arr[k0, ja:jb, ia:ib].astype(np.float64) * (1 - t)
-        if nz > 1:
-            plane += arr[k0 + 1, ja:jb, ia:ib].astype(np.float64) * t
-        along_x = plane @ wx[:, ia:ib].T  # (dose rows, sub-cell columns)
-        a = ylo - ja
-        b = np.minimum(a + 1, along_x.shape[0] - 1)
-        d = (along_x[a] * (1 - yt)[:, None] + along_x[b] * yt[:, None])[inside]  # bilinear at the sub-cell centres
-        if not np.all(np.isfinite(d)):
+        d0 = bilinear(k0)
+        d1 = bilinear(k0 + 1) if nz > 1 else d0
+        if not (np.all(np.isfinite(d0)) and np.all(np.isfinite(d1))):
             raise InputError(f"structure {name!r}: the dose is not finite where the structure lies")
-        pool.add(d, cell_cc * length)
+        # along z the dose is linear between the slice centres: the piece is cut into sub-pieces of at most
+        # ``z_step`` slices where the dose changes across it by more than ``z_dose_gy`` (a steep z gradient)
+        lo_t, hi_t = km - 0.5 * length - k0, km + 0.5 * length - k0
+        spread = float(np.max(np.abs(d1 - d0))) * length if d0.size else 0.0
+        n = 1 if spread <= z_dose_gy else min(int(math.ceil(spread / z_dose_gy)), max(1, int(math.ceil(length / z_step))))
+        for q in range(n):
+            t = lo_t + (hi_t - lo_t) * (q + 0.5) / n
+            t = min(max(t, 0.0), 1.0) if nz > 1 else 0.0
+            pool.add(d0 + (d1 - d0) * t, cell_cc * length / n)
 
 
 def polygon_samples(
@@ -424,5 +440,5 @@ def polygon_samples(
     for p in range(slabs.z_mm.size):
         j0, i0, inside = _plane_inside(slabs, p, dose.grid, (sy, sx))
         if inside.any():
-            _sample_plane(arr, inside, (j0, i0), (sy, sx), (k_lo[p], k_hi[p]), pool, cell_cc, slabs.name)
+            _sample_plane(arr, inside, (j0, i0), (sy, sx), (k_lo[p], k_hi[p]), pool, cell_cc, slabs.name, z_step=step_mm / dz)
     return pool.samples(slabs.name)

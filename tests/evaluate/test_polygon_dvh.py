@@ -99,6 +99,26 @@ def test_thin_ring_in_a_steep_field_matches_the_reference():
     assert ref["Dmin"] + 3 < got["Dmean"] < ref["Dmax"] - 3
 
 
+def test_steep_gradient_along_z_is_sampled_along_z_too():
+    # a cylinder (radius 20 mm, 25 mm long: 31 cc) abutting a high-dose region below it, the dose
+    # falling 2.5 Gy/mm along z (TG-119's stacked targets): each 2.5 mm dose slice spans 6 Gy
+    polys = [circle(20.0, z) for z in np.arange(1.25, 25.0, 2.5)]
+    s = polygon_structure(polys, "Superior")
+    dose = lps_field(DOSE_GRID, lambda x, y, z: np.clip(RX - 2.5 * (z + 5.0), 10.0, RX))
+    ref_samples = reference_samples(polys, dose, step=0.5, zstep=0.05)  # 0.125 Gy between the reference's z samples
+    got, ref = art_metrics(dose, s), reference_metrics(*ref_samples)
+    compare(got, ref)
+    d, v, _ = structure_samples(dose, s, mode="polygons")
+    for pct in (5.0, 10.0, 30.0, 90.0):
+        assert abs(evaluate_metric(f"D{pct:g}%", d, v) - reference_metrics_at(*ref_samples, pct)) <= TOL, pct
+
+
+def reference_metrics_at(d: np.ndarray, v: np.ndarray, percent: float) -> float:
+    order = np.argsort(-d)
+    cum = np.cumsum(v[order])
+    return float(d[order][min(np.searchsorted(cum, percent / 100 * cum[-1]), d.size - 1)])
+
+
 def test_c_shape_around_a_core_matches_the_reference():
     # TG-119-like C: an annulus 15-25 mm open towards +x, 25 mm long (~24 cc), dose falling from a core
     t = np.linspace(np.deg2rad(40), np.deg2rad(320), 120)

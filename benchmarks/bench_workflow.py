@@ -5,6 +5,10 @@ into a temporary folder, prints the time of every stage and the total, peak memo
 the scheduled plan misses a goal the adapted plan meets (adaptation matters), and the
 goal table; writes ``benchmarks/results/workflow.json``.
 
+**Reported vs exported**: every reported goal of the reference and adapted plans against the
+test-side independent DVH (``tests/independent_dvh.py``: pydicom, no art code) of the exported
+RTDOSE.dcm + RTSTRUCT.dcm.
+
 **Delivered vs reported**: the exported adapted RT Plan is recomputed (same engine, same
 export grid) on the phantom's truth of the day (the true daily CT and true structures that
 ``art phantom`` writes, never seen by ``art replan``) and its goals evaluated as ``art replan``
@@ -74,6 +78,7 @@ def main() -> None:
         "adapted_priority1_met": summary["adaptive"]["priority1_met"],
         "independent_check": summary["adaptive"]["independent_check"],
     }
+    res["reported_vs_exported"] = reported_vs_exported(out, summary)
     res["delivered_vs_reported"] = delivered_vs_reported(out, summary)
     dst = Path(__file__).resolve().parent / "results" / "workflow.json"
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -82,6 +87,32 @@ def main() -> None:
     if args.keep:
         shutil.copytree(out, args.keep, dirs_exist_ok=True)
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+def reported_vs_exported(demo: Path, summary: dict) -> dict:
+    """Every reported goal of the reference and adapted plans against the independent DVH (tests/independent_dvh.py)
+    of the exported RTDOSE.dcm + RTSTRUCT.dcm (issue 15's done-when: within 0.5 Gy, same verdicts)."""
+    import sys
+    import tomllib
+
+    repo = Path(__file__).resolve().parents[1]
+    if str(repo) not in sys.path:
+        sys.path.insert(0, str(repo))
+    from tests.independent_dvh import evaluate_files
+
+    goals = tomllib.loads((demo / "patient" / "protocol.toml").read_text())["goals"]
+    plans = {"reference": summary["reference"]["plans"]["reference"]["goals"], "adapted": summary["adaptive"]["plans"]["adapted"]["goals"]}
+    out = {}
+    for name, reported in plans.items():
+        ind = evaluate_files(demo / name / "RTDOSE.dcm", demo / name / "RTSTRUCT.dcm", goals)
+        rows = [{"structure": r["structure"], "metric": r["metric"], "unit": r["unit"], "reported": r["value"], "independent": round(i["value"], 4),
+                 "difference": round(r["value"] - i["value"], 4), "met_reported": r["met"], "met_independent": i["met"]}
+                for r, i in zip(reported, ind)]  # fmt: skip
+        worst = max(abs(x["difference"]) for x in rows if x["unit"] == "Gy")
+        same = all(x["met_reported"] == x["met_independent"] for x in rows)
+        print(f"{name}: reported vs independent DVH of the exported files: largest difference {worst:.3f} Gy, same verdicts: {same}")
+        out[name] = {"goals": rows, "largest_difference_gy": worst, "same_verdicts": same}
+    return out
 
 
 def delivered_vs_reported(demo: Path, summary: dict) -> dict:

@@ -43,8 +43,8 @@ Dose voxels along z
 Dose at the points (:func:`polygon_samples`, the DVH)
     The dose is interpolated trilinearly between dose-voxel centres at each
     cell (in-plane sub-cell × piece of a slab between dose slice centres, the
-    piece cut along z into sub-pieces down to ``step_mm`` where the dose
-    changes across it by more than 0.01 Gy), as planning systems sample dose at
+    piece cut along z into sub-pieces down to the in-plane step where the dose
+    changes across it by more than 0.05 Gy), as planning systems sample dose at
     points; :func:`polygon_occupancy` instead
     gives each dose voxel one dose (its value), which in a steep gradient moves
     near-max/min and D98% by several Gy for a thin structure.
@@ -318,7 +318,7 @@ class _DosePool:
 
 
 def _sample_plane(arr: np.ndarray, inside: np.ndarray, start: tuple[int, int], sub: tuple[int, int],
-                  slab: tuple[float, float], pool: _DosePool, cell_cc: float, name: str, *, z_step: float, z_dose_gy: float = 0.01) -> None:
+                  slab: tuple[float, float], pool: _DosePool, cell_cc: float, name: str, *, z_step: float, z_dose_gy: float = 0.05) -> None:
     """Pool the doses of one plane's cells: the inside sub-cells × the slab's pieces between dose slice centres.
 
     Parameters
@@ -440,5 +440,6 @@ def polygon_samples(
     for p in range(slabs.z_mm.size):
         j0, i0, inside = _plane_inside(slabs, p, dose.grid, (sy, sx))
         if inside.any():
-            _sample_plane(arr, inside, (j0, i0), (sy, sx), (k_lo[p], k_hi[p]), pool, cell_cc, slabs.name, z_step=step_mm / dz)
+            # along z as fine as in-plane (a structure made coarser in-plane is sampled as coarsely along z)
+            _sample_plane(arr, inside, (j0, i0), (sy, sx), (k_lo[p], k_hi[p]), pool, cell_cc, slabs.name, z_step=max(dy / sy, dx / sx, step_mm) / dz)
     return pool.samples(slabs.name)

@@ -102,8 +102,9 @@ def evaluation_structures(structures: StructureSet) -> StructureSet:
 def final_dose(ct: Volume, plan: Plan, machine: Any, structures: StructureSet, grid: Grid) -> Volume:
     """Course dose (Gy, float32) of the plan's segments on ``grid``, inside the BODY/EXTERNAL (0 outside), as RT Dose stores it."""
     from art.dose import dose as plan_dose
+    from art.io.rtdose import stored_dose
 
-    return scaled_dose(plan_dose(ct, plan, machine, dose_grid=grid, structures=structures), 1.0)
+    return stored_dose(plan_dose(ct, plan, machine, dose_grid=grid, structures=structures))
 
 
 def normalisation_factor(dose: Volume, structures: StructureSet, protocol: Any) -> float:
@@ -154,11 +155,16 @@ def scaled_dose(dose: Volume, scale: float) -> Volume:
 
 def scale_plan(plan: Plan, factor: float) -> Plan:
     """The plan with every segment's MU multiplied by ``factor`` (fluences kept)."""
-    from art.plan import Segment
-
     if not np.isfinite(factor) or factor <= 0:
         raise InputError(f"normalisation factor must be positive, got {factor}")
-    beams = [dataclasses.replace(b, segments=[Segment(s.leaf_positions, s.jaws, s.mu * factor) for s in b.segments]) for b in plan.beams]
+    return _with_mu(plan, lambda mu: mu * factor)
+
+
+def _with_mu(plan: Plan, new_mu: Any) -> Plan:
+    """The plan with each segment's MU replaced by ``new_mu(mu)`` (apertures and fluences kept)."""
+    from art.plan import Segment
+
+    beams = [dataclasses.replace(b, segments=[Segment(s.leaf_positions, s.jaws, new_mu(s.mu)) for s in b.segments]) for b in plan.beams]
     return dataclasses.replace(plan, beams=beams)
 
 
@@ -184,10 +190,7 @@ def normalise_deliverable(ct: Volume, plan: Plan, dose: Volume, structures: Stru
     mu_min = float(machine.min_mu_per_segment)
     lifted = sum(1 for b in plan.beams for s in b.segments if 0 < s.mu < mu_min)
     if lifted:
-        from art.plan import Segment
-
-        beams = [dataclasses.replace(b, segments=[Segment(s.leaf_positions, s.jaws, max(s.mu, mu_min)) for s in b.segments]) for b in plan.beams]
-        plan = dataclasses.replace(plan, beams=beams)
+        plan = _with_mu(plan, lambda mu: max(mu, mu_min))
         dose = final_dose(ct, plan, machine, structures, dose.grid)
     return plan, dose, {"normalisation_factor": round(scale, 5), "segments_lifted_to_min_mu": lifted}
 

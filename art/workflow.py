@@ -198,7 +198,8 @@ def make_plan(
     final_grid_mm : float, optional, keyword-only
         Export-grid spacing of the final dose (default :data:`art.final_dose.DEFAULT_FINAL_GRID_MM`).
     correction : bool, keyword-only
-        Run the segment-MU correction stage when a priority-1 goal is missed on the final dose.
+        Run the correction stage (segment MU, then the fluence with the shortfalls) when a
+        priority-1 goal is missed on the final dose.
 
     Returns
     -------

@@ -109,14 +109,20 @@ def _checked_dose(dose: Volume, image: ImageSeries, summation: str) -> tuple[np.
         raise InputError(f"image must be an ImageSeries, got {type(image).__name__}")
     if summation not in _SUMMATIONS:
         raise InputError(f"summation must be one of {', '.join(_SUMMATIONS)}, got {summation!r}")
+    return _dose_values(dose)
+
+
+def _dose_values(dose: Volume) -> tuple[np.ndarray, float]:
+    """The dose as float64 (Gy), refused when not finite or negative beyond -1e-6 × its maximum, noise clipped at 0; and its maximum."""
+    if not isinstance(dose, Volume):
+        raise InputError(f"dose must be an art.geometry.Volume, got {type(dose).__name__}")
     arr = np.asarray(dose.array, dtype=np.float64)
     if not np.all(np.isfinite(arr)):
         raise InputError("dose has non-finite values")
     top = float(arr.max()) if arr.size else 0.0
-    if float(arr.min()) < -1e-6 * max(top, 1e-12):
+    if arr.size and float(arr.min()) < -1e-6 * max(top, 1e-12):
         raise InputError(f"dose has negative values (min {float(arr.min()):.4g} Gy)")
-    arr = np.clip(arr, 0.0, None)
-    return arr, top
+    return np.clip(arr, 0.0, None), top
 
 
 def _right_handed_frames(arr: np.ndarray, grid: Grid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -167,15 +173,8 @@ def stored_dose(dose: Volume) -> Volume:
     Volume
         float32, same grid.
     """
-    if not isinstance(dose, Volume):
-        raise InputError(f"dose must be an art.geometry.Volume, got {type(dose).__name__}")
-    arr = np.asarray(dose.array, dtype=np.float64)
-    if not np.all(np.isfinite(arr)):
-        raise InputError("dose has non-finite values")
-    top = float(arr.max()) if arr.size else 0.0
-    if float(arr.min(initial=0.0)) < -1e-6 * max(top, 1e-12):
-        raise InputError(f"dose has negative values (min {float(arr.min()):.4g} Gy)")
-    pixels, scaling_s = _quantise_uint16(np.clip(arr, 0.0, None), top)
+    arr, top = _dose_values(dose)
+    pixels, scaling_s = _quantise_uint16(arr, top)
     return Volume((pixels.astype(np.float64) * float(scaling_s)).astype(np.float32), dose.grid)
 
 

@@ -183,6 +183,30 @@ def beam_dose_at(density: Volume, beam: Beam, machine: Machine, points_lps: np.n
     return out
 
 
+def _beam_doses(setup, beams: list[Beam], machine: Machine, *, fluence_mm: float, patient_position: str):
+    """Per-fraction dose of each beam at the setup's points, in beam order.
+
+    Beams are computed on up to ``min(2, beams, CPUs)`` threads (the heavy parts, SciPy's
+    ``map_coordinates`` and ``convolve1d``, release the GIL), BLAS single-threaded meanwhile,
+    as the influence-matrix build does (:mod:`art.dose._blas`); each beam's result is the
+    same whatever the number of threads.
+    """
+    import os
+
+    from art.dose._blas import single_threaded_blas
+
+    def one(beam: Beam) -> np.ndarray:
+        return beam_dose_at(setup.density, beam, machine, setup.points, fluence_mm=fluence_mm, patient_position=patient_position)
+
+    workers = min(2, len(beams), os.cpu_count() or 1)
+    if workers <= 1:
+        return [one(b) for b in beams]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with single_threaded_blas(), ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(one, beams))
+
+
 def dose(
     ct: Volume,
     plan: Plan,
@@ -234,8 +258,9 @@ def dose(
     setup = prepare(ct, structures, dose_grid_mm=dose_grid_mm, voxels="body" if structures is not None else "all", body=body, hu_table=hu_table,
                     dose_grid=dose_grid)  # fmt: skip
     total = np.zeros(setup.voxel_indices.size, np.float64)
-    for beam in plan.beams:
-        total += beam_dose_at(setup.density, beam, machine, setup.points, fluence_mm=fluence_mm, patient_position=patient_position)
+    fit_kernel(machine)  # fitted once (cached) before the workers share it
+    for beam_dose in _beam_doses(setup, plan.beams, machine, fluence_mm=fluence_mm, patient_position=patient_position):
+        total += beam_dose  # in beam order: the sum does not depend on the number of workers
     if not per_fraction:
         total *= plan.fractions
     out = np.zeros(setup.dose_grid.size, np.float32)

@@ -49,7 +49,7 @@ import numpy as np
 
 from art.errors import DicomError, InputError
 from art.geometry import Grid
-from art.io.dicom_common import RT_STRUCTURE_SET_STORAGE, read_dataset, sequence_items
+from art.io.dicom_common import RT_STRUCTURE_SET_STORAGE, ds_values, read_dataset, sequence_items
 from art.io.image_series import ImageSeries
 from art.structures import ROI_TYPES, Structure, StructureSet
 
@@ -265,13 +265,12 @@ def _color(rc: Any, n: int) -> tuple[int, int, int]:
 
 
 def _contour_points(item: Any, path: Path, name: str) -> np.ndarray | None:
-    data = item.get("ContourData", None)
-    if data is None:
-        return None
     try:
-        values = np.array([float(v) for v in (data if not isinstance(data, (str, float, int)) else [data])], dtype=np.float64)
-    except (TypeError, ValueError) as exc:
+        values = ds_values(item, "ContourData")
+    except (TypeError, ValueError, UnicodeDecodeError) as exc:
         raise DicomError(f"ROI {name!r}: ContourData is not numeric", path=path) from exc
+    if values is None:
+        return None
     if values.size % 3 != 0 or not np.all(np.isfinite(values)):
         raise DicomError(f"ROI {name!r}: ContourData must be finite (x, y, z) triplets, got {values.size} numbers", path=path)
     pts = values.reshape(-1, 3)

@@ -55,6 +55,7 @@ from art.io.dicom_common import (
     format_ds_fixed,
     new_file_dataset,
     save_dataset,
+    set_ds_values,
     set_character_set,
     set_general_study,
     set_patient,
@@ -323,7 +324,7 @@ def _contour_item(lps: np.ndarray, data: list[str], image: ImageSeries, k: int |
         c.ContourImageSequence = Sequence([_image_ref(image, k)])
     c.ContourGeometricType = "CLOSED_PLANAR"
     c.NumberOfContourPoints = len(lps)
-    c.ContourData = data
+    set_ds_values(c, "ContourData", data)
     return c
 
 

@@ -173,6 +173,7 @@ def set_ds_values(ds: Any, keyword: str, strings: list[str]) -> None:
     each: 4 s for a structure set's 3·10^5 contour coordinates); the encoded element is
     written as is and decoded only if read. The strings must be valid DS (≤ 16 characters).
     """
+    from pydicom.charset import default_encoding
     from pydicom.datadict import tag_for_keyword
     from pydicom.dataelem import RawDataElement
     from pydicom.tag import Tag
@@ -186,6 +187,9 @@ def set_ds_values(ds: Any, keyword: str, strings: list[str]) -> None:
     if len(value) % 2:
         value += b" "
     ds[tag] = RawDataElement(Tag(tag), "DS", len(value), value, 0, False, True)
+    # the element is encoded explicit VR little endian (what art writes): say so, or pydicom decodes it to re-encode it
+    # (the character set: pydicom's default, which a sequence item inherits unless its dataset sets another)
+    ds.set_original_encoding(False, True, default_encoding)
 
 
 def ds_values(ds: Any, keyword: str) -> np.ndarray | None:

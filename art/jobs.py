@@ -377,12 +377,18 @@ def demo_job(out: Path, *, seed: int = 0, show: bool = True, fraction_options: d
             "reference": {k: plan_summary[k] for k in ("plans", "priority1_met", "timings_s")},
             "adaptive": {k: replan_summary[k] for k in ("plans", "recommendation", "priority1_met", "timings_s", "registration", "contours", "independent_check")},
             "outputs": {"patient": "patient", "reference": "reference", "adapted": "adapted"},
+            "written": {name: written_files(tmp / name) for name in ("reference", "adapted")},
         }
         summary["timings_s"] = {**{f"reference: {k}": v for k, v in plan_summary["timings_s"].items()},
                                 **{f"replan: {k}": v for k, v in replan_summary["timings_s"].items()}, **stages.timings}
         summary["total_time_s"] = round(sum(summary["timings_s"].values()), 1)
         write_summary(summary, tmp / "summary.json")
     return summary
+
+
+def written_files(folder: Path) -> list[str]:
+    """The names in a result folder, sorted (sub-folders with a trailing ``/``): what was actually written (e.g. no ``report.pdf`` without Chromium)."""
+    return sorted(p.name + ("/" if p.is_dir() else "") for p in Path(folder).iterdir())
 
 
 def goal_comparison_table(summary: dict) -> str:

@@ -1,4 +1,4 @@
-"""Writing result folders: ``art plan`` and ``art replan`` outputs (DESIGN.md command contract).
+"""Writing result folders: ``art plan`` and ``art replan`` outputs (what each writes: docs/workflow.md).
 
 Every writer here fills a folder that the caller created with
 :func:`art.outputs.atomic_output_dir`, so a failure leaves nothing behind. Before

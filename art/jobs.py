@@ -121,6 +121,7 @@ def plan_job(
             "priority1_met": result.priority1_met,
             "optimization": result.optimization.to_dict() if hasattr(result.optimization, "to_dict") else {},
             "sequencing": result.sequencing,
+            "warnings": plan_warnings(result),
             "timings_s": dict(stages.timings),
         }
         with stages.stage("report"):
@@ -130,7 +131,7 @@ def plan_job(
                 ct.volume, result.structures or structures, result.dose, result.goals, plan=result.plan, title="Reference plan QA report",
                 identifiers=identifiers(ct.patient),
                 provenance=summary["provenance"], timings=stages.timings,
-                warnings=[f"priority-1 goal not met: {g.structure} {g.metric} {g.goal}" for g in result.goals if g.priority == 1 and not g.met],
+                warnings=summary["warnings"],
             )
             model.evaluation = evaluation_text(result.dose)
             write_report(model, tmp / "report.html")
@@ -233,6 +234,7 @@ def _replan_summary(result: Any, reference: Any, machine: Any, hashes: dict, rec
             "method": "segment dose recomputed on the image grid with 1 mm fluence pixels vs the final dose on the export grid (same beam model)",
         },
         "sequencing": result.adapted.sequencing,
+        "warnings": plan_warnings(result.adapted, "adapted plan: "),
         "timings_s": dict(stages.timings),
     }  # fmt: skip
 
@@ -247,7 +249,7 @@ def _write_replan_report(tmp: Path, result: Any, summary: dict, reference: Any, 
     folded = int(q.get("folded_voxels_cbct", 0)) + int(q.get("folded_voxels_ct", 0))
     if folded:
         warnings.append(f"deformable registration folds {folded} voxels (Jacobian determinant ≤ 0): review the registration before using the adapted plan")
-    warnings += [f"adapted plan: priority-1 goal not met: {g.structure} {g.metric} {g.goal}" for g in result.adapted.goals if g.priority == 1 and not g.met]
+    warnings += summary["warnings"]
     model = adaptive_report_model(
         result.synthetic_ct, result.adapted.structures or result.daily_structures, result.scheduled_dose, result.adapted.dose,
         result.scheduled_goals, result.adapted.goals, scheduled_plan=result.scheduled_plan, adapted_plan=result.adapted.plan,
@@ -261,6 +263,16 @@ def _write_replan_report(tmp: Path, result: Any, summary: dict, reference: Any, 
     model.evaluation = evaluation_text(result.adapted.dose)
     write_report(model, tmp / "report.html")
     _pdf(tmp / "report.html", stages)
+
+
+def plan_warnings(result: Any, prefix: str = "") -> list[str]:
+    """What a person must know about a plan (summary.json ``warnings``, the report's warnings): a normalisation
+    that stopped short or was clamped (:func:`art.final_dose.normalisation`), priority-1 goals not met."""
+    from art.final_dose import normalisation_warnings
+
+    out = normalisation_warnings(result.sequencing)
+    out += [f"priority-1 goal not met: {g.structure} {g.metric} {g.goal}" for g in result.goals if g.priority == 1 and not g.met]
+    return [prefix + w for w in out]
 
 
 def evaluation_record(dose: Any) -> dict:

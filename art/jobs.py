@@ -163,7 +163,7 @@ def replan_job(reference_dir: Path, cbct_dir: Path, out: Path, *, show: bool = T
         with stages.stage("export"):
             write_plan_files(
                 tmp, plan=result.adapted.plan, dose=result.adapted.dose, ct=cbct, structures=result.daily_structures,
-                protocol=reference.protocol, machine=machine, label="ADAPTED", rtstruct_label="daily",
+                protocol=reference.protocol, machine=machine, label="ADAPTED", rtstruct_label="daily", dose_ct=result.synthetic_ct,
             )  # fmt: skip
             _write_registration(tmp, result, reference, cbct)
             _check_references(tmp, [cbct, reference.ct])

@@ -189,7 +189,8 @@ def normalisation(dose: Volume, structures: StructureSet, protocol: Any) -> Norm
     warnings = []
     if clamped:
         lo, hi = V_METRIC_SCALE_RANGE
-        warnings.append(f"normalisation to {text}: the goal needs a scale outside ×{lo:g}–×{hi:g}; the MU were scaled by ×{needed:.4g} only")
+        result = "the goal is not met" if needed >= hi else "the target is left above the goal's level"
+        warnings.append(f"normalisation to {text}: the goal needs a scale outside ×{lo:g}–×{hi:g}; clamped at ×{needed:.4g}, {result}")
     factor, limited_by = _guarded_scale(dose, structures, protocol, goal, needed)
     if limited_by:
         left = "the prescription goal is left short" if needed > 1.0 else "the target is left above the prescription goal's level"

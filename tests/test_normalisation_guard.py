@@ -112,6 +112,8 @@ def test_a_volume_metric_normalisation_outside_its_range_is_clamped_with_a_warni
     assert norm.clamped and norm.factor == V_METRIC_SCALE_RANGE[1]
     assert any("outside" in w and "V47.5Gy" in w for w in norm.warnings)
     assert norm.record()["normalisation"]["clamped"] is True
+    hot = normalisation(_dose(200.0, 0.1), STRUCTURES, protocol)  # met even at half the dose
+    assert hot.clamped and hot.factor == V_METRIC_SCALE_RANGE[0] and "above" in hot.warnings[0]
     inside = normalisation(_dose(46.0, 0.2), STRUCTURES, protocol)  # reachable: bisection, no warning
     assert not inside.clamped and inside.warnings == ()
     (g,) = evaluate_goals(normalise(_plan(), _dose(46.0, 0.2), STRUCTURES, protocol)[1], STRUCTURES, protocol, mode="polygons")

@@ -68,15 +68,20 @@ def case(tmp_path_factory):
     return {"tmp": tmp, "image": image, "plan": plan, "structures": ss, "ref": ref, "path": path, "ds": pydicom.dcmread(path)}
 
 
+def pt_description(ds):
+    return ds.DoseReferenceSequence[1].DoseReferenceDescription
+
+
 def test_beam_type_follows_the_apertures(case):
     assert [b.BeamType for b in case["ds"].BeamSequence] == ["DYNAMIC", "STATIC", "STATIC"]
 
 
 def test_beam_dose_is_the_engines_dose_at_the_stated_point(case):
-    ds, ref, plan = case["ds"], case["ref"], case["plan"]
+    ds, plan = case["ds"], case["plan"]
     # the point: the isocentre, inside the PTV
     point, description = dose_reference_point(plan, case["structures"], "PTV")
-    np.testing.assert_allclose(point, ISO) and "isocentre" in description
+    np.testing.assert_allclose(point, ISO)
+    assert "isocentre" in description and pt_description(ds) == description
     target, pt = ds.DoseReferenceSequence
     assert target.DoseReferenceStructureType == "VOLUME" and float(target.TargetPrescriptionDose) == 60.0
     assert "DeliveryMaximumDose" not in target  # the protocol defines none: not made up

@@ -26,9 +26,7 @@ import numpy as np
 from art.geometry import Volume
 from art.plan import Plan
 from art.progress import Stages
-from art.structures import Structure, StructureSet
-
-TARGET_TYPES = {"PTV", "CTV", "GTV"}
+from art.structures import TARGET_TYPES, Structure, StructureSet
 
 
 @dataclass
@@ -120,7 +118,7 @@ def adapt(
     machine: Any = None,
     stages: Stages | None = None,
     contour_model: Any = None,
-    confidence_threshold: float = 0.8,
+    confidence_threshold: float | None = None,
     optimizer_options: dict | None = None,
     final_grid_mm: float | None = None,
 ) -> AdaptResult:
@@ -136,8 +134,9 @@ def adapt(
     stages : Stages, optional, keyword-only
     contour_model : optional, keyword-only
         A loaded segmentation model (default: the shipped one).
-    confidence_threshold : float, keyword-only
-        AI contours below it are replaced by the propagated ones and flagged.
+    confidence_threshold : float, optional, keyword-only
+        AI contours below it are flagged, replaced by the propagated ones and kept from guiding
+        the deformable registration (default :data:`art.contouring.CONFIDENCE_THRESHOLD`).
     final_grid_mm : float, optional, keyword-only
         Export-grid spacing of the final doses (default :data:`art.final_dose.DEFAULT_FINAL_GRID_MM`).
 
@@ -145,12 +144,13 @@ def adapt(
     -------
     AdaptResult
     """
-    from art.contouring import segment
+    from art.contouring import CONFIDENCE_THRESHOLD, segment
     from art.dose import load_machine
     from art.registration import propagate_structures, register_rigid, synthetic_ct
     from art.workflow import make_plan
 
     stages = stages if stages is not None else Stages(show=False)
+    confidence_threshold = CONFIDENCE_THRESHOLD if confidence_threshold is None else float(confidence_threshold)
     machine = machine if machine is not None else load_machine()
     ct, ref_ss, protocol = reference.ct.volume, reference.structures, reference.protocol
     cbct_vol = cbct.volume
@@ -160,7 +160,7 @@ def adapt(
         rigid = register_rigid(ct, cbct_vol, ct_body=body.volume if body is not None else None)
         stages.note(f"couch shift {np.round(rigid.couch_shift_mm, 1).tolist()} mm")
     with stages.stage("AI contours"):
-        contours = segment(cbct_vol, model=contour_model)
+        contours = segment(cbct_vol, model=contour_model, threshold=confidence_threshold)
     with stages.stage("deformable registration"):
         deformable = _register_deformable(ct, cbct_vol, rigid, ref_ss, contours, confidence_threshold=confidence_threshold, stages=stages)
     with stages.stage("contour propagation"):
@@ -192,7 +192,7 @@ def _guide_structures(ref_ss: StructureSet, contours: Any, confidence_threshold:
     guide = {}
     for s in contours.structures:
         r = ref_ss.find(s.name)
-        if r is not None and s.name not in contours.flagged and r.roi_type.upper() not in TARGET_TYPES | {"EXTERNAL"}:
+        if r is not None and s.name not in contours.flagged and r.roi_type.upper() not in (*TARGET_TYPES, "EXTERNAL"):
             if float(contours.confidence.get(s.name, 0.0)) >= confidence_threshold:
                 guide[r.name] = (r.volume, s.volume)
     return guide

@@ -34,7 +34,8 @@ from art.structures import Structure, StructureSet
 
 __all__ = [
     "DEFAULT_FINAL_GRID_MM", "EVALUATION_MODE", "final_grid", "evaluation_structures", "final_dose",
-    "normalisation_factor", "scaled_dose", "scale_plan", "normalise", "normalise_deliverable", "evaluate", "goals_key", "correct_segment_mu",
+    "normalisation_factor", "normalisation", "Normalisation", "normalisation_warnings", "V_METRIC_SCALE_RANGE", "scaled_dose", "scale_plan",
+    "normalise", "normalise_deliverable", "evaluate", "goals_key", "correct_segment_mu",
 ]  # fmt: skip
 
 #: Default export-grid spacing (mm, isotropic) of every plan's final dose.
@@ -108,42 +109,181 @@ def final_dose(ct: Volume, plan: Plan, machine: Any, structures: StructureSet, g
 
 
 def normalisation_factor(dose: Volume, structures: StructureSet, protocol: Any) -> float:
-    """The MU scale that makes the prescription goal hold on ``dose`` as exported (evaluated by polygons), ``NORMALISATION_MARGIN`` above its level.
+    """The MU scale applied by :func:`normalisation` (see there): the prescription goal's, as far as the guard allows."""
+    return normalisation(dose, structures, protocol).factor
+
+
+@dataclasses.dataclass(frozen=True)
+class Normalisation:
+    """How the final MU were scaled (:func:`normalisation`).
+
+    Attributes
+    ----------
+    factor : float
+        The scale applied to every segment's MU.
+    needed : float
+        The scale the prescription goal needs (``NORMALISATION_MARGIN`` above its level).
+    goal : str
+        The prescription goal, e.g. ``"PTV D95% ≥ 57 Gy (priority 1)"``.
+    limited_by : tuple of str
+        Goals of the prescription goal's priority or higher, met before scaling, that the
+        full scale would break (the factor stops before they break).
+    clamped : bool
+        A volume-metric prescription goal whose scale lay outside the searched range
+        ``V_METRIC_SCALE_RANGE`` (``needed`` is then the range's end).
+    warnings : tuple of str
+        One clear sentence per event above (empty when the scale was applied in full).
+    """
+
+    factor: float
+    needed: float
+    goal: str
+    limited_by: tuple[str, ...] = ()
+    clamped: bool = False
+    warnings: tuple[str, ...] = ()
+
+    def record(self) -> dict:
+        """The summary.json record (``normalisation_factor`` and ``normalisation``)."""
+        return {"normalisation_factor": round(self.factor, 5), "normalisation": {
+            "goal": self.goal, "needed_factor": round(self.needed, 5), "limited_by": list(self.limited_by),
+            "clamped": self.clamped, "warnings": list(self.warnings)}}  # fmt: skip
+
+
+#: The scales searched when the prescription goal is a volume metric (V<x>Gy ≥ v %); a goal that
+#: needs a scale outside it is clamped to its end, with a warning.
+V_METRIC_SCALE_RANGE = (0.5, 2.0)
+
+
+def normalisation(dose: Volume, structures: StructureSet, protocol: Any) -> Normalisation:
+    """The MU scale that makes the prescription goal hold, as far as no goal of its priority or higher breaks.
 
     The prescription goal is the highest-priority ``at_least`` goal on the prescription
-    target (e.g. ``PTV D95% ≥ 57 Gy``), as in :func:`art.optimize.normalize.prescription_goal`.
-    The goal is checked on the scaled dose as the RT Dose file stores it
-    (:func:`art.io.rtdose.stored_dose`: 16-bit steps), so that it holds in the exported file.
+    target (e.g. ``PTV D95% ≥ 57 Gy``), as in :func:`art.optimize.normalize.prescription_goal`;
+    the scale aims ``NORMALISATION_MARGIN`` above its level, checked on the scaled dose as the
+    RT Dose file stores it (:func:`art.io.rtdose.stored_dose`: 16-bit steps).
+
+    The guard: every other goal with a priority number at most the prescription goal's that
+    is met on ``dose`` must stay met, so the scale stops where the first of them would break
+    (e.g. a priority-1 organ ``Dmax`` when scaling up, a priority-1 ``CTV D98%`` when scaling
+    down). The prescription goal may then be missed: the plan's goals show it (exit code 3
+    for a priority-1 goal) and :attr:`Normalisation.warnings` says why; nothing is traded
+    silently. Goals already missed before scaling do not limit it.
+
+    Parameters
+    ----------
+    dose : Volume
+        The final dose (Gy, course) on the export grid.
+    structures : StructureSet
+        With polygons (:func:`evaluation_structures`).
+    protocol : Protocol
+
+    Returns
+    -------
+    Normalisation
     """
-    from art.evaluate import evaluate_goals
     from art.optimize.normalize import prescription_goal
 
     goal = prescription_goal(list(protocol.goals), protocol.prescription)
+    needed, clamped = _prescription_scale(dose, structures, goal)
+    text = f"{goal.structure} {goal.metric.text} ≥ {goal.at_least:g} {goal.metric.output_unit} (priority {goal.priority})"
+    warnings = []
+    if clamped:
+        lo, hi = V_METRIC_SCALE_RANGE
+        result = "the goal is not met" if needed >= hi else "the target is left above the goal's level"
+        warnings.append(f"normalisation to {text}: the goal needs a scale outside ×{lo:g}–×{hi:g}; clamped at ×{needed:.4g}, {result}")
+    factor, limited_by = _guarded_scale(dose, structures, protocol, goal, needed)
+    if limited_by:
+        left = "the prescription goal is left short" if needed > 1.0 else "the target is left above the prescription goal's level"
+        warnings.append(
+            f"normalisation to {text} stopped at ×{factor:.4f} (×{needed:.4f} needed): scaling further would break "
+            f"{', '.join(limited_by)}, met before scaling; {left} rather than traded for it"
+        )
+    return Normalisation(float(factor), float(needed), text, tuple(limited_by), bool(clamped), tuple(warnings))
 
-    def value(scale: float) -> float:
-        (r,) = evaluate_goals(scaled_dose(dose, scale), structures, [goal], mode=EVALUATION_MODE)
-        return float(r.value)
 
+def _goal_value(dose: Volume, structures: StructureSet, goal: Any, scale: float) -> float:
+    """The goal's metric on ``dose`` × ``scale`` as stored (polygons)."""
+    (r,) = _stored_goals(dose, structures, [goal], scale)
+    return float(r.value)
+
+
+def _prescription_scale(dose: Volume, structures: StructureSet, goal: Any) -> tuple[float, bool]:
+    """The scale that puts the prescription goal ``NORMALISATION_MARGIN`` above its level, and whether it was clamped.
+
+    Dose metrics are linear in the scale (up to the sampling: pooled dose bins, 16-bit steps):
+    computed, checked and stepped again if short. A volume metric (V<x>Gy ≥ v %) is monotone in
+    the scale: bisection within ``V_METRIC_SCALE_RANGE``; outside it, the range's end, clamped.
+    """
     aim = float(goal.at_least) * (1.0 + NORMALISATION_MARGIN)
-    v1 = value(1.0)
+    v1 = _goal_value(dose, structures, goal, 1.0)
     if not np.isfinite(v1) or v1 <= 0:
         raise InputError(f"cannot normalise: {goal.structure} {goal.metric} is {v1} on the plan dose")
     if goal.metric.kind in ("D", "mean", "min", "max"):
-        # linear in the scale up to the sampling (pooled dose bins, 16-bit steps): check, and step again if short
         scale = aim / v1 * (1.0 + 1e-6)
         for _ in range(8):
-            v = value(scale)
+            v = _goal_value(dose, structures, goal, scale)
             if v >= aim:
-                return scale
+                return scale, False
             scale *= aim / v * (1.0 + 1e-5)
         raise InputError(f"cannot normalise: {goal.structure} {goal.metric} does not reach {aim:.4g} by scaling the dose")
-    # a volume metric (V<x>Gy ≥ v %): bisection on the scale, the metric is monotone in it
     aim = min(aim, 100.0) if goal.metric.output_unit == "%" else aim
-    lo, hi = 0.5, 2.0
+    lo, hi = V_METRIC_SCALE_RANGE
+    if _goal_value(dose, structures, goal, hi) < aim:
+        return hi, True
+    if _goal_value(dose, structures, goal, lo) >= aim:
+        return lo, True
     for _ in range(30):
         mid = 0.5 * (lo + hi)
-        lo, hi = (lo, mid) if value(mid) >= aim else (mid, hi)
-    return hi
+        lo, hi = (lo, mid) if _goal_value(dose, structures, goal, mid) >= aim else (mid, hi)
+    return hi, False
+
+
+def _guarded_scale(dose: Volume, structures: StructureSet, protocol: Any, goal: Any, needed: float) -> tuple[float, list[str]]:
+    """``needed``, limited so that the goals of ``goal``'s priority or higher met at scale 1 stay met; and the goals that limit it.
+
+    Each guarded goal's limit comes from its polygon samples (:func:`art.optimize.normalize.scale_limits`:
+    dose metrics scale linearly, ``V<x>Gy`` by the dose to its bound's volume); the scaled dose as
+    stored is then checked and the scale moved towards 1 while a guarded goal is missed there.
+    """
+    from art.evaluate.dvh import structure_samples
+    from art.optimize.normalize import scale_limits
+
+    guarded = [g for g in protocol.goals if g.priority <= goal.priority and g is not goal]
+    guarded = [g for g, r in zip(guarded, _stored_goals(dose, structures, guarded, 1.0)) if r.met] if guarded else []
+    if not guarded:
+        return needed, []
+    samples = {}
+    for i, g in enumerate(guarded):
+        d, v, _ = structure_samples(dose, _find(structures, g.structure), name=g.structure, mode="polygons")
+        samples[i] = (d, v)
+    limits = [scale_limits([g], {0: samples[i]}, max_priority=g.priority) for i, g in enumerate(guarded)]
+    lo = max([1.0] if needed >= 1.0 else [lim[0] for lim in limits] + [0.0])
+    hi = min([1.0] if needed < 1.0 else [lim[1] for lim in limits] + [float("inf")])
+    scale = float(np.clip(needed, min(lo, 1.0), max(hi, 1.0)))
+    if scale == needed and all(r.met for r in _stored_goals(dose, structures, guarded, scale)):
+        return scale, []
+    for k in range(8):  # the limits come from unpooled samples: confirm on the stored dose, else move towards 1
+        if all(r.met for r in _stored_goals(dose, structures, guarded, scale)):
+            break
+        scale = 1.0 + (scale - 1.0) * (1.0 - 1e-3 * 2**k)
+    else:
+        scale = 1.0
+    broken = [g for g, r in zip(guarded, _stored_goals(dose, structures, guarded, needed)) if not r.met]
+    return scale, [f"{g.structure} {g.metric.text} {_bound_text(g)} (priority {g.priority})" for g in broken]
+
+
+def _stored_goals(dose: Volume, structures: StructureSet, goals: list, scale: float) -> list:
+    """``goals`` evaluated on ``dose`` × ``scale`` as stored (polygons)."""
+    from art.evaluate import evaluate_goals
+
+    return evaluate_goals(scaled_dose(dose, scale), structures, goals, mode=EVALUATION_MODE)
+
+
+def _bound_text(goal: Any) -> str:
+    """``≥ 57 Gy``, ``≤ 20 %`` or both, as the goal states them."""
+    unit = goal.metric.output_unit
+    parts = ([f"≥ {goal.at_least:g} {unit}"] if goal.at_least is not None else []) + ([f"≤ {goal.at_most:g} {unit}"] if goal.at_most is not None else [])
+    return " and ".join(parts)
 
 
 def scaled_dose(dose: Volume, scale: float) -> Volume:
@@ -169,30 +309,41 @@ def _with_mu(plan: Plan, new_mu: Any) -> Plan:
 
 
 def normalise(plan: Plan, dose: Volume, structures: StructureSet, protocol: Any) -> tuple[Plan, Volume, float]:
-    """Plan and dose scaled so that the prescription goal holds on the final dose as exported; returns the factor too.
+    """Plan and dose scaled by :func:`normalisation` (the prescription goal, guarded); returns the factor too.
 
     The dose returned is the one the RT Dose file stores (16-bit steps), so that every
     number evaluated on it is the number a reader of the file gets.
     """
-    scale = normalisation_factor(dose, structures, protocol)
-    return scale_plan(plan, scale), scaled_dose(dose, scale), float(scale)
+    plan, dose, norm = _normalised(plan, dose, structures, protocol)
+    return plan, dose, norm.factor
+
+
+def _normalised(plan: Plan, dose: Volume, structures: StructureSet, protocol: Any) -> tuple[Plan, Volume, Normalisation]:
+    norm = normalisation(dose, structures, protocol)
+    return scale_plan(plan, norm.factor), scaled_dose(dose, norm.factor), norm
 
 
 def normalise_deliverable(ct: Volume, plan: Plan, dose: Volume, structures: StructureSet, protocol: Any, machine: Any) -> tuple[Plan, Volume, dict]:
     """:func:`normalise`, then every segment the scaling left below the machine's minimum MU lifted to it.
 
-    Lifting only adds dose, so the prescription goal still holds; when any segment was
-    lifted the final dose is computed again by the engine for the lifted plan (so the
-    reported dose is the dose of the exported MU). Returns the plan, its final dose
-    and a record ``{"normalisation_factor", "segments_lifted_to_min_mu"}``.
+    Lifting only adds dose; when any segment was lifted the final dose is computed again by
+    the engine for the lifted plan (so the reported dose is the dose of the exported MU).
+    Returns the plan, its final dose and a record ``{"normalisation_factor",
+    "normalisation": {goal, needed_factor, limited_by, clamped, warnings},
+    "segments_lifted_to_min_mu"}`` (:meth:`Normalisation.record`).
     """
-    plan, dose, scale = normalise(plan, dose, structures, protocol)
+    plan, dose, norm = _normalised(plan, dose, structures, protocol)
     mu_min = float(machine.min_mu_per_segment)
     lifted = sum(1 for b in plan.beams for s in b.segments if 0 < s.mu < mu_min)
     if lifted:
         plan = _with_mu(plan, lambda mu: max(mu, mu_min))
         dose = final_dose(ct, plan, machine, structures, dose.grid)
-    return plan, dose, {"normalisation_factor": round(scale, 5), "segments_lifted_to_min_mu": lifted}
+    return plan, dose, {**norm.record(), "segments_lifted_to_min_mu": lifted}
+
+
+def normalisation_warnings(record: dict) -> list[str]:
+    """The normalisation warnings of a plan's record (``PlanResult.sequencing``; empty when the scale was applied in full)."""
+    return list((record or {}).get("normalisation", {}).get("warnings", []))
 
 
 def evaluate(dose: Volume, structures: StructureSet, protocol: Any) -> list:

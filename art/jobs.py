@@ -121,6 +121,7 @@ def plan_job(
             "priority1_met": result.priority1_met,
             "optimization": result.optimization.to_dict() if hasattr(result.optimization, "to_dict") else {},
             "sequencing": result.sequencing,
+            "warnings": plan_warnings(result),
             "timings_s": dict(stages.timings),
         }
         with stages.stage("report"):
@@ -130,7 +131,7 @@ def plan_job(
                 ct.volume, result.structures or structures, result.dose, result.goals, plan=result.plan, title="Reference plan QA report",
                 identifiers=identifiers(ct.patient),
                 provenance=summary["provenance"], timings=stages.timings,
-                warnings=[f"priority-1 goal not met: {g.structure} {g.metric} {g.goal}" for g in result.goals if g.priority == 1 and not g.met],
+                warnings=summary["warnings"],
             )
             model.evaluation = evaluation_text(result.dose)
             write_report(model, tmp / "report.html")
@@ -162,7 +163,7 @@ def replan_job(reference_dir: Path, cbct_dir: Path, out: Path, *, show: bool = T
         with stages.stage("export"):
             write_plan_files(
                 tmp, plan=result.adapted.plan, dose=result.adapted.dose, ct=cbct, structures=result.daily_structures,
-                protocol=reference.protocol, machine=machine, label="ADAPTED", rtstruct_label="daily",
+                protocol=reference.protocol, machine=machine, label="ADAPTED", rtstruct_label="daily", dose_ct=result.synthetic_ct,
             )  # fmt: skip
             _write_registration(tmp, result, reference, cbct)
             _check_references(tmp, [cbct, reference.ct])
@@ -233,6 +234,7 @@ def _replan_summary(result: Any, reference: Any, machine: Any, hashes: dict, rec
             "method": "segment dose recomputed on the image grid with 1 mm fluence pixels vs the final dose on the export grid (same beam model)",
         },
         "sequencing": result.adapted.sequencing,
+        "warnings": plan_warnings(result.adapted, "adapted plan: "),
         "timings_s": dict(stages.timings),
     }  # fmt: skip
 
@@ -247,7 +249,7 @@ def _write_replan_report(tmp: Path, result: Any, summary: dict, reference: Any, 
     folded = int(q.get("folded_voxels_cbct", 0)) + int(q.get("folded_voxels_ct", 0))
     if folded:
         warnings.append(f"deformable registration folds {folded} voxels (Jacobian determinant ≤ 0): review the registration before using the adapted plan")
-    warnings += [f"adapted plan: priority-1 goal not met: {g.structure} {g.metric} {g.goal}" for g in result.adapted.goals if g.priority == 1 and not g.met]
+    warnings += summary["warnings"]
     model = adaptive_report_model(
         result.synthetic_ct, result.adapted.structures or result.daily_structures, result.scheduled_dose, result.adapted.dose,
         result.scheduled_goals, result.adapted.goals, scheduled_plan=result.scheduled_plan, adapted_plan=result.adapted.plan,
@@ -261,6 +263,16 @@ def _write_replan_report(tmp: Path, result: Any, summary: dict, reference: Any, 
     model.evaluation = evaluation_text(result.adapted.dose)
     write_report(model, tmp / "report.html")
     _pdf(tmp / "report.html", stages)
+
+
+def plan_warnings(result: Any, prefix: str = "") -> list[str]:
+    """What a person must know about a plan (summary.json ``warnings``, the report's warnings): a normalisation
+    that stopped short or was clamped (:func:`art.final_dose.normalisation`), priority-1 goals not met."""
+    from art.final_dose import normalisation_warnings
+
+    out = normalisation_warnings(result.sequencing)
+    out += [f"priority-1 goal not met: {g.structure} {g.metric} {g.goal}" for g in result.goals if g.priority == 1 and not g.met]
+    return [prefix + w for w in out]
 
 
 def evaluation_record(dose: Any) -> dict:
@@ -377,12 +389,18 @@ def demo_job(out: Path, *, seed: int = 0, show: bool = True, fraction_options: d
             "reference": {k: plan_summary[k] for k in ("plans", "priority1_met", "timings_s")},
             "adaptive": {k: replan_summary[k] for k in ("plans", "recommendation", "priority1_met", "timings_s", "registration", "contours", "independent_check")},
             "outputs": {"patient": "patient", "reference": "reference", "adapted": "adapted"},
+            "written": {name: written_files(tmp / name) for name in ("reference", "adapted")},
         }
         summary["timings_s"] = {**{f"reference: {k}": v for k, v in plan_summary["timings_s"].items()},
                                 **{f"replan: {k}": v for k, v in replan_summary["timings_s"].items()}, **stages.timings}
         summary["total_time_s"] = round(sum(summary["timings_s"].values()), 1)
         write_summary(summary, tmp / "summary.json")
     return summary
+
+
+def written_files(folder: Path) -> list[str]:
+    """The names in a result folder, sorted (sub-folders with a trailing ``/``): what was actually written (e.g. no ``report.pdf`` without Chromium)."""
+    return sorted(p.name + ("/" if p.is_dir() else "") for p in Path(folder).iterdir())
 
 
 def goal_comparison_table(summary: dict) -> str:

@@ -1,4 +1,4 @@
-"""Writing result folders: ``art plan`` and ``art replan`` outputs (DESIGN.md command contract).
+"""Writing result folders: ``art plan`` and ``art replan`` outputs (what each writes: docs/workflow.md).
 
 Every writer here fills a folder that the caller created with
 :func:`art.outputs.atomic_output_dir`, so a failure leaves nothing behind. Before
@@ -38,8 +38,12 @@ def write_plan_files(
     machine: Any,
     label: str,
     rtstruct_label: str = "art",
+    dose_ct: Any = None,
 ) -> dict[str, Path]:
     """RTSTRUCT, RTPLAN and RTDOSE for a plan on an image series; returns the paths written.
+
+    The RT Plan states each beam's dose at a point of the target (:func:`beam_dose_reference`,
+    computed by the engine on ``dose_ct``) as BeamDose, with the point as a dose reference.
 
     Parameters
     ----------
@@ -54,6 +58,9 @@ def write_plan_files(
         The image the plan is on (planning CT, or today's CBCT for an adapted plan).
     structures : StructureSet
         On ``ct``'s grid.
+    dose_ct : Volume, optional
+        The CT (HU) the dose was computed on, when it is not ``ct``'s image (the adapted plan:
+        the synthetic CT on today's grid); default ``ct.volume``.
     """
     from art.delivery import assert_deliverable
     from art.io import write_rtstruct
@@ -65,8 +72,78 @@ def write_plan_files(
     check_dose(dose, prescription_gy=rx.dose_gy, what=label)
     paths = {"rtstruct": folder / "RTSTRUCT.dcm", "rtplan": folder / "RTPLAN.dcm", "rtdose": folder / "RTDOSE.dcm"}
     write_rtstruct(structures, ct, paths["rtstruct"], label=rtstruct_label)
+    ref = beam_dose_reference(ct.volume if dose_ct is None else dose_ct, plan, machine, structures, rx.target)
     plan_ds = write_rtplan(
-        plan, ct, paths["rtstruct"], paths["rtplan"], machine=machine, label=label, prescription_gy=rx.dose_gy, target_name=rx.target
+        plan, ct, paths["rtstruct"], paths["rtplan"], machine=machine, label=label, prescription_gy=rx.dose_gy, target_name=rx.target,
+        dose_reference=ref,
     )
     write_rtdose(dose, ct, paths["rtdose"], plan_ds_or_uid=plan_ds)
     return paths
+
+
+def dose_reference_point(plan: Any, structures: Any, target: str) -> tuple[np.ndarray, str] | None:
+    """The point each beam's dose is stated at (BeamDose): the isocentre when it lies in the target, else the
+    target voxel nearest the target's centroid; None when the target is missing or empty.
+
+    Returns
+    -------
+    (point, description) : ((3,) float64 LPS mm, str) or None
+    """
+    s = structures.find(target) if structures is not None else None
+    if s is None or s.is_empty:
+        return None
+    iso = np.asarray(plan.beams[0].isocenter_lps, dtype=np.float64)
+    k = np.round(s.grid.lps_to_index(iso[None, :])[0]).astype(int)
+    if np.all(k >= 0) and np.all(k < np.asarray(s.grid.shape)) and bool(s.mask[tuple(k)]):
+        return iso, f"isocentre (in {target}): beam dose point"[:64]
+    kji = np.argwhere(s.mask).astype(np.float64)
+    pts = s.grid.index_to_lps(kji)
+    point = pts[int(np.argmin(np.sum((pts - s.centroid_lps()) ** 2, axis=1)))]
+    return point, f"{target} point nearest its centroid: beam dose point"[:64]
+
+
+def beam_dose_reference(ct_hu: Any, plan: Any, machine: Any, structures: Any, target: str, *, patient_position: str = "HFS") -> Any:
+    """Each beam's dose (Gy per fraction) at :func:`dose_reference_point`, segment by segment, by the dose engine.
+
+    Each beam's dose is the engine's (:func:`art.dose.calc.beam_dose_at` at one point, the
+    same model and HU → density table as the final dose), so the beams' doses add up to
+    the plan's dose at the point; it is shared among the segments in proportion to their
+    doses there by direct kernel summation (:func:`art.dose.calc.segment_doses_at`), which
+    gives the control points' CumulativeDoseReferenceCoefficient.
+
+    Parameters
+    ----------
+    ct_hu : Volume
+        The CT the plan's dose is computed on, HU.
+    plan : Plan
+        Sequenced (segments, MU per fraction).
+    machine : Machine
+    structures : StructureSet
+        With the target.
+    target : str
+        The prescription target's name.
+    patient_position : str, keyword-only
+        The patient position the dose engine uses.
+
+    Returns
+    -------
+    art.io.rtplan.BeamDoseReference or None
+        None when the target is missing or empty (the RT Plan then states no BeamDose).
+    """
+    from art.dose.calc import beam_dose_at, segment_doses_at
+    from art.dose.machine import hu_to_density
+    from art.geometry import Volume
+    from art.io.rtplan import BeamDoseReference
+
+    found = dose_reference_point(plan, structures, target)
+    if found is None:
+        return None
+    point, description = found
+    density = Volume(hu_to_density(ct_hu.array), ct_hu.grid)
+    doses = {}
+    for b in plan.beams:
+        total = float(beam_dose_at(density, b, machine, point[None, :], patient_position=patient_position)[0])
+        parts = segment_doses_at(density, b, machine, point, patient_position=patient_position)[[s.mu > 0 for s in b.segments]]
+        share = parts / parts.sum() if parts.sum() > 0 else np.zeros_like(parts)
+        doses[b.name] = [float(v) for v in total * share]
+    return BeamDoseReference(tuple(float(v) for v in point), doses, description)

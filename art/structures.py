@@ -17,6 +17,10 @@ import numpy as np
 from art.errors import GeometryError, InputError
 from art.geometry import Grid, Volume
 
+#: RT ROI Interpreted Types of targets (the treated volumes): the one list the stages use
+#: (voxel sampling keeps them whole, today's targets are always propagated, the report centres on them).
+TARGET_TYPES = ("PTV", "CTV", "GTV")
+
 ROI_TYPES = ("EXTERNAL", "PTV", "CTV", "GTV", "ORGAN", "AVOIDANCE", "BOLUS", "SUPPORT", "CONTROL", "MARKER", "CAVITY", "TREATED_VOLUME", "IRRAD_VOLUME", "FIXATION", "REGISTRATION", "ISOCENTER", "CONTRAST_AGENT", "DOSE_REGION", "BRACHY_CHANNEL", "BRACHY_ACCESSORY", "BRACHY_SRC_APP", "BRACHY_CHNL_SHLD", "")
 
 

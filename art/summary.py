@@ -1,6 +1,6 @@
 """``summary.json``: goal tables, delivery figures, the recommendation, provenance.
 
-DESIGN.md: the summary holds at least the software version, input file hashes,
+The summary (docs/workflow.md, "summary.json") holds at least the software version, input file hashes,
 the protocol, per-goal ``{structure, metric, goal, value, met}`` for each plan
 (``reference``, or ``scheduled`` and ``adapted``), total MU per beam and timings
 per stage. Dose in Gy (course), MU per fraction.

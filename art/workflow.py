@@ -307,6 +307,8 @@ def _correct(ct: Volume, plan: Plan, delivered: Volume, goals: list, structures:
         if n_segments <= SEGMENT_MU_MAX_SEGMENTS:
             plan, delivered, goals, record["segment_mu"] = correct_segment_mu(ct, plan, delivered, goals, structures, protocol, machine=machine, influence=im)
             stages.note(f"segment MU: {'kept' if record['segment_mu']['kept'] else 'not better, discarded'}")
+            if record["segment_mu"]["kept"]:  # the plan's normalisation is now that of the corrected MU
+                seq = dict(seq, **{k: record["segment_mu"][k] for k in ("normalisation_factor", "normalisation", "segments_lifted_to_min_mu")})
         else:
             record["segment_mu"] = {"ran": False, "reason": f"{n_segments} segments > {SEGMENT_MU_MAX_SEGMENTS}"}
         record["fluence"], shifted = [], protocol

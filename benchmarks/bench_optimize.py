@@ -3,8 +3,8 @@
 Cases
 -----
 prostate   the demo patient (art_phantoms.make_pelvis(seed=0)), 7 beams,
-           art.dose.influence_matrix on a 3 mm grid, 5 mm bixels, the DESIGN.md
-           example protocol goals (60 Gy in 20).
+           art.dose.influence_matrix on a 3 mm grid, 5 mm bixels, the shipped
+           prostate protocol's goals (60 Gy in 20, docs/protocol.md).
 cshape     the TG-119-style C-shape (art_phantoms.commissioning.c_shape), 9 beams,
            its own protocol (50 Gy in 25).
 synthetic  the analytic cases of art.optimize.synthetic (no dose engine), for

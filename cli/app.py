@@ -1,6 +1,6 @@
 """The ``art`` command: argument parsing and exit codes only; the work is done in :mod:`art`.
 
-Exit codes (DESIGN.md): 0 done; 1 failed (one-line message on stderr, nothing
+Exit codes (README.md, docs/workflow.md): 0 done; 1 failed (one-line message on stderr, nothing
 left in ``--out``); 2 usage error (also: command not built yet); 3 done but a
 priority-1 goal is not met.
 """

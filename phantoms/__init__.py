@@ -48,5 +48,5 @@ def default_protocol_path() -> Path:
 
 
 def default_protocol_text() -> str:
-    """Text of the shipped prostate protocol (TOML, see DESIGN.md "Protocol file")."""
+    """Text of the shipped prostate protocol (TOML, see docs/protocol.md)."""
     return resources.files(__name__).joinpath("data", _PROTOCOL).read_text(encoding="utf-8")

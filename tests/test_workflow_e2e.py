@@ -44,12 +44,12 @@ def e2e(tmp_path_factory):
     ref = root / "reference"
     code = call("plan", ["plan", "--ct", str(patient / "CT"), "--structures", str(patient / "RTSTRUCT.dcm"), "--protocol", str(proto), "--out", str(ref),
                          "--final-grid-mm", "4", "--json"])  # fmt: skip
-    assert code in (0, 3), logs["plan"][2][-2000:]
+    assert code == 0, logs["plan"][2][-2000:]  # the reference plan meets its priority-1 goals (exit 3 would be a failure)
     shutil.copytree(patient / "CT", ref / "CT")
     shutil.copy2(proto, ref / "protocol.toml")
     adapted = root / "adapted"
     code = call("replan", ["replan", "--reference", str(ref), "--cbct", str(patient / "CBCT_01"), "--out", str(adapted), "--final-grid-mm", "4", "--json"])
-    assert code in (0, 3), logs["replan"][2][-2000:]
+    assert code == 0, logs["replan"][2][-2000:]  # the adapted plan meets its priority-1 goals (issue 16 item 7: not exit 3)
     return {"root": root, "patient": patient, "reference": ref, "adapted": adapted, "logs": logs}
 
 
@@ -134,7 +134,7 @@ def test_replan_is_deterministic(e2e, tmp_path):
     import pydicom
 
     again = tmp_path / "again"
-    assert run(["replan", "--reference", str(e2e["reference"]), "--cbct", str(e2e["patient"] / "CBCT_01"), "--out", str(again)]) in (0, 3)
+    assert run(["replan", "--reference", str(e2e["reference"]), "--cbct", str(e2e["patient"] / "CBCT_01"), "--out", str(again)]) == 0
     a, b = (pydicom.dcmread(d / "RTDOSE.dcm") for d in (e2e["adapted"], again))
     assert np.array_equal(a.pixel_array, b.pixel_array) and a.DoseGridScaling == b.DoseGridScaling
     mu = lambda d: [x.BeamMeterset for x in pydicom.dcmread(d / "RTPLAN.dcm").FractionGroupSequence[0].ReferencedBeamSequence]  # noqa: E731

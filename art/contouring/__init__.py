@@ -17,7 +17,7 @@ Torch is imported only when a model is loaded or trained. Training:
 """
 
 from .confidence import confidence, dice
-from .inference import DEFAULT_THRESHOLD, ContourResult, anatomical_checks, postprocess_mask, segment
+from .inference import CONFIDENCE_THRESHOLD, ContourResult, anatomical_checks, postprocess_mask, segment
 from .labels import CLASSES
 from .metrics import hd95
 from .model import ContourModel, load_model, read_card, shipped_model_path
@@ -35,5 +35,5 @@ __all__ = [
     "anatomical_checks",
     "postprocess_mask",
     "CLASSES",
-    "DEFAULT_THRESHOLD",
+    "CONFIDENCE_THRESHOLD",
 ]

@@ -14,10 +14,12 @@ from art.structures import Structure, StructureSet
 
 from .labels import COLOURS, FLUID_FILLED, ROI_TYPES, VOLUME_RANGES_CC
 
-__all__ = ["ContourResult", "segment", "predict_probabilities", "postprocess_mask", "intensity_consistent", "anatomical_checks", "DEFAULT_THRESHOLD"]
+__all__ = ["ContourResult", "segment", "predict_probabilities", "postprocess_mask", "intensity_consistent", "anatomical_checks", "CONFIDENCE_THRESHOLD"]
 
-#: Structures whose confidence is below this are flagged for review.
-DEFAULT_THRESHOLD = 0.85
+#: The confidence threshold (the one setting; docs/contouring.md): an AI contour whose confidence is
+#: below it is flagged for review by :func:`segment`, and :func:`art.adapt.adapt` then uses the
+#: propagated contour instead and does not let it guide the deformable registration.
+CONFIDENCE_THRESHOLD = 0.85
 
 # test-time augmentations: (grid shift in voxels (z, y, x), HU offset, HU scale about -1000, left-right mirror)
 _TTA = (
@@ -266,7 +268,7 @@ def segment(
     model=None,
     propagated: StructureSet | None = None,
     tta: bool = True,
-    threshold: float = DEFAULT_THRESHOLD,
+    threshold: float = CONFIDENCE_THRESHOLD,
 ) -> ContourResult:
     """Segment the organs on a daily CBCT.
 
@@ -286,7 +288,7 @@ def segment(
         swapped back); its disagreement gives the confidence. False: one pass,
         confidence only from ``propagated`` (1.0 without it).
     threshold : float, keyword-only
-        Structures with confidence below this are flagged.
+        Structures with confidence below this are flagged (default :data:`CONFIDENCE_THRESHOLD`).
 
     Returns
     -------

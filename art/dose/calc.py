@@ -266,3 +266,54 @@ def dose(
     out = np.zeros(setup.dose_grid.size, np.float32)
     out[setup.voxel_indices] = total
     return Volume(out.reshape(setup.dose_grid.shape), setup.dose_grid)
+
+
+def segment_doses_at(density: Volume, beam: Beam, machine: Machine, point_lps: np.ndarray, *, fluence_mm: float = 1.25,
+                     patient_position: str = "HFS") -> np.ndarray:  # fmt: skip
+    """Per-fraction dose (Gy) of each of a beam's segments at one LPS point, by direct kernel summation.
+
+    The same pencil-beam model as :func:`beam_dose_at` (kernel amplitudes and widths at the
+    point's radiological depth, each segment's fluence with head scatter and MLC transmission),
+    but each component's Gaussian is integrated exactly over every fluence pixel
+    (``amp_i · wyᵀ F wx``, error functions) instead of the width ladder and the coarse scatter
+    map: fast for one point (no convolution of whole maps), and within about 1 % of
+    :func:`beam_dose_at` segment by segment. Used for the segments' shares of a beam's dose at
+    the RT Plan's dose reference point (CumulativeDoseReferenceCoefficient).
+
+    Parameters
+    ----------
+    density : Volume
+        Relative electron density.
+    beam : Beam
+        With segments (MU per fraction).
+    machine : Machine
+    point_lps : array, shape (3,)
+        The point, LPS mm.
+    fluence_mm : float, keyword-only
+        Fluence pixel size at the isocentre plane, mm.
+    patient_position : str, keyword-only
+
+    Returns
+    -------
+    ndarray of float64, shape (len(beam.segments),)
+        Gy per fraction; 0 for segments of 0 MU and where the point is behind the source.
+    """
+    from scipy.special import erf
+
+    out = np.zeros(len(beam.segments))
+    p = np.asarray(point_lps, dtype=np.float64).reshape(1, 3)
+    frame = BeamFrame.of(beam, patient_position=patient_position)
+    u, v, z = frame.to_bev(p)
+    if not (np.isfinite(u[0]) and z[0] > 0):
+        return out
+    pts = beam_points(density, frame, p)
+    amp, sig = kernel_terms(fit_kernel(machine), pts)
+    s2 = np.sqrt(2.0) * np.asarray(sig[0], dtype=np.float64)
+    for k, s in enumerate(beam.segments):
+        if s.mu <= 0:
+            continue
+        flu, ex, ey = segment_fluence([s], machine, fluence_mm=fluence_mm)
+        wx = 0.5 * (erf((ex[1:, None] - float(pts.u[0])) / s2) - erf((ex[:-1, None] - float(pts.u[0])) / s2))  # (nx, nc)
+        wy = 0.5 * (erf((ey[1:, None] - float(pts.v[0])) / s2) - erf((ey[:-1, None] - float(pts.v[0])) / s2))  # (ny, nc)
+        out[k] = float(np.sum(np.asarray(amp[0], dtype=np.float64) * np.einsum("yc,yx,xc->c", wy, flu, wx)))
+    return out

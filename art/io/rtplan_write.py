@@ -1,6 +1,7 @@
 """Writing an RT Plan (RTPLAN): a photon step-and-shoot IMRT :class:`~art.plan.Plan` for treatment systems.
 
-Public entry: :func:`art.io.rtplan.write_rtplan` and :func:`art.io.rtplan.plan_to_dataset`.
+Public entry: :func:`art.io.rtplan.write_rtplan` and :func:`art.io.rtplan.plan_to_dataset`;
+one beam's devices and control points: :mod:`art.io.rtplan_write_beam`.
 
 One RT Plan Storage file for a :class:`~art.plan.Plan` whose beams carry MLC
 segments (MU per fraction).  The patient, study and frame of reference are the
@@ -9,16 +10,25 @@ CT's; the plan has its own series.  What is written (PS3.3 RT Plan IOD):
 * RT General Plan: RTPlanLabel (<= 16 characters), RTPlanName, RTPlanDate/Time
   (now unless given), RTPlanGeometry ``PATIENT`` with
   ReferencedStructureSetSequence (the RTSTRUCT given), PlanIntent ``CURATIVE``.
-* RT Prescription: one DoseReferenceSequence item, type ``TARGET``: the target
+* RT Prescription: DoseReferenceSequence item 1, type ``TARGET``: the target
   ROI of the structure set (``VOLUME`` + ReferencedROINumber) when
   ``target_name`` is found in it, else ``SITE``; TargetPrescriptionDose =
-  ``prescription_gy`` (total over the course, Gy).
+  ``prescription_gy`` (total over the course, Gy); DeliveryMaximumDose only when
+  ``delivery_maximum_gy`` is given (art's protocols define none, so art leaves it out).
+  With ``dose_reference`` (:class:`BeamDoseReference`), item 2: type ``TARGET``,
+  ``COORDINATES`` with DoseReferencePointCoordinates, the point where each beam's
+  dose was computed.
 * RT Patient Setup: PatientPosition (default ``HFS``), setup technique ``ISOCENTRIC``.
 * RT Fraction Scheme: NumberOfFractionsPlanned; per beam BeamMeterset (MU per
-  fraction) and BeamDose (Gy per fraction at the dose reference: given with
-  ``beam_dose_gy``, else the per-fraction prescription shared in proportion to
-  the beams' MU — an estimate whose sum is the prescribed fraction dose).
-* RT Beams: BeamType ``STATIC``, RadiationType ``PHOTON``, TreatmentMachineName
+  fraction). BeamDose only with ``dose_reference``: the beam's computed dose at its
+  point (Gy per fraction), with ReferencedDoseReferenceUID naming dose reference 2
+  (BeamDoseSpecificationPoint is retired; BeamDoseMeaning is left out because the
+  dciodvfy in use, dicom3tools 2022, does not know it in the IOD). Without it
+  BeamDose is left out (type 3): a number that is not a dose at a stated point
+  would mislead a treatment management system's dose tracking.
+* RT Beams: BeamType ``STATIC`` for a beam of one aperture, ``DYNAMIC`` when the
+  jaws or leaves change between its control points (step-and-shoot with several
+  segments), RadiationType ``PHOTON``, TreatmentMachineName
   and SourceAxisDistance from the machine, PrimaryDosimeterUnit ``MU``,
   TreatmentDeliveryType ``TREATMENT``, BeamLimitingDeviceSequence ``ASYMX``,
   ``ASYMY`` and ``MLCX`` (LeafPositionBoundaries from the machine); two control
@@ -27,6 +37,10 @@ CT's; the plan has its own series.  What is written (PS3.3 RT Plan IOD):
   are left out); every control point repeats energy-independent positions
   (jaws and MLC), the first also NominalBeamEnergy, DoseRateSet, angles with
   rotation directions ``NONE``, table top positions (empty) and IsocenterPosition.
+  With ``dose_reference``, every control point has a ReferencedDoseReferenceSequence
+  item (dose reference 2) whose CumulativeDoseReferenceCoefficient is the fraction of
+  the beam's dose at the point delivered by then (0 at the first, 1 at the last;
+  PS3.3 C.8.8.14.7); a beam that gives the point no dose gets its meterset fractions.
 * Approval: ApprovalStatus ``UNAPPROVED`` (a person approves in the treatment system).
 
 Every DS value is formatted to at most 16 characters
@@ -38,7 +52,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -60,10 +74,11 @@ from art.io.dicom_common import (
 )
 from art.io.image_series import ImageSeries
 from art.io.rtplan_common import RT_PLAN_STORAGE, energy_to_dicom
+from art.io.rtplan_write_beam import _POINT_REF, _TARGET_REF, BeamDoseReference, _beam_item
 from art.io.uids import check_uid, is_valid_uid, new_uid, object_uids
-from art.plan import Beam, Plan, Segment
+from art.plan import Plan
 
-__all__ = ["write_rtplan", "plan_to_dataset"]
+__all__ = ["write_rtplan", "plan_to_dataset", "BeamDoseReference"]
 
 _PATIENT_POSITIONS = ("HFS", "HFP", "FFS", "FFP", "HFDR", "HFDL", "FFDR", "FFDL")
 
@@ -107,7 +122,8 @@ def plan_to_dataset(
     name: str = "",
     prescription_gy: float | None = None,
     target_name: str | None = None,
-    beam_dose_gy: Mapping[str, float] | None = None,
+    dose_reference: BeamDoseReference | None = None,
+    delivery_maximum_gy: float | None = None,
     patient_position: str = "HFS",
     plan_date: _dt.date | str | None = None,
     plan_time: _dt.time | str | None = None,
@@ -119,7 +135,8 @@ def plan_to_dataset(
     from pydicom.sequence import Sequence
 
     _check_plan_header(plan, image, machine, label, name, patient_position, prescription_gy)
-    bnd = _check_beams(plan, machine, beam_dose_gy)
+    bnd = _check_beams(plan, machine, dose_reference)
+    _check_positive(delivery_maximum_gy, "delivery_maximum_gy")
     series_uid, sop_uid = object_uids(series_instance_uid, sop_instance_uid, kind="RTPLAN")
     now = _dt.datetime.now()
     date = dicom_date(plan_date if plan_date is not None else now.date())
@@ -134,11 +151,14 @@ def plan_to_dataset(
     # RT series, frame of reference (the CT's), equipment
     set_rt_series(ds, "RTPLAN", series_uid, series_number, image.frame_of_reference_uid)
     _set_general_plan(ds, label, name, date, time, rs_uid)
-    ds.DoseReferenceSequence = Sequence([_dose_reference(sop_uid, rs_ds, target_name, prescription_gy)])
+    drefs = [_dose_reference(sop_uid, rs_ds, target_name, prescription_gy, delivery_maximum_gy)]
+    if dose_reference is not None:
+        drefs.append(_point_reference(sop_uid, dose_reference))
+    ds.DoseReferenceSequence = Sequence(drefs)
     ds.PatientSetupSequence = Sequence([_patient_setup(patient_position)])
-    ds.FractionGroupSequence = Sequence([_fraction_group(plan, prescription_gy, beam_dose_gy)])
+    ds.FractionGroupSequence = Sequence([_fraction_group(plan, dose_reference, drefs[-1].DoseReferenceUID)])
     # RT beams
-    ds.BeamSequence = Sequence([_beam_item(b, number, machine, bnd) for number, b in enumerate(plan.beams, start=1)])
+    ds.BeamSequence = Sequence([_beam_item(b, number, machine, bnd, dose_reference) for number, b in enumerate(plan.beams, start=1)])
     # approval
     ds.ApprovalStatus = "UNAPPROVED"
     return ds
@@ -176,17 +196,23 @@ def _check_plan_header(
         raise InputError("name must be at most 64 characters without backslash (RTPlanName)")
     if patient_position not in _PATIENT_POSITIONS:
         raise InputError(f"patient_position must be one of {', '.join(_PATIENT_POSITIONS)}, got {patient_position!r}")
-    if prescription_gy is not None and not (math.isfinite(float(prescription_gy)) and float(prescription_gy) > 0):
-        raise InputError(f"prescription_gy must be a positive number, got {prescription_gy!r}")
+    _check_positive(prescription_gy, "prescription_gy")
 
 
-def _check_beams(plan: Plan, machine: Any, beam_dose_gy: Mapping[str, float] | None) -> np.ndarray:
+def _check_positive(value: float | None, what: str) -> None:
+    """Refuse a value that is given but not a positive finite number (:class:`InputError` naming ``what``)."""
+    if value is not None and not (isinstance(value, (int, float)) and math.isfinite(float(value)) and float(value) > 0):
+        raise InputError(f"{what} must be a positive number, got {value!r}")
+
+
+def _check_beams(plan: Plan, machine: Any, dose_reference: BeamDoseReference | None) -> np.ndarray:
     """Refuse beams that cannot be written for ``machine`` (:class:`InputError`).
 
     Each beam needs a name of at most 64 characters without backslash, a
     segment with MU > 0, the machine's number of leaf pairs in every segment,
-    the machine's SAD and a known energy; ``beam_dose_gy``, when given, must
-    name every beam.
+    the machine's SAD and a known energy; ``dose_reference``, when given, must
+    have a finite point and, for every beam, one finite non-negative dose per
+    segment with MU > 0.
 
     Returns
     -------
@@ -209,11 +235,25 @@ def _check_beams(plan: Plan, machine: Any, beam_dose_gy: Mapping[str, float] | N
         if abs(float(b.sad_mm) - float(machine.sad_mm)) > 1e-6:
             raise InputError(f"beam {b.name!r}: SAD {b.sad_mm} mm differs from machine {machine.name!r} ({machine.sad_mm} mm)")
         energy_to_dicom(b.energy)
-    if beam_dose_gy is not None:
-        missing = [b.name for b in plan.beams if b.name not in beam_dose_gy]
-        if missing:
-            raise InputError(f"beam_dose_gy lacks beams {missing}")
+    if dose_reference is not None:
+        _check_dose_reference(plan, dose_reference)
     return bnd
+
+
+def _check_dose_reference(plan: Plan, ref: BeamDoseReference) -> None:
+    """Refuse a :class:`BeamDoseReference` that does not fit ``plan`` (:class:`InputError` naming the beam)."""
+    if not isinstance(ref, BeamDoseReference):
+        raise InputError(f"dose_reference must be a BeamDoseReference, got {type(ref).__name__}")
+    p = np.asarray(ref.point_lps, dtype=np.float64)
+    if p.shape != (3,) or not np.all(np.isfinite(p)):
+        raise InputError(f"dose_reference.point_lps must be 3 finite numbers (LPS mm), got {ref.point_lps!r}")
+    for b in plan.beams:
+        if b.name not in ref.segment_dose_gy:
+            raise InputError(f"dose_reference.segment_dose_gy lacks beam {b.name!r}")
+        d = np.asarray(ref.segment_dose_gy[b.name], dtype=np.float64)
+        n = sum(1 for s in b.segments if s.mu > 0)
+        if d.shape != (n,) or not np.all(np.isfinite(d)) or np.any(d < 0):
+            raise InputError(f"dose_reference.segment_dose_gy[{b.name!r}] must hold {n} finite doses >= 0 (Gy), one per segment with MU > 0")
 
 
 def _set_general_plan(ds: Any, label: str, name: str, date: str, time: str, rs_uid: str) -> None:
@@ -247,8 +287,8 @@ def _set_general_plan(ds: Any, label: str, name: str, date: str, time: str, rs_u
     ds.ReferencedStructureSetSequence = Sequence([rs_ref])
 
 
-def _dose_reference(sop_uid: str, rs_ds: Any, target_name: str | None, prescription_gy: float | None) -> Any:
-    """The one DoseReferenceSequence item (RT Prescription): the TARGET.
+def _dose_reference(sop_uid: str, rs_ds: Any, target_name: str | None, prescription_gy: float | None, delivery_maximum_gy: float | None) -> Any:
+    """DoseReferenceSequence item 1 (RT Prescription): the TARGET.
 
     Parameters
     ----------
@@ -260,8 +300,9 @@ def _dose_reference(sop_uid: str, rs_ds: Any, target_name: str | None, prescript
         The target's ROI name: ``VOLUME`` with its ReferencedROINumber when
         found in ``rs_ds``, else ``SITE``.
     prescription_gy : float or None
-        Total prescribed dose (Gy, course): TargetPrescriptionDose, and
-        DeliveryMaximumDose 1.2 times it.
+        Total prescribed dose (Gy, course): TargetPrescriptionDose.
+    delivery_maximum_gy : float or None
+        DeliveryMaximumDose (Gy, course), written only when given.
 
     Returns
     -------
@@ -270,7 +311,7 @@ def _dose_reference(sop_uid: str, rs_ds: Any, target_name: str | None, prescript
     from pydicom.dataset import Dataset
 
     dref = Dataset()
-    dref.DoseReferenceNumber = 1
+    dref.DoseReferenceNumber = _TARGET_REF
     dref.DoseReferenceUID = new_uid(entropy=(sop_uid, "dose reference"))
     roi = _roi_number(rs_ds, target_name)
     if roi is not None:
@@ -280,9 +321,24 @@ def _dose_reference(sop_uid: str, rs_ds: Any, target_name: str | None, prescript
         dref.DoseReferenceStructureType = "SITE"
     dref.DoseReferenceDescription = (target_name or "target")[:64]
     dref.DoseReferenceType = "TARGET"
+    if delivery_maximum_gy is not None:
+        dref.DeliveryMaximumDose = format_ds(float(delivery_maximum_gy))
     if prescription_gy is not None:
-        dref.DeliveryMaximumDose = format_ds(float(prescription_gy) * 1.2)
         dref.TargetPrescriptionDose = format_ds(float(prescription_gy))
+    return dref
+
+
+def _point_reference(sop_uid: str, ref: BeamDoseReference) -> Any:
+    """DoseReferenceSequence item 2: the point (``COORDINATES``, LPS mm) where the beams' doses were computed, type TARGET."""
+    from pydicom.dataset import Dataset
+
+    dref = Dataset()
+    dref.DoseReferenceNumber = _POINT_REF
+    dref.DoseReferenceUID = new_uid(entropy=(sop_uid, "beam dose point"))
+    dref.DoseReferenceStructureType = "COORDINATES"
+    dref.DoseReferenceDescription = str(ref.description)[:64]
+    dref.DoseReferencePointCoordinates = format_ds_list([float(v) for v in ref.point_lps])
+    dref.DoseReferenceType = "TARGET"
     return dref
 
 
@@ -297,30 +353,28 @@ def _patient_setup(patient_position: str) -> Any:
     return setup
 
 
-def _fraction_group(plan: Plan, prescription_gy: float | None, beam_dose_gy: Mapping[str, float] | None) -> Any:
+def _fraction_group(plan: Plan, dose_reference: BeamDoseReference | None, point_uid: str) -> Any:
     """The one FractionGroupSequence item (RT Fraction Scheme).
 
     Parameters
     ----------
     plan : Plan
         Fractions and beams (MU per fraction).
-    prescription_gy : float or None
-        Total prescribed dose (Gy, course).
-    beam_dose_gy : mapping of str to float, or None
-        Gy per fraction at the dose reference per beam name; when None, the
-        per-fraction prescription is shared in proportion to the beams' MU.
+    dose_reference : BeamDoseReference or None
+        The beams' doses at the dose reference point; None: no BeamDose.
+    point_uid : str
+        DoseReferenceUID of the point (ReferencedDoseReferenceUID of each beam's BeamDose).
 
     Returns
     -------
     pydicom.dataset.Dataset
-        NumberOfFractionsPlanned, and per beam BeamMeterset (MU per fraction)
-        and BeamDose (Gy per fraction, when known).
+        NumberOfFractionsPlanned, per beam BeamMeterset (MU per fraction) and, with
+        ``dose_reference``, BeamDose (Gy per fraction at the point) with the reference
+        to the point; the dose references used.
     """
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence
 
-    total_mu = sum(b.total_mu for b in plan.beams)
-    fx_dose = None if prescription_gy is None else float(prescription_gy) / plan.fractions
     fg = Dataset()
     fg.FractionGroupNumber = 1
     fg.NumberOfFractionsPlanned = int(plan.fractions)
@@ -330,106 +384,19 @@ def _fraction_group(plan: Plan, prescription_gy: float | None, beam_dose_gy: Map
     for number, b in enumerate(plan.beams, start=1):
         rb = Dataset()
         rb.ReferencedBeamNumber = number
-        if beam_dose_gy is not None:
-            rb.BeamDose = format_ds(float(beam_dose_gy[b.name]))
-        elif fx_dose is not None:
-            rb.BeamDose = format_ds(fx_dose * b.total_mu / total_mu)
+        if dose_reference is not None:
+            rb.ReferencedDoseReferenceUID = point_uid
+            rb.BeamDose = format_ds(float(np.sum(dose_reference.segment_dose_gy[b.name])))
         rb.BeamMeterset = format_ds(b.total_mu)
         rbs.append(rb)
     fg.ReferencedBeamSequence = Sequence(rbs)
-    rdr = Dataset()
-    rdr.ReferencedDoseReferenceNumber = 1
-    fg.ReferencedDoseReferenceSequence = Sequence([rdr])
+    rdrs = []
+    for number in (_TARGET_REF, _POINT_REF)[: 1 if dose_reference is None else 2]:
+        rdr = Dataset()
+        rdr.ReferencedDoseReferenceNumber = number
+        rdrs.append(rdr)
+    fg.ReferencedDoseReferenceSequence = Sequence(rdrs)
     return fg
-
-
-def _bld_item(kind: str, n: int, boundaries: np.ndarray | None = None) -> Any:
-    from pydicom.dataset import Dataset
-
-    it = Dataset()
-    it.RTBeamLimitingDeviceType = kind
-    it.NumberOfLeafJawPairs = n
-    if boundaries is not None:
-        it.LeafPositionBoundaries = format_ds_list(boundaries)
-    return it
-
-
-def _positions(seg: Segment) -> Any:
-    from pydicom.dataset import Dataset
-    from pydicom.sequence import Sequence
-
-    x1, x2, y1, y2 = seg.jaws
-    items = []
-    for kind, values in (("ASYMX", [x1, x2]), ("ASYMY", [y1, y2]), ("MLCX", list(seg.leaf_positions[0]) + list(seg.leaf_positions[1]))):
-        it = Dataset()
-        it.RTBeamLimitingDeviceType = kind
-        it.LeafJawPositions = format_ds_list(values)
-        items.append(it)
-    return Sequence(items)
-
-
-def _beam_item(b: Beam, number: int, machine: Any, bnd: np.ndarray) -> Any:
-    from pydicom.dataset import Dataset
-    from pydicom.sequence import Sequence
-
-    it = Dataset()
-    it.Manufacturer = ""
-    it.TreatmentMachineName = str(machine.name)[:16]
-    it.PrimaryDosimeterUnit = "MU"
-    it.SourceAxisDistance = format_ds(machine.sad_mm)
-    it.BeamLimitingDeviceSequence = Sequence([_bld_item("ASYMX", 1), _bld_item("ASYMY", 1), _bld_item("MLCX", bnd.size - 1, bnd)])
-    it.BeamNumber = number
-    it.BeamName = b.name
-    it.BeamType = "STATIC"
-    it.RadiationType = "PHOTON"
-    energy_mv, mode = energy_to_dicom(b.energy)
-    fm = Dataset()
-    if mode is None:
-        fm.FluenceMode = "STANDARD"
-    else:
-        fm.FluenceMode = "NON_STANDARD"
-        fm.FluenceModeID = mode
-    it.PrimaryFluenceModeSequence = Sequence([fm])
-    it.TreatmentDeliveryType = "TREATMENT"
-    it.NumberOfWedges = 0
-    it.NumberOfCompensators = 0
-    it.NumberOfBoli = 0
-    it.NumberOfBlocks = 0
-    segs = [s for s in b.segments if s.mu > 0]
-    total = float(sum(s.mu for s in segs))
-    it.FinalCumulativeMetersetWeight = format_ds(1.0)
-    cps = []
-    cum = 0.0
-    for k, s in enumerate(segs):
-        for end in (0, 1):
-            if end:
-                cum += s.mu
-            cp = Dataset()
-            cp.ControlPointIndex = len(cps)
-            if not cps:
-                cp.NominalBeamEnergy = format_ds(energy_mv)
-                cp.DoseRateSet = format_ds(machine.dose_rate_mu_per_min)
-            cp.BeamLimitingDevicePositionSequence = _positions(s)
-            if not cps:
-                cp.GantryAngle = format_ds(b.gantry_deg % 360.0)
-                cp.GantryRotationDirection = "NONE"
-                cp.BeamLimitingDeviceAngle = format_ds(b.collimator_deg % 360.0)
-                cp.BeamLimitingDeviceRotationDirection = "NONE"
-                cp.PatientSupportAngle = format_ds(b.couch_deg % 360.0)
-                cp.PatientSupportRotationDirection = "NONE"
-                cp.TableTopEccentricAngle = format_ds(0.0)
-                cp.TableTopEccentricRotationDirection = "NONE"
-                cp.TableTopVerticalPosition = None
-                cp.TableTopLongitudinalPosition = None
-                cp.TableTopLateralPosition = None
-                cp.IsocenterPosition = format_ds_list(b.isocenter_lps)
-            last = k == len(segs) - 1 and end == 1
-            cp.CumulativeMetersetWeight = format_ds(1.0 if last else min(cum / total, 1.0))
-            cps.append(cp)
-    it.NumberOfControlPoints = len(cps)
-    it.ControlPointSequence = Sequence(cps)
-    it.ReferencedPatientSetupNumber = 1
-    return it
 
 
 def write_rtplan(
@@ -465,8 +432,9 @@ def write_rtplan(
     target_name : str, optional, keyword-only
         The target's ROI name in the structure set.
     **options
-        ``name`` (RTPlanName), ``beam_dose_gy`` ({beam name: Gy per fraction}),
-        ``patient_position`` (``"HFS"``), ``plan_date``, ``plan_time``,
+        ``name`` (RTPlanName), ``dose_reference`` (:class:`BeamDoseReference`: the point and
+        the beams' doses there, written as BeamDose), ``delivery_maximum_gy`` (DeliveryMaximumDose,
+        Gy, course), ``patient_position`` (``"HFS"``), ``plan_date``, ``plan_time``,
         ``series_instance_uid``, ``sop_instance_uid``, ``series_number``.
 
     Returns

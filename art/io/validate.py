@@ -82,14 +82,19 @@ def check_rtplan_attributes(ds: Any) -> list[str]:
     ReferencedStructureSetSequence, a TARGET DoseReferenceSequence item with
     TargetPrescriptionDose, PatientSetupSequence with PatientPosition,
     FractionGroupSequence with NumberOfFractionsPlanned and, per beam,
-    BeamMeterset and BeamDose; per beam: BeamName, BeamType, RadiationType
+    BeamMeterset; a BeamDose only as the dose at a point: with a
+    ReferencedDoseReferenceUID naming a ``COORDINATES`` or ``POINT`` dose
+    reference; per beam: BeamName, BeamType (``DYNAMIC`` when the jaws or leaves
+    change between control points, ``STATIC`` only when they do not), RadiationType
     ``PHOTON``, TreatmentMachineName, PrimaryDosimeterUnit ``MU``,
     SourceAxisDistance, TreatmentDeliveryType ``TREATMENT``, ASYMX/ASYMY/MLCX
     devices with LeafPositionBoundaries, control points (even number, jaws and
     MLC on the first, equal MLC within each step-and-shoot pair, weights
-    non-decreasing from 0 to FinalCumulativeMetersetWeight), NominalBeamEnergy,
-    gantry/collimator/couch angles and rotation directions, IsocenterPosition;
-    ApprovalStatus; every DS value at most 16 characters.
+    non-decreasing from 0 to FinalCumulativeMetersetWeight; a
+    CumulativeDoseReferenceCoefficient, when given, from 0 to 1 and
+    non-decreasing), NominalBeamEnergy, gantry/collimator/couch angles and
+    rotation directions, IsocenterPosition; ApprovalStatus; every DS value at
+    most 16 characters.
 
     Parameters
     ----------
@@ -145,7 +150,7 @@ def _check_plan_level(ds: Any, add: Callable[[str], None]) -> None:
 
 
 def _check_fraction_groups(ds: Any, add: Callable[[str], None]) -> set[int]:
-    """Check FractionGroupSequence: NumberOfFractionsPlanned, and BeamMeterset and BeamDose per beam.
+    """Check FractionGroupSequence: NumberOfFractionsPlanned, BeamMeterset per beam, a BeamDose only at a point.
 
     Parameters
     ----------
@@ -160,6 +165,8 @@ def _check_fraction_groups(ds: Any, add: Callable[[str], None]) -> set[int]:
         The beam numbers referenced by the fraction groups (-1 for one that is not a number).
     """
     fgs = list(ds.get("FractionGroupSequence", []) or [])
+    points = {str(d.get("DoseReferenceUID", "")) for d in ds.get("DoseReferenceSequence", []) or []
+              if str(d.get("DoseReferenceStructureType", "")) in ("COORDINATES", "POINT")}  # fmt: skip
     beam_numbers_fg: set[int] = set()
     if not fgs:
         add("FractionGroupSequence missing")
@@ -169,9 +176,10 @@ def _check_fraction_groups(ds: Any, add: Callable[[str], None]) -> set[int]:
         for rb in fg.get("ReferencedBeamSequence", []) or []:
             n = rb.get("ReferencedBeamNumber", "?")
             beam_numbers_fg.add(int(n) if str(n).isdigit() else -1)
-            for kw in ("BeamMeterset", "BeamDose"):
-                if not _has(rb, kw):
-                    add(f"beam {n}: {kw} missing in the fraction group")
+            if not _has(rb, "BeamMeterset"):
+                add(f"beam {n}: BeamMeterset missing in the fraction group")
+            if _has(rb, "BeamDose") and str(rb.get("ReferencedDoseReferenceUID", "")) not in points:
+                add(f"beam {n}: BeamDose without a ReferencedDoseReferenceUID naming a COORDINATES or POINT dose reference (a dose at no stated point)")
     return beam_numbers_fg
 
 
@@ -218,6 +226,8 @@ def _check_beam(b: Any, beam_numbers_fg: set[int], add: Callable[[str], None]) -
             if not _has(first, kw):
                 add(f"{who}: first control point lacks {kw}")
     _check_control_points(who, b, cps, n_pairs, add)
+    _check_beam_type(who, b, cps, add)
+    _check_dose_coefficients(who, cps, add)
 
 
 def _check_control_points(who: str, b: Any, cps: list, n_pairs: int | None, add: Callable[[str], None]) -> None:
@@ -261,6 +271,36 @@ def _check_control_points(who: str, b: Any, cps: list, n_pairs: int | None, add:
             add(f"{who}: CumulativeMetersetWeight decreases")
         if _has(b, "FinalCumulativeMetersetWeight") and weights[-1] != float(b.FinalCumulativeMetersetWeight):
             add(f"{who}: last CumulativeMetersetWeight differs from FinalCumulativeMetersetWeight")
+
+
+def _check_beam_type(who: str, b: Any, cps: list, add: Callable[[str], None]) -> None:
+    """BeamType ``STATIC`` only when no jaw or leaf position changes between the control points (else ``DYNAMIC``)."""
+    state: dict[str, list[str]] = {}
+    changes = False
+    for i, cp in enumerate(cps):
+        for p in cp.get("BeamLimitingDevicePositionSequence", []) or []:
+            kind, pos = str(p.get("RTBeamLimitingDeviceType", "")), [str(v) for v in (p.get("LeafJawPositions", []) or [])]
+            changes |= i > 0 and kind in state and [float(v) for v in state[kind]] != [float(v) for v in pos]
+            state[kind] = pos
+    beam_type = str(b.get("BeamType", ""))
+    if changes and beam_type != "DYNAMIC":
+        add(f"{who}: BeamType {beam_type or 'missing'} but the jaws or leaves change between control points (DYNAMIC)")
+    elif not changes and beam_type == "DYNAMIC":
+        add(f"{who}: BeamType DYNAMIC but no jaw or leaf changes between control points (STATIC)")
+
+
+def _check_dose_coefficients(who: str, cps: list, add: Callable[[str], None]) -> None:
+    """CumulativeDoseReferenceCoefficient per dose reference: 0 at the first control point, non-decreasing, 1 at the last."""
+    by_ref: dict[str, list[float]] = {}
+    for cp in cps:
+        for r in cp.get("ReferencedDoseReferenceSequence", []) or []:
+            v = r.get("CumulativeDoseReferenceCoefficient", None)
+            by_ref.setdefault(str(r.get("ReferencedDoseReferenceNumber", "?")), []).append(float("nan") if v in (None, "") else float(v))
+    for ref, c in by_ref.items():
+        if len(c) != len(cps):
+            add(f"{who}: dose reference {ref} is referenced by {len(c)} of {len(cps)} control points")
+        elif not (c[0] == 0.0 and abs(c[-1] - 1.0) <= 1e-6 and all(b2 >= a2 for a2, b2 in zip(c, c[1:]))):
+            add(f"{who}: CumulativeDoseReferenceCoefficient of dose reference {ref} must run from 0 to 1 without decreasing")
 
 
 def _long_ds(ds: Any, where: str = "") -> list[str]:

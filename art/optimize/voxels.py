@@ -23,10 +23,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from art.errors import InputError
+from art.structures import TARGET_TYPES
 
 __all__ = ["StructureVoxels", "build_structure_voxels", "sample_voxels", "VoxelSample"]
-
-TARGET_TYPES = ("PTV", "CTV", "GTV")
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Treatment protocols: prescription, beam set-up and priority-ordered clinical goals.
 
-A protocol is a TOML file (see ``DESIGN.md``, "Protocol file")::
+A protocol is a TOML file (docs/protocol.md)::
 
     name = "Prostate 60 Gy in 20"
 

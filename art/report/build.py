@@ -16,11 +16,9 @@ from art.errors import GeometryError, InputError
 from art.geometry import Volume
 from art.report import figures as F
 from art.report.model import ReportFigure, ReportModel, goal_row
-from art.structures import StructureSet
+from art.structures import TARGET_TYPES, StructureSet
 
 __all__ = ["dvh_curves", "recommend", "plan_report_model", "adaptive_report_model"]
-
-_TARGET_TYPES = ("PTV", "CTV", "GTV")
 
 
 def dvh_curves(
@@ -127,7 +125,7 @@ def _default_point(image: Volume, structures: StructureSet | None, plans: Sequen
             if bool(image.grid.contains(p)):
                 return p
     if structures is not None:
-        for t in _TARGET_TYPES:
+        for t in TARGET_TYPES:
             for s in structures:
                 if s.roi_type == t and not s.is_empty:
                     p = s.centroid_lps()

@@ -31,9 +31,10 @@ def command(
     rec = summary["adaptive"]["recommendation"]
     typer.echo(f"\nrecommended today: the {rec['plan']} plan ({rec['reason']})", err=True)
     typer.echo(f"total time {summary['total_time_s']:.0f} s", err=True)
+    written = summary.get("written", {})
     typer.echo(
-        f"outputs in {out}/: patient/ (digital patient), reference/ (reference plan), adapted/ "
-        "(RTPLAN.dcm, RTDOSE.dcm, daily RTSTRUCT.dcm, REG.dcm and DREG.dcm registrations, report.html/.pdf, summary.json)",
+        f"outputs in {out}/: patient/ (digital patient), reference/ ({', '.join(written.get('reference', []))}), "
+        f"adapted/ ({', '.join(written.get('adapted', []))})",
         err=True,
     )
     if not summary["adaptive"]["priority1_met"]:

@@ -69,3 +69,29 @@ def test_every_designed_command_is_registered():
 
     names = {c.name or c.callback.__name__ for c in app.registered_commands}
     assert {"demo", "phantom", "plan", "dose", "replan", "export"} <= names
+
+
+@pytest.mark.parametrize("with_pdf", [False, True])
+def test_demo_names_exactly_the_files_it_wrote(tmp_path, monkeypatch, capsys, with_pdf):
+    """Issue 16 item 8: the demo lists the files written, ``report.pdf`` only when it exists."""
+    import art.jobs
+
+    def fake_demo_job(out, **_):
+        for name, files in (("reference", ["RTPLAN.dcm", "report.html"]), ("adapted", ["RTPLAN.dcm", "REG.dcm", "report.html"])):
+            (out / name).mkdir(parents=True)
+            for f in files + (["report.pdf"] if with_pdf else []):
+                (out / name / f).write_text("x")
+        row = {"priority": 1, "structure": "PTV", "metric": "D95%", "goal": "≥ 57 Gy", "value": 58.0, "unit": "Gy", "met": True}
+        return {
+            "adaptive": {"plans": {"scheduled": {"goals": [row]}, "adapted": {"goals": [row]}}, "priority1_met": True,
+                         "recommendation": {"plan": "adapted", "reason": "r"}},
+            "total_time_s": 1.0,
+            "written": {n: art.jobs.written_files(out / n) for n in ("reference", "adapted")},
+        }  # fmt: skip
+
+    monkeypatch.setattr(art.jobs, "demo_job", fake_demo_job)
+    assert run(["demo", "--out", str(tmp_path / "demo")]) == 0
+    err = capsys.readouterr().err
+    assert "report.html/.pdf" not in err
+    assert ("report.pdf" in err) == with_pdf
+    assert "adapted/ (REG.dcm, RTPLAN.dcm, report.html" in err

@@ -80,8 +80,11 @@ def test_written_plan_has_what_treatment_systems_need(case):
     assert int(fg.NumberOfFractionsPlanned) == 20
     mus = [float(rb.BeamMeterset) for rb in fg.ReferencedBeamSequence]
     assert mus == pytest.approx([100.0 / 3.0 + 21.7, 40.0], rel=1e-12)
-    # beam doses (estimate) add up to the prescribed dose per fraction
-    assert sum(float(rb.BeamDose) for rb in fg.ReferencedBeamSequence) == pytest.approx(3.0, rel=1e-9)
+    # no dose point given: no BeamDose (not a prescription share that would pass for a dose), no DeliveryMaximumDose
+    assert all("BeamDose" not in rb for rb in fg.ReferencedBeamSequence)
+    assert len(ds.DoseReferenceSequence) == 1 and "DeliveryMaximumDose" not in dr
+    # two different apertures: DYNAMIC; one aperture (the 0-MU segment left out): STATIC
+    assert [b.BeamType for b in ds.BeamSequence] == ["DYNAMIC", "STATIC"]
     b = ds.BeamSequence[1]
     assert b.TreatmentMachineName == MACHINE.name and float(b.SourceAxisDistance) == MACHINE.sad_mm
     kinds = [d.RTBeamLimitingDeviceType for d in b.BeamLimitingDeviceSequence]
@@ -190,6 +193,7 @@ def test_static_beam_with_moving_leaves_is_refused_and_arcs_too(case, tmp_path):
         mlc.LeafJawPositions = [str(x) for x in v]
 
     p = _edit(case, tmp_path, moving, "moving.dcm")
+    assert pydicom.dcmread(p).BeamSequence[1].BeamType == "STATIC"
     with pytest.raises(DicomError, match="move while the beam is on.*STATIC"):
         read_rtplan(p, machine=MACHINE)
 

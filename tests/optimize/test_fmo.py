@@ -3,8 +3,9 @@
 The cases are synthetic (art.optimize.synthetic): parallel beams with an
 exponential depth fall-off and an error-function penumbra on a water cylinder,
 a spherical PTV and a rectum whose overlap with the PTV is set by its offset.
-Every goal value is checked with an independent DVH computation
-(art.evaluate.metrics) on the full-resolution dose ``matrix @ weights``.
+Every goal value is checked with an independent DVH computation (``tests/independent_dvh.py``,
+nearest-rank on the voxels sorted by dose; it shares no code with art.evaluate) on the
+full-resolution dose ``matrix @ weights``.
 """
 
 from __future__ import annotations
@@ -21,8 +22,13 @@ from art.optimize.objectives import Surrogate, goal_surrogates, surrogate_value
 from art.protocol import Goal, Prescription, parse_metric
 from art.optimize.synthetic import synthetic_case
 from art.optimize.voxels import StructureVoxels, sample_voxels
+from tests.independent_dvh import metric_value as independent_metric
 
 RX = Prescription("PTV", 60.0, 20)
+
+#: The independent DVH reads a quantile at the voxel where it is reached (nearest rank), art.evaluate
+#: interpolates between voxels: on these cases they differ by about 1e-3 Gy; a real error is far larger.
+QUANTILE_TOL_GY = 0.01
 
 
 def goal(structure, metric, *, at_least=None, at_most=None, priority=1, stretch=None):
@@ -30,11 +36,10 @@ def goal(structure, metric, *, at_least=None, at_most=None, priority=1, stretch=
 
 
 def metric_of(case, weights, structure, metric):
-    """Independent check: DVH metric of matrix @ weights in a structure."""
-    dose = case.matrix @ weights
+    """Independent check: DVH metric of matrix @ weights in a structure (tests/independent_dvh.py, not art.evaluate)."""
+    dose = np.asarray(case.matrix @ weights, dtype=np.float64)
     sv = case.structures[structure]
-    d, v = prepare_samples(dose[sv.rows], sv.voxel_volume_cc)
-    return evaluate_metric(parse_metric(metric), d, v)
+    return independent_metric(metric, dose[sv.rows], np.full(sv.rows.size, sv.voxel_volume_cc))
 
 
 @pytest.fixture(scope="module")
@@ -93,11 +98,15 @@ def test_single_target_reaches_coverage_and_max(far_case):
     assert isinstance(r, OptimizationResult)
     assert np.all(r.weights >= 0)
     assert r.status == "ok" and r.priority1_met and not r.failed
-    # normalised: D95 equals the goal exactly, verified independently
-    assert metric_of(far_case, r.weights, "PTV", "D95%") == pytest.approx(57.0, abs=1e-6)
+    # the optimiser itself reached the coverage: normalisation (which makes D95 = 57 Gy of any
+    # output) only trims it; a poor optimiser output would need a large factor
+    assert metric_of(far_case, r.raw_weights, "PTV", "D95%") >= 57.0 * 0.97
+    assert 0.97 <= r.normalization_factor <= 1.03
     assert metric_of(far_case, r.weights, "PTV", "Dmax") <= 64.0 + 1e-6
     np.testing.assert_allclose(r.dose, far_case.matrix @ r.weights, rtol=1e-5, atol=1e-4)
-    assert r.goals[0].value == pytest.approx(57.0, abs=1e-6)
+    # the report is what an independent DVH of the returned weights gives
+    assert r.goals[0].value == pytest.approx(metric_of(far_case, r.weights, "PTV", "D95%"), abs=QUANTILE_TOL_GY)
+    assert r.goals[1].value == pytest.approx(metric_of(far_case, r.weights, "PTV", "Dmax"), abs=QUANTILE_TOL_GY)
     assert [s.name for s in r.stages] == ["priority 1", "priority 2", "final"]
 
 
@@ -131,7 +140,7 @@ def test_priority_changes_tradeoff(case):
     # each plan reports the goal it could not meet
     assert [g.goal.structure for g in r_hi.failed] == ["PTV"]
     assert [g.goal.structure for g in r_lo.failed] == ["Rectum"]
-    assert r_hi.failed[0].shortfall == pytest.approx(57.0 - ptv_hi, abs=1e-6)
+    assert r_hi.failed[0].shortfall == pytest.approx(57.0 - ptv_hi, abs=QUANTILE_TOL_GY)
 
 
 def test_impossible_goal_reported_not_crashed(far_case):
@@ -209,7 +218,9 @@ def test_osqp_and_scs_run():
     for name in ("OSQP", "SCS"):
         r = run(tiny, goals, method="cvxpy", solver=name, smoothness=0.0)
         assert r.solver == name
-        assert metric_of(tiny, r.weights, "PTV", "D95%") == pytest.approx(57.0, abs=1e-3)
+        # the solver's own output covers the target (normalisation would make D95 = 57 Gy of any output)
+        assert metric_of(tiny, r.raw_weights, "PTV", "D95%") >= 57.0 * 0.9
+        assert metric_of(tiny, r.weights, "PTV", "D95%") == pytest.approx(57.0, abs=QUANTILE_TOL_GY)
 
 
 def test_input_errors(far_case):

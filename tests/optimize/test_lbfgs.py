@@ -1,7 +1,8 @@
 """The L-BFGS-B method (default) against the cvxpy reference, units, library helpers, commissioning cases.
 
-Goal values are checked with an independent DVH computation
-(art.evaluate.metrics) on the full-resolution dose ``fractions * matrix @ weights``.
+Goal values are checked with an independent DVH computation (``tests/independent_dvh.py``,
+nearest-rank on the voxels sorted by dose; it shares no code with art.evaluate) on the
+full-resolution dose ``fractions * matrix @ weights``.
 """
 
 from __future__ import annotations
@@ -12,14 +13,18 @@ import numpy as np
 import pytest
 
 from art.errors import InputError
-from art.evaluate.metrics import evaluate_metric, prepare_samples
 from art.optimize.fmo import optimize_fluence
 from art.optimize.lbfgs import PenaltyTerm
 from art.optimize.neighbours import neighbours_from_influence, transfer_weights
 from art.protocol import Goal, Prescription, parse_metric
 from art.optimize.synthetic import synthetic_case
+from tests.independent_dvh import metric_value as independent_metric
 
 RX = Prescription("PTV", 60.0, 20)
+
+#: The independent DVH reads a quantile at the voxel where it is reached (nearest rank), art.evaluate
+#: interpolates between voxels: on these cases they differ by about 1e-3 Gy; a real error is far larger.
+QUANTILE_TOL_GY = 0.01
 
 
 def goal(structure, metric, *, at_least=None, at_most=None, priority=1):
@@ -27,8 +32,9 @@ def goal(structure, metric, *, at_least=None, at_most=None, priority=1):
 
 
 def metric_from_dose(dose, sv, metric):
-    d, v = prepare_samples(np.asarray(dose, dtype=np.float64)[sv.rows], sv.voxel_volume_cc)
-    return evaluate_metric(parse_metric(metric), d, v)
+    """Independent check: DVH metric of the voxel doses of a structure (tests/independent_dvh.py, not art.evaluate)."""
+    d = np.asarray(dose, dtype=np.float64)[sv.rows]
+    return independent_metric(metric, d, np.full(d.size, sv.voxel_volume_cc))
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +81,12 @@ def test_lbfgs_and_cvxpy_agree_on_small_case(case):
     assert ref.method == "cvxpy" and ref.solver == "CLARABEL"
     for f, r in zip(fast.goals, ref.goals):
         assert f.met and r.met, (f.describe(), r.describe())
-    # both normalised to the prescription goal
-    assert fast.goals[0].value == pytest.approx(57.0, abs=1e-6) and ref.goals[0].value == pytest.approx(57.0, abs=1e-6)
+    # both optimisers reached the coverage themselves (normalisation makes D95 = 57 Gy of any output)
+    assert 0.95 <= fast.normalization_factor <= 1.05 and 0.95 <= ref.normalization_factor <= 1.05
+    for r in (fast, ref):
+        raw = metric_from_dose(case.matrix @ r.raw_weights, case.structures["PTV"], "D95%")
+        assert raw == pytest.approx(57.0, rel=0.05)
+        assert r.goals[0].value == pytest.approx(metric_from_dose(r.dose, case.structures["PTV"], "D95%"), abs=QUANTILE_TOL_GY)
     # comparable plans: PTV Dmax within a few Gy of each other
     assert abs(fast.goals[1].value - ref.goals[1].value) < 3.0
     assert fast.to_dict()["method"] == "lbfgs"
@@ -90,7 +100,7 @@ def test_fractions_keyword_scales_dose(case):
     r = run(SimpleNamespace(**{**case.__dict__, "matrix": per_fraction}), goals, fractions=20)
     assert r.fractions == 20
     np.testing.assert_allclose(r.dose, 20 * (per_fraction @ r.weights), rtol=1e-5, atol=1e-3)
-    assert metric_from_dose(r.dose, case.structures["PTV"], "D95%") == pytest.approx(57.0, abs=1e-4)
+    assert metric_from_dose(r.dose, case.structures["PTV"], "D95%") == pytest.approx(r.goals[0].value, abs=QUANTILE_TOL_GY)
     # fractions * (matrix / fractions) is the course matrix: the same plan up to rounding (an optimum is not unique)
     for gr, gc in zip(r.goals, course.goals):
         assert gr.value == pytest.approx(gc.value, abs=0.3)
@@ -109,7 +119,7 @@ def test_coverage_and_max_dose_lbfgs(case):
     assert r.goals[0].met
     # the rectum overlaps the PTV margin: coverage is what gives
     d95 = metric_from_dose(dose, case.structures["PTV"], "D95%")
-    assert d95 == pytest.approx(r.goals[1].value, abs=1e-6)
+    assert d95 == pytest.approx(r.goals[1].value, abs=QUANTILE_TOL_GY)
     assert r.goals[1].met == (d95 >= 57.0 - 1e-9)
 
 
@@ -201,9 +211,11 @@ def _plan_commissioning(cc, names, *, grid_mm):
     for g in r.goals:
         sv = svs[g.goal.structure]
         val = metric_from_dose(r.dose, sv, g.goal.metric.text)
-        assert g.value == pytest.approx(val, abs=1e-3)
-        ok = (g.goal.at_least is None or val >= g.goal.at_least - 1e-6) and (g.goal.at_most is None or val <= g.goal.at_most + 1e-6)
-        assert g.met == ok
+        assert g.value == pytest.approx(val, abs=QUANTILE_TOL_GY)
+        bounds = [b for b in (g.goal.at_least, g.goal.at_most) if b is not None]
+        if all(abs(val - b) > QUANTILE_TOL_GY for b in bounds):  # the verdict, away from the knife edge normalisation puts D95 on
+            ok = (g.goal.at_least is None or val >= g.goal.at_least) and (g.goal.at_most is None or val <= g.goal.at_most)
+            assert g.met == ok
     return r
 
 

@@ -1,4 +1,4 @@
-"""Protocol parsing: the DESIGN.md example, every error class with its line number, the metric grammar."""
+"""Protocol parsing: the example of docs/protocol.md, every error class with its line number, the metric grammar."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from art.errors import InputError, ProtocolError
 from art.protocol import load_protocol, parse_metric, parse_protocol
 from art.protocol import Metric, format_number
 
-# The example of DESIGN.md, verbatim (line numbers below refer to it).
+# The protocol example (the format: docs/protocol.md); line numbers below refer to it.
 DESIGN_EXAMPLE = """\
 name = "Prostate 60 Gy in 20"
 

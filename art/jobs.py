@@ -101,13 +101,14 @@ def plan_job(
     with stages.stage("read inputs"):
         protocol = load_protocol(protocol_path)
         ct = read_image_series(ct_dir)
+        position = ct.require_patient_position()  # HFS, FFS, HFP or FFP: the beams' geometry
         structures = read_rtstruct(structures_path, ct)
         check_structures(protocol, structures, where=Path(structures_path).name)
         _announce_patient(stages, ct.patient)
         machine = load_machine(machine_path)
         hashes = _hash_inputs(ct=ct_dir, structures=structures_path, protocol=protocol_path, machine=machine_path)
     result = make_plan(ct.volume, structures, protocol, machine=machine, stages=stages, optimizer_options=optimizer_options,
-                       final_grid_mm=final_grid_mm)  # fmt: skip
+                       final_grid_mm=final_grid_mm, patient_position=position)  # fmt: skip
     with atomic_output_dir(out) as tmp:
         with stages.stage("export"):
             write_plan_files(tmp, plan=result.plan, dose=result.dose, ct=ct, structures=structures, protocol=protocol, machine=machine, label="REFERENCE")
@@ -176,7 +177,7 @@ def replan_job(reference_dir: Path, cbct_dir: Path, out: Path, *, show: bool = T
 
 
 def _read_replan_inputs(reference_dir: Path, cbct_dir: Path, contour_model: Path | None, stages: Stages) -> tuple:
-    """Reference folder, today's CBCT (same frame of reference, overlapping the CT), machine and contour model.
+    """Reference folder, today's CBCT (same frame of reference and patient position, overlapping the CT), machine and contour model.
 
     Returns ``(reference, cbct, machine, model or None, input hashes)``.
     """
@@ -187,6 +188,11 @@ def _read_replan_inputs(reference_dir: Path, cbct_dir: Path, contour_model: Path
 
     reference = load_reference(reference_dir)
     cbct = read_image_series(cbct_dir)
+    if cbct.require_patient_position() != reference.plan.patient_position:
+        raise InputError(
+            f"the CBCT's PatientPosition (0018,5100) {cbct.patient_position} differs from the reference plan's "
+            f"{reference.plan.patient_position}: the daily image must be taken in the treatment position", path=cbct_dir,
+        )  # fmt: skip
     if cbct.frame_of_reference_uid != reference.ct.frame_of_reference_uid:
         raise InputError(
             "the CBCT's frame of reference differs from the planning CT's and no registration object links them", path=cbct_dir

@@ -126,10 +126,11 @@ def plan_job(
         }
         with stages.stage("report"):
             from art.report import plan_report_model, write_report
+            from art.report.build import position_text
 
             model = plan_report_model(
                 ct.volume, result.structures or structures, result.dose, result.goals, plan=result.plan, title="Reference plan QA report",
-                identifiers=identifiers(ct.patient),
+                identifiers={**identifiers(ct.patient), "Patient position": position_text(result.plan)},
                 provenance=summary["provenance"], timings=stages.timings,
                 warnings=[f"priority-1 goal not met: {g.structure} {g.metric} {g.goal}" for g in result.goals if g.priority == 1 and not g.met],
             )
@@ -246,6 +247,7 @@ def _replan_summary(result: Any, reference: Any, machine: Any, hashes: dict, rec
 def _write_replan_report(tmp: Path, result: Any, summary: dict, reference: Any, cbct: Any, stages: Stages) -> None:
     """The adaptive QA report (``report.html``, and ``report.pdf`` where Chromium is available) with its warnings."""
     from art.report import adaptive_report_model, write_report
+    from art.report.build import position_text
 
     rec = summary["recommendation"]
     warnings = [f"{n}: AI contour below the confidence threshold or implausible; the propagated contour was used — review it" for n in result.flagged]
@@ -261,7 +263,7 @@ def _write_replan_report(tmp: Path, result: Any, summary: dict, reference: Any, 
         registration=_registration_display(summary["registration"]), contour_qa=result.contour_qa,
         check_dose=result.independent_dose, gamma=result.gamma.gamma,
         recommendation=f"{rec['plan']} plan: {rec['reason']}", provenance=summary["provenance"],
-        identifiers=identifiers(reference.ct.patient),
+        identifiers={**identifiers(reference.ct.patient), "Patient position": position_text(result.adapted.plan)},
         timings=stages.timings, warnings=warnings,
     )  # fmt: skip
     model.evaluation = evaluation_text(result.adapted.dose)

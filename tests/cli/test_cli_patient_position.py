@@ -104,12 +104,41 @@ def test_dose_refuses_a_plan_on_a_ct_in_another_position(reference, tmp_path, ca
 
 
 # ------------------------------------------------------------------ slow: art plan in every position
-SLOW_PROTOCOL_BEAMS = """[beams]
+#: Beams all on the machine's +X side; one priority-1 goal (the prescription, met by normalisation), so that the
+#: correction stage (whose solver is not reproducible to the last per cent) does not run and the plans can be compared.
+SLOW_PROTOCOL = """name = "position e2e"
+[prescription]
+target = "PTV"
+dose_gy = 60.0
+fractions = 20
+[beams]
 energy = "6X"
 gantry_angles = [20, 70, 120, 160]
 couch_angles = [0, 10, 0, 350]
 isocenter = "PTV"
 bixel_mm = 5.0
+[dose]
+grid_mm = 5.0
+[[goals]]
+structure = "PTV"
+metric = "D95%"
+at_least = 57.0
+priority = 1
+[[goals]]
+structure = "Rectum"
+metric = "V50Gy"
+at_most = 30.0
+priority = 2
+[[goals]]
+structure = "Bladder"
+metric = "V50Gy"
+at_most = 50.0
+priority = 2
+[[goals]]
+structure = "BODY"
+metric = "Dmax"
+at_most = 66.0
+priority = 2
 """
 
 
@@ -118,20 +147,16 @@ def test_art_plan_gives_the_same_dose_relative_to_the_anatomy_in_every_position(
     """``art plan`` on the digital pelvis written HFS, FFS (a foreign pydicom CT), HFP and FFP with beams all
     on the machine's +X side (a position taken wrongly would irradiate the other side): the exported RTDOSE,
     placed back on the anatomy, agrees with the HFS plan's (gamma 2 %/2 mm ≥ 99 %), and the RT Plan says the position."""
-    import re
-
     from art.evaluate.gamma import gamma_index
     from art.io import read_image_series
     from art.io.rtdose import read_rtdose
-    from art_phantoms import default_protocol_text
     from art_phantoms.pelvis import make_pelvis
     from tests.test_patient_position import back_to_hfs, in_position, write_foreign_ct
 
     case = make_pelvis(seed=3, spacing=(5.0, 4.0, 4.0), field_mm=(120.0, 260.0, 320.0))
     iso = np.asarray(case.structures["PTV"].centroid_lps(), dtype=np.float64)
-    text = re.sub(r"\[beams\].*?(?=\n\[)", SLOW_PROTOCOL_BEAMS, default_protocol_text(), flags=re.S).replace("grid_mm = 3.0", "grid_mm = 5.0")
     protocol = tmp_path / "protocol.toml"
-    protocol.write_text(text)
+    protocol.write_text(SLOW_PROTOCOL)
     doses = {}
     for position in ("HFS", "FFS", "HFP", "FFP"):
         folder = tmp_path / position
@@ -145,7 +170,7 @@ def test_art_plan_gives_the_same_dose_relative_to_the_anatomy_in_every_position(
         out = folder / "plan"
         code = run(["plan", "--ct", str(folder / "CT"), "--structures", str(folder / "RS.dcm"), "--protocol", str(protocol), "--out", str(out),
                     "--final-grid-mm", "4"])  # fmt: skip
-        assert code in (0, 3), position
+        assert code == 0, position
         assert pydicom.dcmread(out / "RTPLAN.dcm").PatientSetupSequence[0].PatientPosition == position
         doses[position] = back_to_hfs(read_rtdose(out / "RTDOSE.dcm"), position, iso)
     for position in ("FFS", "HFP", "FFP"):

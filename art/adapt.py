@@ -152,6 +152,7 @@ def adapt(
     stages = stages if stages is not None else Stages(show=False)
     confidence_threshold = CONFIDENCE_THRESHOLD if confidence_threshold is None else float(confidence_threshold)
     machine = machine if machine is not None else load_machine()
+    position = _daily_position(reference, cbct)
     ct, ref_ss, protocol = reference.ct.volume, reference.structures, reference.protocol
     cbct_vol = cbct.volume
     body = ref_ss.external()
@@ -172,7 +173,8 @@ def adapt(
     iso_today = _mapped_point(rigid.matrix_4x4, np.asarray(reference.plan.beams[0].isocenter_lps, dtype=np.float64))
     scheduled, scheduled_dose, scheduled_goals, evaluated, grid = _scheduled_plan(reference.plan, iso_today, sct, daily, protocol, machine, final_grid_mm, stages)
     adapted = make_plan(sct, evaluated, protocol, machine=machine, isocenter_lps=iso_today, stages=stages.child("adapted: "),
-                        optimizer_options=optimizer_options, warm_start=scheduled, final_grid_mm=grid.spacing[0])  # fmt: skip
+                        optimizer_options=optimizer_options, warm_start=scheduled, final_grid_mm=grid.spacing[0],
+                        patient_position=position)  # fmt: skip
     with stages.stage("independent check"):
         independent, gamma = _independent_check(sct, adapted, daily, machine)
         stages.note(f"gamma 3 %/2 mm pass rate {gamma.pass_rate:.1f} %")
@@ -181,6 +183,26 @@ def adapt(
                        propagated=propagated, synthetic_ct=sct, isocenter_lps=iso_today, scheduled_plan=scheduled,
                        scheduled_dose=scheduled_dose, scheduled_goals=scheduled_goals, adapted=adapted, independent_dose=independent,
                        gamma=gamma, contour_qa=qa, flagged=flagged)  # fmt: skip
+
+
+def _daily_position(reference: Any, cbct: Any) -> str:
+    """The patient position of the day: the reference plan's, which today's CBCT must share.
+
+    Raises
+    ------
+    InputError
+        The CBCT's PatientPosition is absent, not one art plans for, or not the plan's
+        (named with the CBCT's file and the attribute).
+    """
+    from art.errors import DicomError
+
+    position = reference.plan.patient_position
+    today = cbct.require_patient_position()
+    if today != position:
+        where = cbct.files[0] if cbct.files else None
+        raise DicomError(f"PatientPosition (0018,5100) {today} differs from the reference plan's {position}: "
+                         "the daily image must be taken in the treatment position", path=where)  # fmt: skip
+    return position
 
 
 def _guide_structures(ref_ss: StructureSet, contours: Any, confidence_threshold: float) -> dict:

@@ -101,13 +101,14 @@ def plan_job(
     with stages.stage("read inputs"):
         protocol = load_protocol(protocol_path)
         ct = read_image_series(ct_dir)
+        position = ct.require_patient_position()  # HFS, FFS, HFP or FFP: the beams' geometry
         structures = read_rtstruct(structures_path, ct)
         check_structures(protocol, structures, where=Path(structures_path).name)
         _announce_patient(stages, ct.patient)
         machine = load_machine(machine_path)
         hashes = _hash_inputs(ct=ct_dir, structures=structures_path, protocol=protocol_path, machine=machine_path)
     result = make_plan(ct.volume, structures, protocol, machine=machine, stages=stages, optimizer_options=optimizer_options,
-                       final_grid_mm=final_grid_mm)  # fmt: skip
+                       final_grid_mm=final_grid_mm, patient_position=position)  # fmt: skip
     with atomic_output_dir(out) as tmp:
         with stages.stage("export"):
             write_plan_files(tmp, plan=result.plan, dose=result.dose, ct=ct, structures=structures, protocol=protocol, machine=machine, label="REFERENCE")
@@ -126,10 +127,11 @@ def plan_job(
         }
         with stages.stage("report"):
             from art.report import plan_report_model, write_report
+            from art.report.build import position_text
 
             model = plan_report_model(
                 ct.volume, result.structures or structures, result.dose, result.goals, plan=result.plan, title="Reference plan QA report",
-                identifiers=identifiers(ct.patient),
+                identifiers={**identifiers(ct.patient), "Patient position": position_text(result.plan)},
                 provenance=summary["provenance"], timings=stages.timings,
                 warnings=summary["warnings"],
             )
@@ -177,7 +179,7 @@ def replan_job(reference_dir: Path, cbct_dir: Path, out: Path, *, show: bool = T
 
 
 def _read_replan_inputs(reference_dir: Path, cbct_dir: Path, contour_model: Path | None, stages: Stages) -> tuple:
-    """Reference folder, today's CBCT (same frame of reference, overlapping the CT), machine and contour model.
+    """Reference folder, today's CBCT (same frame of reference and patient position, overlapping the CT), machine and contour model.
 
     Returns ``(reference, cbct, machine, model or None, input hashes)``.
     """
@@ -188,6 +190,11 @@ def _read_replan_inputs(reference_dir: Path, cbct_dir: Path, contour_model: Path
 
     reference = load_reference(reference_dir)
     cbct = read_image_series(cbct_dir)
+    if cbct.require_patient_position() != reference.plan.patient_position:
+        raise InputError(
+            f"the CBCT's PatientPosition (0018,5100) {cbct.patient_position} differs from the reference plan's "
+            f"{reference.plan.patient_position}: the daily image must be taken in the treatment position", path=cbct_dir,
+        )  # fmt: skip
     if cbct.frame_of_reference_uid != reference.ct.frame_of_reference_uid:
         raise InputError(
             "the CBCT's frame of reference differs from the planning CT's and no registration object links them", path=cbct_dir
@@ -242,6 +249,7 @@ def _replan_summary(result: Any, reference: Any, machine: Any, hashes: dict, rec
 def _write_replan_report(tmp: Path, result: Any, summary: dict, reference: Any, cbct: Any, stages: Stages) -> None:
     """The adaptive QA report (``report.html``, and ``report.pdf`` where Chromium is available) with its warnings."""
     from art.report import adaptive_report_model, write_report
+    from art.report.build import position_text
 
     rec = summary["recommendation"]
     warnings = [f"{n}: AI contour below the confidence threshold or implausible; the propagated contour was used — review it" for n in result.flagged]
@@ -257,7 +265,7 @@ def _write_replan_report(tmp: Path, result: Any, summary: dict, reference: Any, 
         registration=_registration_display(summary["registration"]), contour_qa=result.contour_qa,
         check_dose=result.independent_dose, gamma=result.gamma.gamma,
         recommendation=f"{rec['plan']} plan: {rec['reason']}", provenance=summary["provenance"],
-        identifiers=identifiers(reference.ct.patient),
+        identifiers={**identifiers(reference.ct.patient), "Patient position": position_text(result.adapted.plan)},
         timings=stages.timings, warnings=warnings,
     )  # fmt: skip
     model.evaluation = evaluation_text(result.adapted.dose)

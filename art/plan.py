@@ -8,6 +8,9 @@ Units and conventions
   BEAM LIMITING DEVICE system: leaves travel along X_b, leaf pairs are stacked along Y_b.
 * MU and segments are **per fraction** (as DICOM BeamMeterset); dose computed from a
   :class:`Plan` for the course is ``per-fraction dose × Plan.fractions`` (Gy).
+* The patient position (DICOM PatientPosition: HFS, FFS, HFP, FFP) says how the patient lies
+  on the couch; with it the IEC 61217 angles become directions in LPS
+  (:mod:`art.dose.beam_geometry`, docs/coordinates.md). Decubitus positions are refused.
 """
 
 from __future__ import annotations
@@ -18,6 +21,55 @@ from typing import Any, Optional
 import numpy as np
 
 from art.errors import InputError
+
+#: The patient positions art plans for (DICOM PatientPosition, IEC 61217): head first (towards the
+#: gantry) or feet first, supine or prone.
+PATIENT_POSITIONS = ("HFS", "FFS", "HFP", "FFP")
+
+#: The decubitus positions (lying on the side): DICOM defined terms that art recognises and refuses.
+DECUBITUS_POSITIONS = ("HFDR", "HFDL", "FFDR", "FFDL")
+
+#: The other defined terms of PatientPosition (PS3.3 C.7.3.1.1.2: left/right first, anterior/posterior first).
+_OTHER_DICOM_POSITIONS = ("LFP", "LFS", "RFP", "RFS", "AFDR", "AFDL", "PFDR", "PFDL")
+
+
+def check_patient_position(value: Any, *, what: str = "patient_position", path: Any = None, error: type = InputError) -> str:
+    """A patient position art can plan for, or a clear error.
+
+    Parameters
+    ----------
+    value : object
+        The position as given (a DICOM PatientPosition value, or ``None``/``""`` when absent).
+    what : str, keyword-only
+        How the error names the value (e.g. ``"PatientPosition (0018,5100)"``).
+    path : str or Path, optional, keyword-only
+        The file the value comes from (prefixed to the message).
+    error : type, keyword-only
+        The :class:`~art.errors.InputError` subclass raised (e.g. ``DicomError`` for a file).
+
+    Returns
+    -------
+    str
+        One of :data:`PATIENT_POSITIONS`.
+
+    Raises
+    ------
+    InputError (or ``error``)
+        Absent, decubitus, another defined term art does not plan for, or not a patient position at all.
+    """
+    v = "" if value is None else str(value).strip()
+    supported = ", ".join(PATIENT_POSITIONS)
+    if v in PATIENT_POSITIONS:
+        return v
+    if not v:
+        problem = f"{what} is missing: the patient position on the couch is unknown (art plans for {supported})"
+    elif v in DECUBITUS_POSITIONS:
+        problem = f"{what} {v} is a decubitus position (lying on the side), which art does not plan for (only {supported})"
+    elif v in _OTHER_DICOM_POSITIONS:
+        problem = f"{what} {v} is not supported (art plans for {supported})"
+    else:
+        problem = f"{what} {v[:20]!r} is not a DICOM patient position (art plans for {supported})"
+    raise error(problem, path=path) if path is not None else error(problem)
 
 
 @dataclass
@@ -152,6 +204,10 @@ class Plan:
     label : str
     prescription : dict, optional
         Free-form prescription (e.g. ``{"target": "PTV", "dose_gy": 60.0}``, total dose).
+    patient_position : {"HFS", "FFS", "HFP", "FFP"}
+        How the patient lies on the couch (DICOM PatientPosition, the planning CT's); turns the
+        beams' IEC 61217 angles into LPS directions and is written to the RT Plan's
+        PatientSetupSequence.
     """
 
     beams: list[Beam]
@@ -159,6 +215,7 @@ class Plan:
     machine_name: str
     label: str = ""
     prescription: Optional[dict] = None
+    patient_position: str = "HFS"
 
     def __post_init__(self) -> None:
         self.beams = list(self.beams)
@@ -174,6 +231,7 @@ class Plan:
         names = [b.name for b in self.beams]
         if len(set(names)) != len(names):
             raise InputError(f"beam names must be unique, got {names}")
+        self.patient_position = check_patient_position(self.patient_position)
 
     @property
     def total_mu(self) -> dict[str, float]:

@@ -52,8 +52,8 @@ def recalculate_dose(ct: Any, plan: Any, machine: Any = None, *, structures: Any
     ct : ImageSeries
         The CT (HU).
     plan : Plan
-        As returned by :func:`~art.io.rtplan.read_rtplan` (its
-        ``frame_of_reference_uid`` and ``patient_position`` are used when present).
+        As returned by :func:`~art.io.rtplan.read_rtplan` (its ``frame_of_reference_uid`` is
+        checked when present); its ``patient_position`` must be the CT's PatientPosition.
     machine : Machine, optional
         Default :func:`art.dose.load_machine` ().
     structures : StructureSet, optional, keyword-only
@@ -71,6 +71,7 @@ def recalculate_dose(ct: Any, plan: Any, machine: Any = None, *, structures: Any
     from art.dose import dose as compute_dose
     from art.dose import load_machine
     from art.dose._setup import body_structure
+    from art.io.image_series import check_plan_position
     from art.io.rtplan import energy_to_dicom
 
     machine = load_machine() if machine is None else machine
@@ -93,11 +94,9 @@ def recalculate_dose(ct: Any, plan: Any, machine: Any = None, *, structures: Any
                     f"beam {b.name!r}: {s.leaf_positions.shape[1]} leaf pairs, machine model {machine.name!r} has {machine.mlc.n_pairs}",
                     path=plan_path,
                 )
+    check_plan_position(plan, ct, plan_path=plan_path)
     use_body = structures is not None and body_structure(structures, None) is not None
-    position = getattr(plan, "patient_position", "HFS") or "HFS"
-    return compute_dose(
-        ct.volume, plan, machine, dose_grid_mm=dose_grid_mm, structures=structures if use_body else None, patient_position=position
-    )
+    return compute_dose(ct.volume, plan, machine, dose_grid_mm=dose_grid_mm, structures=structures if use_body else None)
 
 
 def recalculate(
@@ -239,7 +238,7 @@ def _plan_record(plan: Any) -> dict:
         "sop_instance_uid": getattr(plan, "sop_instance_uid", ""),
         "fractions": plan.fractions,
         "prescription": plan.prescription,
-        "patient_position": getattr(plan, "patient_position", "HFS"),
+        "patient_position": plan.patient_position,
         "beams": [
             {
                 "name": b.name,

@@ -82,6 +82,7 @@ def find_reference_files(folder: str | Path) -> dict[str, Path]:
 def load_reference(folder: str | Path) -> Reference:
     """Read a reference folder (see module docstring) with clear errors naming the file."""
     from art.io import read_image_series, read_rtstruct
+    from art.io.image_series import check_plan_position
     from art.io.rtplan import read_rtplan
     from art.protocol import load_protocol
 
@@ -93,4 +94,5 @@ def load_reference(folder: str | Path) -> Reference:
     for_uid = getattr(plan, "frame_of_reference_uid", None)
     if for_uid and ct.frame_of_reference_uid and for_uid != ct.frame_of_reference_uid:
         raise InputError("RTPLAN frame of reference differs from the planning CT's", path=paths["rtplan"])
+    check_plan_position(plan, ct, plan_path=paths["rtplan"])  # the CT's PatientPosition, and the plan's the same
     return Reference(ct=ct, structures=structures, plan=plan, protocol=protocol, paths=paths)

@@ -102,7 +102,7 @@ def dose_reference_point(plan: Any, structures: Any, target: str) -> tuple[np.nd
     return point, f"{target} point nearest its centroid: beam dose point"[:64]
 
 
-def beam_dose_reference(ct_hu: Any, plan: Any, machine: Any, structures: Any, target: str, *, patient_position: str = "HFS") -> Any:
+def beam_dose_reference(ct_hu: Any, plan: Any, machine: Any, structures: Any, target: str, *, patient_position: str | None = None) -> Any:
     """Each beam's dose (Gy per fraction) at :func:`dose_reference_point`, segment by segment, by the dose engine.
 
     Each beam's dose is the engine's (:func:`art.dose.calc.beam_dose_at` at one point, the
@@ -122,8 +122,8 @@ def beam_dose_reference(ct_hu: Any, plan: Any, machine: Any, structures: Any, ta
         With the target.
     target : str
         The prescription target's name.
-    patient_position : str, keyword-only
-        The patient position the dose engine uses.
+    patient_position : str, optional, keyword-only
+        The patient position the dose engine uses (default: the plan's).
 
     Returns
     -------
@@ -140,6 +140,7 @@ def beam_dose_reference(ct_hu: Any, plan: Any, machine: Any, structures: Any, ta
         return None
     point, description = found
     density = Volume(hu_to_density(ct_hu.array), ct_hu.grid)
+    patient_position = plan.patient_position if patient_position is None else patient_position
     doses = {}
     for b in plan.beams:
         total = float(beam_dose_at(density, b, machine, point[None, :], patient_position=patient_position)[0])

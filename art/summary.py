@@ -22,7 +22,7 @@ def goal_table(goals: Iterable[Any]) -> list[dict]:
 
 
 def delivery_table(plan: Any) -> dict:
-    """MU (per fraction) and segment count per beam, and totals."""
+    """The patient position, MU (per fraction) and segment count per beam, and totals."""
     beams = [
         {
             "name": b.name,
@@ -36,6 +36,7 @@ def delivery_table(plan: Any) -> dict:
     ]
     return {
         "fractions": int(plan.fractions),
+        "patient_position": str(plan.patient_position),
         "beams": beams,
         "total_mu": round(sum(b["mu"] for b in beams), 2),
         "total_segments": int(sum(b["segments"] for b in beams)),

@@ -21,7 +21,7 @@ import numpy as np
 
 from art.errors import InputError, ProtocolError
 from art.geometry import Volume
-from art.plan import Beam, Plan
+from art.plan import Beam, Plan, check_patient_position
 from art.progress import Stages
 from art.structures import StructureSet
 
@@ -169,7 +169,7 @@ def weights_from_segments(plan: Plan, influence: Any, machine: Any) -> np.ndarra
 def make_plan(
     ct: Volume, structures: StructureSet, protocol: Any, *, machine: Any = None, isocenter_lps: Any = None,
     warm_start: PlanResult | None = None, stages: Stages | None = None, optimizer_options: dict | None = None,
-    sequencing_options: dict | None = None, final_grid_mm: float | None = None, correction: bool = True,
+    sequencing_options: dict | None = None, final_grid_mm: float | None = None, correction: bool = True, patient_position: str = "HFS",
 ) -> PlanResult:  # fmt: skip
     """Make a deliverable plan for a CT, its structures and a protocol.
 
@@ -200,6 +200,8 @@ def make_plan(
     correction : bool, keyword-only
         Run the correction stage (segment MU, then the fluence with the shortfalls) when a
         priority-1 goal is missed on the final dose.
+    patient_position : {"HFS", "FFS", "HFP", "FFP"}, keyword-only
+        The CT's PatientPosition: the beams' geometry in the dose engine, and the plan's.
 
     Returns
     -------
@@ -211,24 +213,22 @@ def make_plan(
 
     stages = stages if stages is not None else Stages(show=False)
     machine = machine if machine is not None else load_machine()
-    check_structures(protocol, structures)
+    position = _checked_inputs(protocol, structures, patient_position, warm_start)
     grid = final_grid(ct.grid, DEFAULT_FINAL_GRID_MM if final_grid_mm is None else final_grid_mm)
-    rx = protocol.prescription
-    fractions = int(rx.fractions)
+    fractions = int(protocol.prescription.fractions)
     sequencing = {**DEFAULT_SEQUENCING, **(sequencing_options or {})}
-
     with stages.stage("beams"):
         beams = beams_from_protocol(protocol, structures, isocenter_lps=isocenter_lps)
         iso = _checked_isocentre(beams, structures)
     with stages.stage("dose influence"):
         im = influence_matrix(ct, structures, beams, machine, dose_grid_mm=protocol.dose_grid_mm, bixel_mm=protocol.beams.bixel_mm,
-                              target=beamlet_targets(protocol, structures))  # fmt: skip
+                              target=beamlet_targets(protocol, structures), patient_position=position)  # fmt: skip
         stages.note(f"{im.n_beamlets} beamlets, {im.matrix.shape[0]} voxels, {im.matrix.nnz} non-zeros")
     with stages.stage("optimisation"):
         opt, opts, fallback = _optimise(im, structures, protocol, machine, warm_start=warm_start, options=optimizer_options, stages=stages)
         weights = np.asarray(opt.weights, dtype=np.float64)
         fluence_dose = im.dose(weights, fractions=fractions)
-    plan, seq = _deliverable(beams, im, weights, machine, fractions, sequencing, stages)
+    plan, seq = _deliverable(beams, im, weights, machine, fractions, sequencing, stages, position)
     with stages.stage("structure polygons"):
         evaluated = evaluation_structures(structures)
     plan, delivered, goals, seq = _final(ct, plan, evaluated, protocol, machine, im, grid, seq, fluence_dose, stages)
@@ -248,6 +248,15 @@ def make_plan(
                       structures=evaluated)  # fmt: skip
 
 
+def _checked_inputs(protocol: Any, structures: StructureSet, patient_position: str, warm_start: Any) -> str:
+    """:func:`check_structures`, and the patient position (returned) checked and the same as a warm-start plan's."""
+    check_structures(protocol, structures)
+    position = check_patient_position(patient_position)
+    if isinstance(warm_start, Plan) and warm_start.patient_position != position:
+        raise InputError(f"warm start: the plan is for patient position {warm_start.patient_position}, today's image is {position}")
+    return position
+
+
 def _final(ct: Volume, plan: Plan, structures: StructureSet, protocol: Any, machine: Any, im: Any, grid: Any, seq: dict,
            fluence_dose: Volume, stages: Stages) -> tuple[Plan, Volume, list, dict]:  # fmt: skip
     """Final dose on the export grid, sequencing check, normalisation (deliverable MU) and the goals on it."""
@@ -265,10 +274,12 @@ def _final(ct: Volume, plan: Plan, structures: StructureSet, protocol: Any, mach
     return plan, delivered, goals, seq
 
 
-def _deliverable(beams: list[Beam], im: Any, weights: np.ndarray, machine: Any, fractions: int, sequencing: dict, stages: Stages) -> tuple[Plan, dict]:
+def _deliverable(beams: list[Beam], im: Any, weights: np.ndarray, machine: Any, fractions: int, sequencing: dict, stages: Stages,
+                 patient_position: str) -> tuple[Plan, dict]:  # fmt: skip
     """Leaf sequencing of the optimised fluence and the segments' MU re-fitted to it."""
     with stages.stage("leaf sequencing"):
-        fluence_plan = Plan(beams=_with_fluence(beams, im, weights), fractions=fractions, machine_name=machine.name)
+        fluence_plan = Plan(beams=_with_fluence(beams, im, weights), fractions=fractions, machine_name=machine.name,
+                            patient_position=patient_position)  # fmt: skip
         plan, seq = _sequence(fluence_plan, machine, **sequencing)
     with stages.stage("segment weight refinement"):
         plan, seq = _refine_segment_weights(plan, seq, im, weights, machine, stages)
@@ -317,7 +328,7 @@ def _correct(ct: Volume, plan: Plan, delivered: Volume, goals: list, structures:
             opt, _, _ = _optimise(im, structures, shifted, machine, warm_start=None, options={"warm_start": weights}, stages=stages, fallback=False)
             w2 = np.asarray(opt.weights, dtype=np.float64)
             flu2 = im.dose(w2, fractions=int(plan.fractions))
-            plan2, seq2 = _deliverable(_bare(plan.beams), im, w2, machine, int(plan.fractions), sequencing, stages)
+            plan2, seq2 = _deliverable(_bare(plan.beams), im, w2, machine, int(plan.fractions), sequencing, stages, plan.patient_position)
             plan2, dose2, goals2, seq2 = _final(ct, plan2, structures, protocol, machine, im, grid, seq2, flu2, stages)
             kept = goals_key(goals2) > goals_key(goals)
             record["fluence"].append({"kept": bool(kept), "missed_after": _missed(goals2), "levels": {

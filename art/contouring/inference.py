@@ -321,12 +321,35 @@ def segment(
     grid = cbct.grid
     src = Volume(np.asarray(cbct.array, dtype=np.float32), grid)
     # the network on every test-time variant; the most probable class of their mean, and of each
-    labels, variant_labels = _tta_labels(model, src, grid, tta)
+    # (on the CBCT as stored for an HFS patient: a feet-first or prone CBCT is flipped for it, and back)
+    oriented, flips = _patient_oriented(src)
+    labels, variant_labels = _tta_labels(model, oriented, oriented.grid, tta)
+    if flips:
+        labels, variant_labels = np.ascontiguousarray(np.flip(labels, flips)), [np.ascontiguousarray(np.flip(v, flips)) for v in variant_labels]
     masks = _structure_masks(labels, classes, src.array, grid)
     ss = StructureSet(grid, [Structure(n, m, grid, roi_type=ROI_TYPES.get(n, "ORGAN"), color=COLOURS.get(n, (255, 128, 0))) for n, m in masks.items()])
     conf, reasons, flagged = _review(ss, list(masks), classes, variant_labels, tta, propagated, threshold)
     info = {"path": str(model.path), "classes": classes, "spacing_mm": list(model.spacing_mm), "tta_passes": len(variant_labels)}
     return ContourResult(structures=ss, confidence=conf, flagged=flagged, reasons=reasons, model=info, seconds=time.perf_counter() - t0)
+
+
+def _patient_oriented(image: Volume) -> tuple[Volume, tuple[int, ...]]:
+    """The image with its array flipped so that columns, rows and slices grow towards L, P and S.
+
+    The network was trained on head-first-supine axial images (identity orientation); a CBCT of a
+    feet-first or prone patient is stored with axes running the other way (e.g. ImageOrientationPatient
+    −1\\0\\0\\0\\1\\0 for FFS). Flipping is exact (no resampling). Returns the image and the array
+    axes flipped (empty when none, or when the orientation is not axis-aligned: left as it is).
+    """
+    d = np.asarray(image.grid.direction_matrix)
+    if not np.allclose(np.abs(d), np.eye(3), atol=1e-6):
+        return image, ()
+    flips = tuple(axis for axis in range(3) if d[2 - axis, 2 - axis] < 0)  # array axis (z, y, x) <-> column 2 - axis
+    if not flips:
+        return image, ()
+    far = np.array([image.grid.shape[a] - 1 if a in flips else 0 for a in range(3)], dtype=np.float64)
+    grid = Grid(shape=image.grid.shape, spacing=image.grid.spacing, origin=tuple(image.grid.index_to_lps(far)), direction=tuple(np.abs(d).reshape(-1)))
+    return Volume(np.ascontiguousarray(np.flip(image.array, flips)), grid), flips
 
 
 def _tta_labels(model, src: Volume, grid: Grid, tta: bool) -> tuple[np.ndarray, list[np.ndarray]]:

@@ -12,12 +12,27 @@ Systems
 * IEC BEAM LIMITING DEVICE (b): the gantry system turned about Z_g by the collimator
   angle; jaws X1/X2 and MLC leaves move along X_b, leaf pairs are stacked along Y_b.
 * IEC PATIENT SUPPORT (s): the fixed system turned about Z_f by the couch angle.
-* Patient (LPS): for head-first supine (HFS), X_s = patient left (+x), Y_s = superior (+z),
-  Z_s = anterior (−y).
+* Patient (LPS), by DICOM PatientPosition (the patient on the support, couch at 0):
+
+  ========  ==================  ==================  ==================
+  position  X_s (right of an    Y_s (towards the    Z_s (up)
+            observer facing     gantry)
+            the gantry)
+  ========  ==================  ==================  ==================
+  HFS       left (+x)           superior (+z)       anterior (−y)
+  FFS       right (−x)          inferior (−z)       anterior (−y)
+  HFP       right (−x)          superior (+z)       posterior (+y)
+  FFP       left (+x)           inferior (−z)       posterior (+y)
+  ========  ==================  ==================  ==================
+
+  (IEC 61217's patient system coincides with the support system for HFS and is turned
+  180° about Z_s for FFS, about Y_s for HFP, about X_s for FFP.)
 
 So for an HFS patient, gantry 0 puts the source anterior (beam travels towards +y,
 posterior), gantry 90 puts the source on the patient's left (+x), gantry 270 on the
-right (−x), gantry 180 posterior.
+right (−x), gantry 180 posterior. For FFS gantry 90 is on the patient's right, for HFP
+gantry 0 is posterior and gantry 90 on the right, for FFP gantry 0 is posterior and
+gantry 90 on the left. Decubitus positions are refused (:func:`art.plan.check_patient_position`).
 
 The BEV coordinates used in ``art.dose``: ``(u, v)`` = (X_b, Y_b) of the ray's
 intersection with the isocentre plane (mm), and ``z`` = distance from the source
@@ -28,7 +43,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from art.errors import InputError
+from art.plan import check_patient_position
 
 # columns: LPS vectors of the patient-support axes X_s, Y_s, Z_s
 _PATIENT_FROM_SUPPORT = {
@@ -59,16 +74,14 @@ def bev_to_lps_matrix(gantry_deg: float, collimator_deg: float = 0.0, couch_deg:
     gantry_deg, collimator_deg, couch_deg : float
         IEC 61217 angles, degrees.
     patient_position : {"HFS", "HFP", "FFS", "FFP"}, keyword-only
+        DICOM PatientPosition (see the table in the module notes); others raise :class:`~art.errors.InputError`.
 
     Returns
     -------
     ndarray, shape (3, 3)
         Columns are the LPS unit vectors of X_b, Y_b and Z_b (Z_b points to the source).
     """
-    try:
-        m = _PATIENT_FROM_SUPPORT[patient_position.upper()]
-    except (KeyError, AttributeError):
-        raise InputError(f"patient_position must be one of {', '.join(_PATIENT_FROM_SUPPORT)}, got {patient_position!r}") from None
+    m = _PATIENT_FROM_SUPPORT[check_patient_position(patient_position)]
     f_from_b = _rot_y(gantry_deg) @ _rot_z(collimator_deg)
     s_from_f = _rot_z(couch_deg).T
     return m @ s_from_f @ f_from_b

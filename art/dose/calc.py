@@ -217,7 +217,7 @@ def dose(
     body: str | None = None,
     fluence_mm: float = 1.25,
     hu_table: HUTable | None = None,
-    patient_position: str = "HFS",
+    patient_position: str | None = None,
     per_fraction: bool = False,
     dose_grid: Grid | None = None,
 ) -> Volume:
@@ -240,6 +240,9 @@ def dose(
         only (0 elsewhere); otherwise on every voxel.
     fluence_mm : float, keyword-only
         Fluence pixel size at the isocentre plane, mm.
+    patient_position : {"HFS", "FFS", "HFP", "FFP"} or None, keyword-only
+        How the patient lies on the couch; None (default): ``plan.patient_position``.
+        A position other than the plan's is refused.
     per_fraction : bool, keyword-only
         Return the dose of one fraction instead of the course.
     dose_grid : Grid, optional, keyword-only
@@ -253,6 +256,9 @@ def dose(
     """
     if not isinstance(plan, Plan):
         raise InputError(f"plan must be an art.plan.Plan, got {type(plan).__name__}")
+    if patient_position is not None and patient_position != plan.patient_position:
+        raise InputError(f"patient_position {patient_position!r} differs from the plan's ({plan.patient_position})")
+    patient_position = plan.patient_position
     if machine is None:
         machine = load_machine()
     setup = prepare(ct, structures, dose_grid_mm=dose_grid_mm, voxels="body" if structures is not None else "all", body=body, hu_table=hu_table,

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from art.errors import InputError
+from art.errors import DicomError, InputError
 from art.geometry import Grid, Volume
 from art.io.dicom_common import PatientInfo
+from art.plan import check_patient_position
 
-__all__ = ["ImageSeries"]
+__all__ = ["ImageSeries", "check_plan_position"]
 
 
 @dataclass
@@ -40,6 +42,9 @@ class ImageSeries:
         As in the files (may be empty).
     image_type : tuple of str
         ImageType values of the first slice.
+    patient_position : str
+        PatientPosition (0018,5100) as stored (the same in every slice; ``""`` when absent).
+        Checked where a plan needs it: :meth:`require_patient_position`.
     """
 
     volume: Volume
@@ -55,6 +60,7 @@ class ImageSeries:
     study_date: str = ""
     study_time: str = ""
     image_type: tuple[str, ...] = ()
+    patient_position: str = ""
 
     def __post_init__(self) -> None:
         if len(self.sop_instance_uids) != self.volume.grid.shape[0]:
@@ -74,3 +80,48 @@ class ImageSeries:
         """True when ImageType or the series description marks a cone-beam CT."""
         words = [w.upper() for w in self.image_type] + self.series_description.upper().replace("_", " ").split()
         return any("CBCT" in w or "CONEBEAM" in w for w in words) or "CONE BEAM" in self.series_description.upper()
+
+    def require_patient_position(self) -> str:
+        """The patient position for planning: one of :data:`art.plan.PATIENT_POSITIONS`.
+
+        Raises
+        ------
+        DicomError
+            PatientPosition absent, decubitus or not a position art plans for; the message
+            names the series' first file (or the series UID) and the attribute.
+        """
+        where = self.files[0] if self.files else None
+        what = "PatientPosition (0018,5100)" if where is not None else f"PatientPosition (0018,5100) of series {self.series_instance_uid}"
+        return check_patient_position(self.patient_position, what=what, path=where, error=DicomError)
+
+
+def check_plan_position(plan: Any, image: ImageSeries, *, plan_path: str | Path | None = None) -> str:
+    """The patient position of a plan on an image: the image's PatientPosition, which the plan must share.
+
+    Parameters
+    ----------
+    plan : art.plan.Plan
+        E.g. read from an RT Plan (its PatientSetupSequence's position).
+    image : ImageSeries
+        The CT the plan is (re)computed on.
+    plan_path : str or Path, optional, keyword-only
+        The plan's file, named in the error.
+
+    Returns
+    -------
+    str
+        One of :data:`art.plan.PATIENT_POSITIONS`.
+
+    Raises
+    ------
+    DicomError
+        The image's PatientPosition is absent or not one art plans for (named with its file),
+        or the plan's position differs from it (named with the plan's file).
+    """
+    position = image.require_patient_position()
+    if plan.patient_position != position:
+        raise DicomError(
+            f"PatientPosition {plan.patient_position} of the plan's PatientSetupSequence differs from the CT's PatientPosition {position}",
+            path=plan_path,
+        )
+    return position

@@ -32,8 +32,15 @@ BeamMeterset, and beams with no MU.
 
 The returned :class:`~art.plan.Plan` carries extra attributes for the caller:
 ``frame_of_reference_uid`` (``""`` when the file has none),
-``sop_instance_uid``, ``patient_position`` (of the first setup, default ``HFS``),
-``structure_set_uid`` (``""`` when none) and ``source_path``.
+``sop_instance_uid``, ``structure_set_uid`` (``""`` when none) and ``source_path``;
+the beams' one patient position is :attr:`Plan.patient_position`.
+
+Patient position: every treatment beam's ReferencedPatientSetupNumber (optional when
+PatientSetupSequence has one item) must name a PatientSetupSequence item whose
+PatientPosition (0018,5100) is HFS, FFS, HFP or FFP, the same for every beam. A plan
+without PatientSetupSequence, a missing or malformed PatientPosition, a decubitus
+position or beams in different positions are refused (:class:`~art.errors.DicomError`
+naming the file and the attribute) — never taken as HFS.
 """
 
 from __future__ import annotations
@@ -47,7 +54,7 @@ from art.errors import DicomError
 from art.io.dicom_common import read_dataset, sequence_items
 from art.io.rtplan_common import RT_PLAN_STORAGE
 from art.io.rtplan_read_beam import _read_beam
-from art.plan import Beam, Plan
+from art.plan import Beam, Plan, check_patient_position
 
 __all__ = ["read_rtplan"]
 
@@ -93,17 +100,17 @@ def _read_rtplan(path: str | Path, *, machine: Any = None) -> Plan:
     fg = _single_fraction_group(ds, path)
     fractions = _fractions_planned(fg, path)
     meterset = _beam_metersets(fg, path)
-    setups = _patient_setups(ds)
+    setups = _patient_setups(ds, path)
 
     bnd_machine = None if machine is None else np.asarray(machine.mlc.boundaries_mm, dtype=np.float64)
     beams, machine_names, positions = _read_beams(beams_ds, fg, meterset, setups, path, bnd_machine)
 
     label = str(ds.get("RTPlanLabel", "") or "")
     rx = _prescription(ds)
-    plan = Plan(beams=beams, fractions=fractions, machine_name=",".join(sorted(machine_names)), label=label, prescription=rx)
+    plan = Plan(beams=beams, fractions=fractions, machine_name=",".join(sorted(machine_names)), label=label, prescription=rx,
+                patient_position=positions.pop())  # fmt: skip
     plan.frame_of_reference_uid = str(ds.get("FrameOfReferenceUID", "") or "")  # type: ignore[attr-defined]
     plan.sop_instance_uid = str(ds.get("SOPInstanceUID", "") or "")  # type: ignore[attr-defined]
-    plan.patient_position = positions.pop()  # type: ignore[attr-defined]
     rs = sequence_items(ds, "ReferencedStructureSetSequence")
     plan.structure_set_uid = str(rs[0].get("ReferencedSOPInstanceUID", "")) if rs else ""  # type: ignore[attr-defined]
     plan.source_path = path  # type: ignore[attr-defined]
@@ -150,15 +157,41 @@ def _beam_metersets(fg: Any, path: Path) -> dict[int, float]:
     return meterset
 
 
-def _patient_setups(ds: Any) -> dict[int, str]:
-    """PatientPosition (default ``HFS``) by PatientSetupNumber; items without a valid number are skipped."""
+def _patient_setups(ds: Any, path: Path) -> dict[int, str]:
+    """PatientPosition by PatientSetupNumber, each one art plans for.
+
+    Raises
+    ------
+    DicomError
+        No PatientSetupSequence, an item without a valid PatientSetupNumber, or a
+        PatientPosition that is missing, decubitus or not a supported position (named with
+        the file, the attribute and the setup number).
+    """
+    items = sequence_items(ds, "PatientSetupSequence")
+    if not items:
+        raise DicomError("RT Plan has no PatientSetupSequence: the patient position (PatientPosition) is unknown", path=path)
     setups = {}
-    for st in sequence_items(ds, "PatientSetupSequence"):
+    for i, st in enumerate(items, start=1):
         try:
-            setups[int(st.PatientSetupNumber)] = str(st.get("PatientPosition", "") or "HFS")
+            number = int(st.PatientSetupNumber)
         except (AttributeError, TypeError, ValueError):
-            continue
+            raise DicomError(f"PatientSetupSequence item {i} lacks a valid PatientSetupNumber", path=path) from None
+        what = f"PatientPosition (0018,5100) of PatientSetupSequence item {i} (setup {number})"
+        setups[number] = check_patient_position(st.get("PatientPosition", None), what=what, path=path, error=DicomError)
     return setups
+
+
+def _setup_of(item: Any, name: str, setups: dict[int, str], path: Path) -> str:
+    """The patient position of a beam: its ReferencedPatientSetupNumber's (the only setup when it has none)."""
+    ref = item.get("ReferencedPatientSetupNumber", None)
+    if ref in (None, ""):
+        if len(setups) == 1:
+            return next(iter(setups.values()))
+        raise DicomError(f"beam {name!r} lacks ReferencedPatientSetupNumber and the plan has {len(setups)} patient setups", path=path)
+    number = int(ref)
+    if number not in setups:
+        raise DicomError(f"beam {name!r}: ReferencedPatientSetupNumber {number} is not in PatientSetupSequence", path=path)
+    return setups[number]
 
 
 def _read_beams(
@@ -210,7 +243,7 @@ def _read_beams(
             continue
         _check_beam_kind(item, name, path)
         machine_names.add(str(item.get("TreatmentMachineName", "") or ""))
-        positions.add(setups.get(int(item.get("ReferencedPatientSetupNumber", 1) or 1), "HFS"))
+        positions.add(_setup_of(item, name, setups, path))
         beams.append(_read_beam(item, name, meterset[number], path, bnd_machine))
     if not beams:
         raise DicomError("RT Plan has no treatment beam in its fraction group", path=path)

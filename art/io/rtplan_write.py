@@ -18,7 +18,8 @@ CT's; the plan has its own series.  What is written (PS3.3 RT Plan IOD):
   With ``dose_reference`` (:class:`BeamDoseReference`), item 2: type ``TARGET``,
   ``COORDINATES`` with DoseReferencePointCoordinates, the point where each beam's
   dose was computed.
-* RT Patient Setup: PatientPosition (default ``HFS``), setup technique ``ISOCENTRIC``.
+* RT Patient Setup: PatientPosition = the plan's (:attr:`Plan.patient_position`), which must be
+  the image's when the image has one; setup technique ``ISOCENTRIC``.
 * RT Fraction Scheme: NumberOfFractionsPlanned; per beam BeamMeterset (MU per
   fraction). BeamDose only with ``dose_reference``: the beam's computed dose at its
   point (Gy per fraction), with ReferencedDoseReferenceUID naming dose reference 2
@@ -80,8 +81,6 @@ from art.plan import Plan
 
 __all__ = ["write_rtplan", "plan_to_dataset", "BeamDoseReference"]
 
-_PATIENT_POSITIONS = ("HFS", "HFP", "FFS", "FFP", "HFDR", "HFDL", "FFDR", "FFDL")
-
 
 def _structure_set_ref(structure_set: Any) -> tuple[str, Any]:
     """(SOPInstanceUID, dataset or None) of an RTSTRUCT given as a path, a dataset or a UID."""
@@ -124,7 +123,7 @@ def plan_to_dataset(
     target_name: str | None = None,
     dose_reference: BeamDoseReference | None = None,
     delivery_maximum_gy: float | None = None,
-    patient_position: str = "HFS",
+    patient_position: str | None = None,
     plan_date: _dt.date | str | None = None,
     plan_time: _dt.time | str | None = None,
     series_instance_uid: str | None = None,
@@ -134,7 +133,7 @@ def plan_to_dataset(
     """Build the RT Plan dataset (not written); see :func:`write_rtplan` for the parameters."""
     from pydicom.sequence import Sequence
 
-    _check_plan_header(plan, image, machine, label, name, patient_position, prescription_gy)
+    patient_position = _check_plan_header(plan, image, machine, label, name, patient_position, prescription_gy)
     bnd = _check_beams(plan, machine, dose_reference)
     _check_positive(delivery_maximum_gy, "delivery_maximum_gy")
     series_uid, sop_uid = object_uids(series_instance_uid, sop_instance_uid, kind="RTPLAN")
@@ -165,8 +164,8 @@ def plan_to_dataset(
 
 
 def _check_plan_header(
-    plan: Plan, image: ImageSeries, machine: Any, label: str, name: str, patient_position: str, prescription_gy: float | None
-) -> None:
+    plan: Plan, image: ImageSeries, machine: Any, label: str, name: str, patient_position: str | None, prescription_gy: float | None
+) -> str:
     """Refuse plan-level arguments of :func:`plan_to_dataset` that cannot be written (:class:`InputError`).
 
     Parameters
@@ -179,10 +178,15 @@ def _check_plan_header(
         RTPlanLabel: 1-16 characters without backslash.
     name : str
         RTPlanName: at most 64 characters without backslash.
-    patient_position : str
-        One of the DICOM patient positions (HFS, FFS, ...).
+    patient_position : str or None
+        None, or the plan's position.
     prescription_gy : float or None
         Positive and finite when given (Gy, course).
+
+    Returns
+    -------
+    str
+        The PatientPosition to write: the plan's, which must be the image's when the image has one.
     """
     if not isinstance(plan, Plan):
         raise InputError(f"plan must be an art.plan.Plan, got {type(plan).__name__}")
@@ -194,9 +198,14 @@ def _check_plan_header(
         raise InputError(f"label must be 1-16 characters without backslash (RTPlanLabel), got {label!r}")
     if len(name) > 64 or "\\" in name:
         raise InputError("name must be at most 64 characters without backslash (RTPlanName)")
-    if patient_position not in _PATIENT_POSITIONS:
-        raise InputError(f"patient_position must be one of {', '.join(_PATIENT_POSITIONS)}, got {patient_position!r}")
+    if patient_position is not None and patient_position != plan.patient_position:
+        raise InputError(f"patient_position {patient_position!r} differs from the plan's ({plan.patient_position})")
+    if image.patient_position and image.patient_position != plan.patient_position:
+        raise InputError(
+            f"the plan is for patient position {plan.patient_position} but the image's PatientPosition is {image.patient_position!r}"
+        )
     _check_positive(prescription_gy, "prescription_gy")
+    return plan.patient_position
 
 
 def _check_positive(value: float | None, what: str) -> None:
@@ -434,7 +443,7 @@ def write_rtplan(
     **options
         ``name`` (RTPlanName), ``dose_reference`` (:class:`BeamDoseReference`: the point and
         the beams' doses there, written as BeamDose), ``delivery_maximum_gy`` (DeliveryMaximumDose,
-        Gy, course), ``patient_position`` (``"HFS"``), ``plan_date``, ``plan_time``,
+        Gy, course), ``patient_position`` (None: the plan's; another than the plan's is refused), ``plan_date``, ``plan_time``,
         ``series_instance_uid``, ``sop_instance_uid``, ``series_number``.
 
     Returns

@@ -36,6 +36,9 @@ Reading (:func:`read_image_series`)
   *same* SOPInstanceUID at the same position are one instance stored twice:
   one copy is kept (the first file name in sorted order) — this is the decision
   documented here.  Non-finite values after rescaling are refused.
+* PatientPosition (0018,5100) is kept as stored (``ImageSeries.patient_position``,
+  ``""`` when absent) and must be the same in every slice; whether a plan can be made
+  for it is checked where the plan needs it (:meth:`ImageSeries.require_patient_position`).
 * Pixel values become HU with RescaleSlope/RescaleIntercept (or a Modality
   LUT) per slice, through :func:`pydicom.pixels.apply_modality_lut`; missing
   slope/intercept mean 1 and 0.  The volume is float32.
@@ -375,4 +378,20 @@ def _series_from_slices(volume: Volume, slices: list[_Header], geo: _SliceGeomet
         study_date=str(ds0.get("StudyDate", "") or ""),
         study_time=str(ds0.get("StudyTime", "") or ""),
         image_type=tuple(str(v) for v in _as_list(ds0.get("ImageType", []))),
+        patient_position=_patient_position(slices),
     )
+
+
+def _patient_position(slices: list[_Header]) -> str:
+    """PatientPosition (0018,5100) of the series, as stored (``""`` when absent).
+
+    Raises
+    ------
+    DicomError
+        Slices that disagree (named with the first slice that differs from the first).
+    """
+    values = [str(h.ds.get("PatientPosition", "") or "").strip() for h in slices]
+    for h, v in zip(slices, values):
+        if v != values[0]:
+            raise DicomError(f"PatientPosition (0018,5100) {v!r} differs from the first slice's {values[0]!r}", path=h.path)
+    return values[0]

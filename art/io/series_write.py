@@ -44,6 +44,7 @@ from art.io.dicom_common import (
 )
 from art.io.image_series import ImageSeries
 from art.io.uids import check_uid, new_uid
+from art.plan import check_patient_position
 
 __all__ = ["write_image_series"]
 
@@ -123,9 +124,10 @@ def write_image_series(
         empty when ``None`` so that the output is deterministic.
     is_cbct : bool
         Marks a cone-beam CT: ImageType ``ORIGINAL\\PRIMARY\\AXIAL\\CBCT``.
-    patient_position : str
-        PatientPosition (HFS, FFS, HFP, ...); informative only, the geometry
-        is carried by ImageOrientationPatient/ImagePositionPatient.
+    patient_position : {"HFS", "FFS", "HFP", "FFP"}
+        PatientPosition: how the patient lay on the couch. The image geometry is carried by
+        ImageOrientationPatient/ImagePositionPatient; the position sets the beam geometry of
+        a plan on this image (docs/coordinates.md).
 
     Returns
     -------
@@ -158,6 +160,7 @@ def write_image_series(
         study_date=header.date,
         study_time=header.time,
         image_type=tuple(header.image_type),
+        patient_position=header.patient_position,
     )
 
 
@@ -233,6 +236,7 @@ def _series_header(
     time = dicom_time(study_time)
     description = series_description or ("CBCT" if is_cbct else "")
     image_type = ["ORIGINAL", "PRIMARY", "AXIAL"] + (["CBCT"] if is_cbct else [])
+    patient_position = check_patient_position(patient_position)
     return _SeriesHeader(patient, study_uid, series_uid, for_uid, date, time, description, image_type, series_number, patient_position)
 
 

@@ -18,7 +18,7 @@ from art.report import figures as F
 from art.report.model import ReportFigure, ReportModel, goal_row
 from art.structures import TARGET_TYPES, StructureSet
 
-__all__ = ["dvh_curves", "recommend", "plan_report_model", "adaptive_report_model"]
+__all__ = ["dvh_curves", "recommend", "plan_report_model", "adaptive_report_model", "position_text"]
 
 
 def dvh_curves(
@@ -174,7 +174,7 @@ def _common(
     if p.shape == (3,) and np.all(np.isfinite(p)) and bool(image.grid.contains(p)):  # the planes pass through a voxel centre
         p = image.grid.index_to_lps(np.clip(np.round(image.grid.lps_to_index(p)), 0, np.asarray(image.grid.shape) - 1))
     dmax = max(float(np.nanmax(d.array)) for d in doses.values())
-    where = f"planes through ({p[0]:.1f}, {p[1]:.1f}, {p[2]:.1f}) mm LPS"
+    where = f"planes through ({p[0]:.1f}, {p[1]:.1f}, {p[2]:.1f}) mm LPS{_orientation_note(plans)}"
     for label, d in doses.items():
         model.figures[f"Dose: {label}"] = ReportFigure(
             F.dose_wash_figure(image, d, structures, p, dose_max=dmax),
@@ -210,6 +210,31 @@ def _common(
     if mu:
         model.figures["Monitor units per beam"] = ReportFigure(F.mu_bar_figure(mu), "MU per fraction per beam.")
     return p
+
+
+#: The patient positions in words (DICOM PatientPosition).
+POSITION_WORDS = {"HFS": "head first, supine", "FFS": "feet first, supine", "HFP": "head first, prone", "FFP": "feet first, prone"}
+
+
+def position_text(plan: Any) -> str:
+    """The plan's patient position in words, e.g. ``"FFS (feet first, supine)"`` (``""`` without one)."""
+    pos = str(getattr(plan, "patient_position", "") or "")
+    return f"{pos} ({POSITION_WORDS[pos]})" if pos in POSITION_WORDS else pos
+
+
+def _orientation_note(plans: Mapping[str, Any]) -> str:
+    """The plans' patient position as a note for the figure captions (``""`` when no plan gives one).
+
+    The planes are drawn in patient orientation whatever the position (labels R/L, A/P, S/I
+    are the patient's: :mod:`art.report.figures`); the note says so, so that a prone or
+    feet-first patient is not read as lying as drawn.
+    """
+    positions = {str(getattr(pl, "patient_position", "") or "") for pl in plans.values() if pl is not None} - {""}
+    if len(positions) != 1:
+        return ""
+    (pos,) = positions
+    return (f"; patient {pos} ({POSITION_WORDS.get(pos, pos)}), shown in patient orientation "
+            "(axial from the feet, coronal from the front, sagittal from the patient's left)")  # fmt: skip
 
 
 def _criteria(params: Any) -> str | None:

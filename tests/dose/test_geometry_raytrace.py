@@ -153,3 +153,55 @@ def test_lung_slab_raises_dose_beyond_and_widens_penumbra(machine):
         return np.interp(-0.2, -p, x) - np.interp(-0.8, -p, x)
 
     assert pen(dl) > pen(dw) + 2.0
+
+
+def _support_axes_from_words(position):
+    """LPS directions of the IEC patient-support axes, from what the position says (not from art's table).
+
+    Y_s points towards the gantry: the patient's head (head first, +z) or feet (feet first, -z);
+    Z_s points up: anterior (supine, -y) or posterior (prone, +y); X_s = Y_s x Z_s (IEC systems are right-handed).
+    """
+    ys = np.array({"HF": (0.0, 0.0, 1.0), "FF": (0.0, 0.0, -1.0)}[position[:2]])
+    zs = np.array({"S": (0.0, -1.0, 0.0), "P": (0.0, 1.0, 0.0)}[position[2]])
+    return np.cross(ys, zs), ys, zs
+
+
+@pytest.mark.parametrize("position", ["HFS", "FFS", "HFP", "FFP"])
+@pytest.mark.parametrize("gantry", [0, 90, 180, 270, 45])
+def test_source_direction_for_each_patient_position(position, gantry):
+    """IEC 61217: the source turns from above the couch (gantry 0, +Z_f) towards +X_f (gantry 90)."""
+    xs, _, zs = _support_axes_from_words(position)
+    a = np.deg2rad(gantry)
+    expected = np.cos(a) * zs + np.sin(a) * xs
+    f = BeamFrame(gantry, 0, 0, (10.0, 20.0, 30.0), 1000.0, patient_position=position)
+    np.testing.assert_allclose((f.source - f.isocenter) / 1000.0, expected, atol=1e-12)
+
+
+def test_named_beams_for_each_patient_position():
+    """The clinical names: gantry 90 enters the patient's left for HFS and FFP, the right for FFS and HFP;
+    gantry 0 is anterior for supine and posterior for prone patients."""
+    left, right, anterior, posterior = (1, 0, 0), (-1, 0, 0), (0, -1, 0), (0, 1, 0)
+    for position, g90, g0 in [("HFS", left, anterior), ("FFS", right, anterior), ("HFP", right, posterior), ("FFP", left, posterior)]:
+        m = bev_to_lps_matrix(90, 0, 0, patient_position=position)
+        np.testing.assert_allclose(m[:, 2], g90, atol=1e-12)
+        np.testing.assert_allclose(bev_to_lps_matrix(0, 0, 0, patient_position=position)[:, 2], g0, atol=1e-12)
+
+
+@pytest.mark.parametrize("position", ["HFS", "FFS", "HFP", "FFP"])
+def test_couch_and_collimator_for_each_patient_position(position):
+    """Couch 90 (counter-clockwise seen from above) turns X_s onto the gantry direction: Y_b = X_s;
+    collimator 90 turns X_b onto Y_b (the gantry direction, Y_s at couch 0)."""
+    xs, ys, zs = _support_axes_from_words(position)
+    np.testing.assert_allclose(bev_to_lps_matrix(0, 0, 90, patient_position=position)[:, 1], xs, atol=1e-12)
+    np.testing.assert_allclose(bev_to_lps_matrix(0, 90, 0, patient_position=position)[:, 0], ys, atol=1e-12)
+    m = bev_to_lps_matrix(33, 71, 12, patient_position=position)
+    np.testing.assert_allclose(m.T @ m, np.eye(3), atol=1e-12)
+    assert np.linalg.det(m) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("bad", ["HFDL", "FFDR", "LFS", "hfs", "", None, "XYZ"])
+def test_decubitus_and_unknown_positions_refused(bad):
+    from art.errors import InputError
+
+    with pytest.raises(InputError, match="patient_position"):
+        bev_to_lps_matrix(0, 0, 0, patient_position=bad)

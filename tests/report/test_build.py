@@ -89,6 +89,21 @@ def test_plan_report_model(case):
     assert '<p class="evaluation">Every goal is computed on the exported RT Dose (2.5 mm grid).</p>' in render_report(model)
 
 
+@pytest.mark.parametrize("position, words", [("HFS", "head first, supine"), ("FFP", "feet first, prone")])
+def test_dose_captions_state_the_patient_position(case, position, words):
+    """The planes are drawn in patient orientation for any position; the captions say how the patient lay."""
+    import dataclasses
+
+    from art.report.build import position_text
+
+    plan = dataclasses.replace(_plan(50.0), patient_position=position)
+    goals = evaluate_goals(case.dose, case.structures, parse_protocol(PROTOCOL))
+    model = plan_report_model(case.ct, case.structures, case.dose, goals, plan=plan)
+    assert f"patient {position} ({words}), shown in patient orientation" in model.figures["Dose: reference"].caption
+    assert position_text(plan) == f"{position} ({words})"
+    assert model.identifiers == {}  # the caller adds the position to the header (art.jobs), no patient data added here
+
+
 def test_adaptive_report_model_and_recommendation(case):
     protocol = parse_protocol(PROTOCOL)
     scheduled = Volume(case.dose.array * 0.7, case.grid)  # under-doses the PTV: P1 fails

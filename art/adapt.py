@@ -147,6 +147,7 @@ def adapt(
     """
     from art.contouring import segment
     from art.dose import load_machine
+    from art.io.series_write import stored_image
     from art.registration import propagate_structures, register_rigid, synthetic_ct
     from art.workflow import make_plan
 
@@ -167,7 +168,8 @@ def adapt(
         propagated = propagate_structures(ref_ss, deformable, target_grid=cbct_vol.grid)
         daily, sources, qa, flagged = daily_structures(ref_ss, propagated, contours, confidence_threshold=confidence_threshold)
     with stages.stage("synthetic CT"):
-        sct = synthetic_ct(ct, cbct_vol, deformable)
+        # as the exported sCT series stores it (whole HU), so that the exported plan recomputes on it
+        sct = stored_image(synthetic_ct(ct, cbct_vol, deformable))
 
     iso_today = _mapped_point(rigid.matrix_4x4, np.asarray(reference.plan.beams[0].isocenter_lps, dtype=np.float64))
     scheduled, scheduled_dose, scheduled_goals, evaluated, grid = _scheduled_plan(reference.plan, iso_today, sct, daily, protocol, machine, final_grid_mm, stages)

@@ -160,13 +160,15 @@ def replan_job(reference_dir: Path, cbct_dir: Path, out: Path, *, show: bool = T
     rec = recommend(result.scheduled_goals, result.adapted.goals)
     with atomic_output_dir(out) as tmp:
         with stages.stage("export"):
+            sct = _write_synthetic_ct(tmp, result, reference, cbct)
             write_plan_files(
                 tmp, plan=result.adapted.plan, dose=result.adapted.dose, ct=cbct, structures=result.daily_structures,
-                protocol=reference.protocol, machine=machine, label="ADAPTED", rtstruct_label="daily",
+                protocol=reference.protocol, machine=machine, label="ADAPTED", rtstruct_label="daily", dose_image=sct,
             )  # fmt: skip
             _write_registration(tmp, result, reference, cbct)
             _check_references(tmp, [cbct, reference.ct])
         summary = _replan_summary(result, reference, machine, hashes, rec, stages)
+        summary["synthetic_ct"] = _synthetic_ct_record(sct)
         with stages.stage("report"):
             _write_replan_report(tmp, result, summary, reference, cbct, stages)
         summary["timings_s"] = dict(stages.timings)
@@ -259,6 +261,14 @@ def _write_replan_report(tmp: Path, result: Any, summary: dict, reference: Any, 
         timings=stages.timings, warnings=warnings,
     )  # fmt: skip
     model.evaluation = evaluation_text(result.adapted.dose)
+    sct = summary.get("synthetic_ct")
+    if sct:
+        model.evaluation += (
+            f" The scheduled and adapted doses are computed on the synthetic CT (the planning CT deformably registered to "
+            f"today's CBCT), exported as the CT series {sct['folder']}/ ({sct['files']} slices, DERIVED, the CBCT's grid and "
+            "frame of reference) and referenced by the RTPLAN and RTDOSE: recompute with "
+            f"`{sct['recompute']}`."
+        )
     write_report(model, tmp / "report.html")
     _pdf(tmp / "report.html", stages)
 
@@ -320,6 +330,41 @@ def _registration_display(rec: dict) -> dict:
     for k, v in rec["deformable_quality"].items():
         out[k] = round(float(v), 3) if isinstance(v, (int, float, np.floating, np.integer)) else v
     return out
+
+
+#: Sub-folder of an ``art replan`` result holding the synthetic CT the adapted dose was computed on.
+SYNTHETIC_CT_FOLDER = "sCT"
+
+
+def _write_synthetic_ct(folder: Path, result: Any, reference: Any, cbct: Any) -> Any:
+    """The synthetic CT of the day as a derived CT series in ``folder/sCT`` (:func:`art.io.derived_series.write_synthetic_ct`)."""
+    from art.io.derived_series import write_synthetic_ct
+    from art.io.dicom_common import read_dataset
+    from art.registration.synthetic_ct import source_slices
+
+    position = "HFS"
+    if cbct.files:
+        position = str(read_dataset(cbct.files[0], stop_before_pixels=True).get("PatientPosition", "") or "HFS")
+    return write_synthetic_ct(
+        result.synthetic_ct, cbct, reference.ct, folder / SYNTHETIC_CT_FOLDER,
+        ct_slices=source_slices(reference.ct.grid, result.deformable), patient_position=position,
+    )  # fmt: skip
+
+
+def _synthetic_ct_record(sct: Any) -> dict:
+    """summary.json's record of the exported synthetic CT."""
+    g = sct.grid
+    return {
+        "folder": SYNTHETIC_CT_FOLDER,
+        "files": len(sct.files),
+        "description": sct.series_description,
+        "what": "the planning CT deformably registered to the daily CBCT, on the CBCT's grid and frame of reference "
+                "(DICOM CT, ImageType DERIVED\\SECONDARY\\AXIAL); the adapted RTPLAN and RTDOSE were computed on it "
+                "and reference its slices (ReferencedImageSequence)",
+        "grid_shape_zyx": list(g.shape),
+        "grid_spacing_mm": [round(float(v), 4) for v in g.spacing],
+        "recompute": "art dose --ct sCT --plan RTPLAN.dcm --structures RTSTRUCT.dcm",
+    }  # fmt: skip
 
 
 def _write_registration(folder: Path, result: Any, reference: Any, cbct: Any) -> None:

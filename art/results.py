@@ -38,6 +38,7 @@ def write_plan_files(
     machine: Any,
     label: str,
     rtstruct_label: str = "art",
+    dose_image: Any = None,
 ) -> dict[str, Path]:
     """RTSTRUCT, RTPLAN and RTDOSE for a plan on an image series; returns the paths written.
 
@@ -54,6 +55,10 @@ def write_plan_files(
         The image the plan is on (planning CT, or today's CBCT for an adapted plan).
     structures : StructureSet
         On ``ct``'s grid.
+    dose_image : ImageSeries, optional, keyword-only
+        The image the dose was computed on when it is not ``ct`` (an adapted plan's
+        synthetic CT, in ``ct``'s frame of reference): the RTPLAN and RTDOSE name its
+        slices in ReferencedImageSequence (:func:`art.io.derived_series.reference_images`).
     """
     from art.delivery import assert_deliverable
     from art.io import write_rtstruct
@@ -69,4 +74,17 @@ def write_plan_files(
         plan, ct, paths["rtstruct"], paths["rtplan"], machine=machine, label=label, prescription_gy=rx.dose_gy, target_name=rx.target
     )
     write_rtdose(dose, ct, paths["rtdose"], plan_ds_or_uid=plan_ds)
+    if dose_image is not None:
+        _reference_dose_image([paths["rtplan"], paths["rtdose"]], dose_image)
     return paths
+
+
+def _reference_dose_image(files: list[Path], image: Any) -> None:
+    """Add ``image``'s slices to the ReferencedImageSequence of each written RT Plan / RT Dose file (rewritten in place)."""
+    from art.io.dicom_common import read_dataset, save_dataset
+    from art.io.derived_series import reference_images
+
+    for f in files:
+        ds = read_dataset(f)
+        reference_images(ds, image)
+        save_dataset(ds, f)

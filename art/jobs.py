@@ -228,7 +228,8 @@ def _replan_summary(result: Any, reference: Any, machine: Any, hashes: dict, rec
         "priority1_met": rec["adapted_priority1_met"],
         "evaluation": evaluation_record(result.adapted.dose),
         "registration": _registration_record(result),
-        "contours": {"structures": result.contour_qa, "flagged": result.flagged},
+        "contours": {"structures": result.contour_qa, "flagged": result.flagged,
+                     "truncated": [r["structure"] for r in result.contour_qa if r.get("truncated")]},
         "independent_check": {
             "gamma_3pct_2mm_pass_percent": round(float(result.gamma.pass_rate), 2),
             "gamma_voxels_evaluated": int(result.gamma.n_evaluated),
@@ -244,7 +245,9 @@ def _write_replan_report(tmp: Path, result: Any, summary: dict, reference: Any, 
     from art.report import adaptive_report_model, write_report
 
     rec = summary["recommendation"]
-    warnings = [f"{n}: AI contour below the confidence threshold or implausible; the propagated contour was used — review it" for n in result.flagged]
+    why = {r["structure"]: r.get("review") for r in result.contour_qa}
+    warnings = [f"{n}: {why.get(n) or 'AI contour below the confidence threshold or implausible; the propagated contour was used'} — review it"
+                for n in result.flagged]  # fmt: skip
     q = result.deformable.quality
     folded = int(q.get("folded_voxels_cbct", 0)) + int(q.get("folded_voxels_ct", 0))
     if folded:
@@ -254,7 +257,7 @@ def _write_replan_report(tmp: Path, result: Any, summary: dict, reference: Any, 
         result.synthetic_ct, result.adapted.structures or result.daily_structures, result.scheduled_dose, result.adapted.dose,
         result.scheduled_goals, result.adapted.goals, scheduled_plan=result.scheduled_plan, adapted_plan=result.adapted.plan,
         point_lps=result.isocenter_lps, fixed_image=cbct.volume, moving_resampled=result.synthetic_ct,
-        registration=_registration_display(summary["registration"]), contour_qa=result.contour_qa,
+        registration=_registration_display(summary["registration"]), contour_qa=_contour_rows(result.contour_qa),
         check_dose=result.independent_dose, gamma=result.gamma.gamma,
         recommendation=f"{rec['plan']} plan: {rec['reason']}", provenance=summary["provenance"],
         identifiers=identifiers(reference.ct.patient),
@@ -271,6 +274,18 @@ def _write_replan_report(tmp: Path, result: Any, summary: dict, reference: Any, 
         )
     write_report(model, tmp / "report.html")
     _pdf(tmp / "report.html", stages)
+
+
+def _contour_rows(qa: list) -> list[dict]:
+    """The contour QA rows as the report's table shows them: the field-of-view record as text, the review reason left to the warnings."""
+    rows = []
+    for r in qa:
+        row = {k: v for k, v in r.items() if k != "review"}
+        t = row.get("truncated")
+        if isinstance(t, dict):
+            row["truncated"] = f"{', '.join(t['edges'])}: {t['completed_from_propagated_percent']:g} % from propagated"
+        rows.append(row)
+    return rows
 
 
 def evaluation_record(dose: Any) -> dict:

@@ -173,3 +173,21 @@ def test_bad_synthetic_ct_inputs_are_refused(exported, tmp_path):
     with pytest.raises(InputError, match="outside the planning CT"):
         write_synthetic_ct(sct, cbct, ct, tmp_path / "c", ct_slices=bad)
     assert not any((tmp_path / n).exists() for n in "abc")
+
+
+def test_source_slices_are_the_planning_ct_slices_the_deformation_samples():
+    """A CBCT grid inside the CT's, a field shifting every point 7.5 mm superior: CBCT slice k samples CT slices around k + offset."""
+    from art.geometry import Grid
+    from art.registration.deformable import DeformableResult
+    from art.registration.synthetic_ct import source_slices
+
+    ct_grid = Grid(shape=(30, 8, 8), spacing=(3.0, 2.0, 2.0), origin=(0.0, 0.0, -45.0))
+    cbct_grid = Grid(shape=(10, 6, 6), spacing=(3.0, 2.0, 2.0), origin=(2.0, 2.0, -30.0))  # CBCT slice k at CT slice k + 5
+    field = np.zeros(cbct_grid.shape + (3,), np.float32)
+    field[..., 2] = 7.5  # 2.5 CT slices superior
+    res = DeformableResult(cbct_to_ct=field, ct_to_cbct=np.zeros(ct_grid.shape + (3,), np.float32), cbct_grid=cbct_grid, ct_grid=ct_grid,
+                           rigid=None)  # fmt: skip
+    got = source_slices(ct_grid, res)
+    assert got[0] == [7, 8] and got[9] == [16, 17]  # z index 7.5 and 16.5: the two slices interpolated
+    field[-1, ..., 2] = 100.0  # the last slice's points land beyond the CT: nothing sampled there
+    assert source_slices(ct_grid, res)[-1] == []

@@ -150,9 +150,9 @@ def _organ_today(row: dict, ai_mask: np.ndarray, propagated_mask: np.ndarray, co
         row["source"] = "ai"
         return ai_mask
     row.update(source="ai+propagated", flagged=True, confidence=round(cut.confidence, 3), network_confidence=round(confidence, 3),
-               review=f"cut by the CBCT's field of view ({edges}): completed from the propagated contour within "
-                      f"{EDGE_MARGIN_MM:g} mm of the edge and beyond ({100 * cut.propagated_fraction:.0f} % of the contour); "
-                      "review the contour and its seam")  # fmt: skip
+               review=f"cut by the CBCT's field of view ({edges}): completed with the propagated contour within "
+                      f"{EDGE_MARGIN_MM:g} mm of the edge and beyond ({100 * cut.added_fraction:.0f} % of the contour added, "
+                      f"{100 * cut.edge_fraction:.0f} % near the edge); review the contour and its seam")  # fmt: skip
     return cut.mask
 
 

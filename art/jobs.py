@@ -283,7 +283,7 @@ def _contour_rows(qa: list) -> list[dict]:
         row = {k: v for k, v in r.items() if k != "review"}
         t = row.get("truncated")
         if isinstance(t, dict):
-            row["truncated"] = f"{', '.join(t['edges'])}: {t['completed_from_propagated_percent']:g} % from propagated"
+            row["truncated"] = f"{', '.join(t['edges'])}: {t['added_from_propagated_percent']:g} % added from propagated"
         rows.append(row)
     return rows
 

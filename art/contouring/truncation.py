@@ -10,12 +10,13 @@ bulges). Such a contour is **truncated**; :func:`complete_truncated`:
    outer layer (the CBCT's first or last slice, or a voxel next to the padding outside
    the reconstructed cylinder or to the grid's in-plane edge) or outside the FOV;
 2. **completes** it: within ``margin_mm`` of the FOV's boundary (the *edge band*) and
-   outside the FOV, the contour is the propagated one (the planning contour deformed to
-   today's anatomy); inside, the network's. The **seam** is the inner surface of the edge
-   band: the planes ``margin_mm`` inside the first/last slice, and the surface
-   ``margin_mm`` inside the cylinder;
+   outside the FOV, the propagated contour (the planning contour deformed to today's
+   anatomy) is added to the network's (their union: what the network saw is kept, what it
+   lost towards the edge is filled in); inside, the network's contour alone. The **seam**
+   is the inner surface of the edge band: the planes ``margin_mm`` inside the first/last
+   slice, and the surface ``margin_mm`` inside the cylinder;
 3. **discounts** its confidence: the network's confidence times the share of the
-   completed contour the network drew (outside the edge band).
+   completed contour outside the edge band (where the network saw the whole organ).
 
 The caller flags a truncated structure for review (:func:`art.adapt.daily_structures`).
 Masks are bool arrays (z, y, x) on the daily image's grid; lengths in mm.
@@ -48,25 +49,28 @@ class Truncation:
         The edges it touches: ``"superior"``/``"inferior"`` (the last/first slice, named
         by the slice axis in LPS) and ``"in-plane"`` (the FOV cylinder or the grid's side).
     mask : ndarray of bool, (z, y, x)
-        The completed contour: the network's inside the edge band's seam, the propagated one in the band and beyond.
-    propagated_fraction : float
-        Share (0..1) of the completed contour's voxels taken from the propagated contour.
+        The completed contour: the network's, with the propagated one added in the edge band and beyond.
+    edge_fraction : float
+        Share (0..1) of the completed contour's voxels in the edge band or beyond the field of view.
+    added_fraction : float
+        Share (0..1) of the completed contour's voxels added from the propagated contour.
     confidence : float
-        The network's confidence times ``1 - propagated_fraction``.
+        The network's confidence times ``1 - edge_fraction``.
     edge_dice : float
         Dice of the network's and the propagated contour inside the edge band (their agreement where the seam is).
     """
 
     edges: list
     mask: np.ndarray
-    propagated_fraction: float
+    edge_fraction: float
+    added_fraction: float
     confidence: float
     edge_dice: float
 
     def to_dict(self) -> dict:
         """The record for summary.json and the report (no mask)."""
-        return {"edges": list(self.edges), "completed_from_propagated_percent": round(100.0 * self.propagated_fraction, 1),
-                "edge_dice": round(float(self.edge_dice), 3)}  # fmt: skip
+        return {"edges": list(self.edges), "in_edge_band_percent": round(100.0 * self.edge_fraction, 1),
+                "added_from_propagated_percent": round(100.0 * self.added_fraction, 1), "edge_dice": round(float(self.edge_dice), 3)}  # fmt: skip
 
 
 def _checked(fov: np.ndarray, grid: Grid) -> np.ndarray:
@@ -163,8 +167,9 @@ def complete_truncated(ai_mask: np.ndarray, propagated_mask: np.ndarray, fov: np
     touch = (ai | prop) & (outer | ~fov)
     if not touch.any():
         return None
-    completed = (ai & ~band) | (prop & band)
+    completed = ai | (prop & band)
     n = int(np.count_nonzero(completed))
-    frac = float(np.count_nonzero(prop & band) / n) if n else 1.0
-    return Truncation(edges=_edges(touch, grid), mask=completed, propagated_fraction=frac,
-                      confidence=float(confidence) * (1.0 - frac), edge_dice=dice(ai & band, prop & band))  # fmt: skip
+    in_band = float(np.count_nonzero(completed & band) / n) if n else 1.0
+    added = float(np.count_nonzero(completed & ~ai) / n) if n else 0.0
+    return Truncation(edges=_edges(touch, grid), mask=completed, edge_fraction=in_band, added_fraction=added,
+                      confidence=float(confidence) * (1.0 - in_band), edge_dice=dice(ai & band, prop & band))  # fmt: skip

@@ -57,11 +57,14 @@ def test_an_organ_beyond_the_last_slice_is_completed_flagged_and_discounted():
     rows = {r["structure"]: r for r in qa}
     b = rows["Bladder"]
     assert sources["Bladder"] == "ai+propagated" and b["flagged"] and "Bladder" in flagged
-    assert b["truncated"]["edges"] == ["superior"] and 0 < b["truncated"]["completed_from_propagated_percent"] < 100
-    assert b["network_confidence"] == 0.96 and b["confidence"] < 0.96 * 0.95 and "field of view" in b["review"]
+    t = b["truncated"]
+    assert t["edges"] == ["superior"] and 0 < t["added_from_propagated_percent"] < t["in_edge_band_percent"] < 100
+    assert b["network_confidence"] == 0.96 and "field of view" in b["review"]
+    assert b["confidence"] == pytest.approx(0.96 * (1 - t["in_edge_band_percent"] / 100), abs=2e-3)
+    assert b["confidence"] < 0.96 * 0.95
     band, _ = edge_regions(fov, GRID)
     got, ai, prop = daily.find("Bladder").mask, contours.structures.find("Bladder").mask, propagated.find("Bladder").mask
-    assert np.array_equal(got[band], prop[band]) and np.array_equal(got[~band], ai[~band])
+    assert np.array_equal(got[band], (ai | prop)[band]) and np.array_equal(got[~band], ai[~band])
     assert got[-1].sum() == prop[-1].sum() > 100 and ai[-1].sum() == 0  # completed where the network lost it
     # the organ well inside the field of view is the network's, not flagged, confidence untouched
     r = rows["Rectum"]

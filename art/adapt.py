@@ -12,7 +12,11 @@ Units: dose in Gy (course totals), MU per fraction, lengths in mm, LPS, arrays (
 Today's structures (on the CBCT grid): organs-at-risk come from the AI model where its
 confidence passes the threshold, otherwise from the deformable propagation (and the
 structure is flagged for review); targets (CTV, PTV, prostate, seminal vesicles) are
-always propagated through the deformation.
+always propagated through the deformation. An organ cut by the CBCT's field of view
+(:mod:`art.contouring.truncation`) is completed from its propagated contour near and beyond
+the edge, its confidence discounted, and flagged for review; it does not guide the
+deformable registration (the network's contour near the edge would pull the propagated
+one with it).
 """
 
 from __future__ import annotations
@@ -70,45 +74,84 @@ def daily_structures(
     contours: Any,
     *,
     confidence_threshold: float,
+    field_of_view: np.ndarray | None = None,
 ) -> tuple[StructureSet, dict, list[dict], list[str]]:
     """Assemble today's structure set from AI contours and propagated ones.
+
+    Parameters
+    ----------
+    field_of_view : ndarray of bool, (z, y, x), optional, keyword-only
+        The CBCT's reconstructed field of view on the propagated structures' grid; when
+        given, an AI organ cut by it is completed from the propagated contour
+        (:func:`art.contouring.truncation.complete_truncated`), its confidence
+        discounted, and flagged.
 
     Returns
     -------
     structures : StructureSet on the CBCT grid
-    sources : dict name → "ai" | "propagated"
-    qa : list of dicts {structure, source, confidence, dice_ai_vs_propagated, flagged}
+    sources : dict name → "ai" | "ai+propagated" (completed beyond the field of view) | "propagated"
+    qa : list of dicts {structure, source, confidence, dice_ai_vs_propagated, flagged, truncated, review}
+        ``confidence`` is the network's, discounted for a truncated structure
+        (``network_confidence`` then keeps the network's own); ``truncated`` the
+        :meth:`~art.contouring.truncation.Truncation.to_dict` record or None;
+        ``review`` why a flagged structure must be reviewed.
     flagged : list of structure names a person must review
     """
-    from art.registration.metrics import dice
-
     grid = propagated.grid
     ai = {s.name.lower(): s for s in (contours.structures if contours is not None else [])}
     conf = {k.lower(): float(v) for k, v in (contours.confidence.items() if contours is not None else [])}
     ai_flagged = {n.lower() for n in (contours.flagged if contours is not None else [])}
     out, sources, qa, flagged = [], {}, [], []
     for s in propagated:
-        key = s.name.lower()
         ref = reference.find(s.name)
         roi_type = ref.roi_type if ref is not None else s.roi_type
-        a = ai.get(key)
-        row = {"structure": s.name, "source": "propagated", "confidence": None, "dice_ai_vs_propagated": None, "flagged": False}
+        a = ai.get(s.name.lower())
+        row = {"structure": s.name, "source": "propagated", "confidence": None, "dice_ai_vs_propagated": None, "flagged": False,
+               "truncated": None}  # fmt: skip
+        mask = s.mask
         if a is not None and roi_type.upper() not in TARGET_TYPES and roi_type.upper() != "EXTERNAL":
-            d = dice(a.mask, s.mask)
-            c = conf.get(key, 0.0)
-            row.update(confidence=round(c, 3), dice_ai_vs_propagated=round(d, 3))
-            if c >= confidence_threshold and key not in ai_flagged:
-                out.append(Structure(s.name, a.mask, grid, roi_type, color=ref.color if ref is not None else a.color))
-                row["source"] = "ai"
-            else:
-                out.append(s)
-                row["flagged"] = True
-                flagged.append(s.name)
-        else:
+            usable = conf.get(s.name.lower(), 0.0) >= confidence_threshold and s.name.lower() not in ai_flagged
+            mask = _organ_today(row, a.mask, s.mask, conf.get(s.name.lower(), 0.0), usable, field_of_view, grid)
+        if mask is s.mask:
             out.append(s)
+        else:
+            out.append(Structure(s.name, mask, grid, roi_type, color=ref.color if ref is not None else a.color))
+        if row["flagged"]:
+            flagged.append(s.name)
         sources[s.name] = row["source"]
         qa.append(row)
     return StructureSet(grid, out), sources, qa, flagged
+
+
+def _organ_today(row: dict, ai_mask: np.ndarray, propagated_mask: np.ndarray, confidence: float, usable: bool,
+                 field_of_view: np.ndarray | None, grid: Any) -> np.ndarray:  # fmt: skip
+    """Today's mask of an organ the network contoured, and its QA ``row`` filled in.
+
+    The network's mask when ``usable`` (confident, not flagged by the network), completed
+    from the propagated mask when cut by the field of view (flagged, confidence
+    discounted); the propagated mask otherwise (flagged).
+    """
+    from art.contouring.truncation import EDGE_MARGIN_MM, complete_truncated
+    from art.registration.metrics import dice
+
+    row.update(confidence=round(confidence, 3), dice_ai_vs_propagated=round(dice(ai_mask, propagated_mask), 3))
+    cut = complete_truncated(ai_mask, propagated_mask, field_of_view, grid, confidence=confidence) if field_of_view is not None else None
+    if cut is not None:
+        row["truncated"] = cut.to_dict()
+    edges = " and ".join(cut.edges) if cut is not None else ""
+    if not usable:
+        row.update(flagged=True, review="AI contour below the confidence threshold or implausible; the propagated contour was used")
+        if cut is not None:
+            row["review"] += f" (it is also cut by the CBCT's field of view: {edges})"
+        return propagated_mask
+    if cut is None:
+        row["source"] = "ai"
+        return ai_mask
+    row.update(source="ai+propagated", flagged=True, confidence=round(cut.confidence, 3), network_confidence=round(confidence, 3),
+               review=f"cut by the CBCT's field of view ({edges}): completed with the propagated contour within "
+                      f"{EDGE_MARGIN_MM:g} mm of the edge and beyond ({100 * cut.added_fraction:.0f} % of the contour added, "
+                      f"{100 * cut.edge_fraction:.0f} % near the edge); review the contour and its seam")  # fmt: skip
+    return cut.mask
 
 
 def adapt(
@@ -146,7 +189,9 @@ def adapt(
     """
     from art.contouring import CONFIDENCE_THRESHOLD, segment
     from art.dose import load_machine
+    from art.io.series_write import stored_image
     from art.registration import propagate_structures, register_rigid, synthetic_ct
+    from art.registration.rigid import field_of_view
     from art.workflow import make_plan
 
     stages = stages if stages is not None else Stages(show=False)
@@ -166,9 +211,11 @@ def adapt(
         deformable = _register_deformable(ct, cbct_vol, rigid, ref_ss, contours, confidence_threshold=confidence_threshold, stages=stages)
     with stages.stage("contour propagation"):
         propagated = propagate_structures(ref_ss, deformable, target_grid=cbct_vol.grid)
-        daily, sources, qa, flagged = daily_structures(ref_ss, propagated, contours, confidence_threshold=confidence_threshold)
+        daily, sources, qa, flagged = daily_structures(ref_ss, propagated, contours, confidence_threshold=confidence_threshold,
+                                                       field_of_view=field_of_view(cbct_vol))  # fmt: skip
     with stages.stage("synthetic CT"):
-        sct = synthetic_ct(ct, cbct_vol, deformable)
+        # as the exported sCT series stores it (whole HU), so that the exported plan recomputes on it
+        sct = stored_image(synthetic_ct(ct, cbct_vol, deformable))
 
     iso_today = _mapped_point(rigid.matrix_4x4, np.asarray(reference.plan.beams[0].isocenter_lps, dtype=np.float64))
     scheduled, scheduled_dose, scheduled_goals, evaluated, grid = _scheduled_plan(reference.plan, iso_today, sct, daily, protocol, machine, final_grid_mm, stages)
@@ -205,18 +252,23 @@ def _daily_position(reference: Any, cbct: Any) -> str:
     return position
 
 
-def _guide_structures(ref_ss: StructureSet, contours: Any, confidence_threshold: float) -> dict:
+def _guide_structures(ref_ss: StructureSet, contours: Any, confidence_threshold: float, field_of_view: np.ndarray | None = None) -> dict:
     """Organ pairs (planning mask, today's AI mask) that guide the deformable registration.
 
     Confident, unflagged AI contours of organs (not targets, not the body) that the
-    planning structure set also has, keyed by the planning structure's name.
+    planning structure set also has, keyed by the planning structure's name; with the
+    CBCT's ``field_of_view``, not those reaching its edge band (cut by it: the network's
+    contour there is unreliable, :mod:`art.contouring.truncation`).
     """
+    from art.contouring.truncation import reaches_edge_band
+
     guide = {}
     for s in contours.structures:
         r = ref_ss.find(s.name)
         if r is not None and s.name not in contours.flagged and r.roi_type.upper() not in (*TARGET_TYPES, "EXTERNAL"):
             if float(contours.confidence.get(s.name, 0.0)) >= confidence_threshold:
-                guide[r.name] = (r.volume, s.volume)
+                if field_of_view is None or not reaches_edge_band(s.mask, field_of_view, s.grid):
+                    guide[r.name] = (r.volume, s.volume)
     return guide
 
 
@@ -229,8 +281,10 @@ def _register_deformable(ct: Any, cbct_vol: Any, rigid: Any, ref_ss: StructureSe
     """
     from art.registration import register_deformable
 
+    from art.registration.rigid import field_of_view
+
     body = ref_ss.external()
-    guide = _guide_structures(ref_ss, contours, confidence_threshold)
+    guide = _guide_structures(ref_ss, contours, confidence_threshold, field_of_view(cbct_vol))
     ai_body = next((s for s in contours.structures if s.roi_type.upper() == "EXTERNAL"), None)
     body_mask = ai_body.volume if ai_body is not None and ai_body.name not in contours.flagged else None
     attempts = [("guided" if guide else "unguided", dict(guide_structures=guide or None))]

@@ -163,13 +163,15 @@ def replan_job(reference_dir: Path, cbct_dir: Path, out: Path, *, show: bool = T
     rec = recommend(result.scheduled_goals, result.adapted.goals)
     with atomic_output_dir(out) as tmp:
         with stages.stage("export"):
+            sct = _write_synthetic_ct(tmp, result, reference, cbct)
             write_plan_files(
                 tmp, plan=result.adapted.plan, dose=result.adapted.dose, ct=cbct, structures=result.daily_structures,
-                protocol=reference.protocol, machine=machine, label="ADAPTED", rtstruct_label="daily", dose_ct=result.synthetic_ct,
+                protocol=reference.protocol, machine=machine, label="ADAPTED", rtstruct_label="daily", dose_image=sct,
             )  # fmt: skip
             _write_registration(tmp, result, reference, cbct)
             _check_references(tmp, [cbct, reference.ct])
         summary = _replan_summary(result, reference, machine, hashes, rec, stages)
+        summary["synthetic_ct"] = _synthetic_ct_record(sct)
         with stages.stage("report"):
             _write_replan_report(tmp, result, summary, reference, cbct, stages)
         summary["timings_s"] = dict(stages.timings)
@@ -234,7 +236,8 @@ def _replan_summary(result: Any, reference: Any, machine: Any, hashes: dict, rec
         "priority1_met": rec["adapted_priority1_met"],
         "evaluation": evaluation_record(result.adapted.dose),
         "registration": _registration_record(result),
-        "contours": {"structures": result.contour_qa, "flagged": result.flagged},
+        "contours": {"structures": result.contour_qa, "flagged": result.flagged,
+                     "truncated": [r["structure"] for r in result.contour_qa if r.get("truncated")]},
         "independent_check": {
             "gamma_3pct_2mm_pass_percent": round(float(result.gamma.pass_rate), 2),
             "gamma_voxels_evaluated": int(result.gamma.n_evaluated),
@@ -252,7 +255,9 @@ def _write_replan_report(tmp: Path, result: Any, summary: dict, reference: Any, 
     from art.report.build import position_text
 
     rec = summary["recommendation"]
-    warnings = [f"{n}: AI contour below the confidence threshold or implausible; the propagated contour was used — review it" for n in result.flagged]
+    why = {r["structure"]: r.get("review") for r in result.contour_qa}
+    warnings = [f"{n}: {why.get(n) or 'AI contour below the confidence threshold or implausible; the propagated contour was used'} — review it"
+                for n in result.flagged]  # fmt: skip
     q = result.deformable.quality
     folded = int(q.get("folded_voxels_cbct", 0)) + int(q.get("folded_voxels_ct", 0))
     if folded:
@@ -262,13 +267,21 @@ def _write_replan_report(tmp: Path, result: Any, summary: dict, reference: Any, 
         result.synthetic_ct, result.adapted.structures or result.daily_structures, result.scheduled_dose, result.adapted.dose,
         result.scheduled_goals, result.adapted.goals, scheduled_plan=result.scheduled_plan, adapted_plan=result.adapted.plan,
         point_lps=result.isocenter_lps, fixed_image=cbct.volume, moving_resampled=result.synthetic_ct,
-        registration=_registration_display(summary["registration"]), contour_qa=result.contour_qa,
+        registration=_registration_display(summary["registration"]), contour_qa=_contour_rows(result.contour_qa),
         check_dose=result.independent_dose, gamma=result.gamma.gamma,
         recommendation=f"{rec['plan']} plan: {rec['reason']}", provenance=summary["provenance"],
         identifiers={**identifiers(reference.ct.patient), "Patient position": position_text(result.adapted.plan)},
         timings=stages.timings, warnings=warnings,
     )  # fmt: skip
     model.evaluation = evaluation_text(result.adapted.dose)
+    sct = summary.get("synthetic_ct")
+    if sct:
+        model.evaluation += (
+            f" The scheduled and adapted doses are computed on the synthetic CT (the planning CT deformably registered to "
+            f"today's CBCT), exported as the CT series {sct['folder']}/ ({sct['files']} slices, DERIVED, the CBCT's grid and "
+            "frame of reference) and referenced by the RTPLAN and RTDOSE: recompute with "
+            f"`{sct['recompute']}`."
+        )
     write_report(model, tmp / "report.html")
     _pdf(tmp / "report.html", stages)
 
@@ -281,6 +294,18 @@ def plan_warnings(result: Any, prefix: str = "") -> list[str]:
     out = normalisation_warnings(result.sequencing)
     out += [f"priority-1 goal not met: {g.structure} {g.metric} {g.goal}" for g in result.goals if g.priority == 1 and not g.met]
     return [prefix + w for w in out]
+
+
+def _contour_rows(qa: list) -> list[dict]:
+    """The contour QA rows as the report's table shows them: the field-of-view record as text, the review reason left to the warnings."""
+    rows = []
+    for r in qa:
+        row = {k: v for k, v in r.items() if k != "review"}
+        t = row.get("truncated")
+        if isinstance(t, dict):
+            row["truncated"] = f"{', '.join(t['edges'])}: {t['added_from_propagated_percent']:g} % added from propagated"
+        rows.append(row)
+    return rows
 
 
 def evaluation_record(dose: Any) -> dict:
@@ -340,6 +365,38 @@ def _registration_display(rec: dict) -> dict:
     for k, v in rec["deformable_quality"].items():
         out[k] = round(float(v), 3) if isinstance(v, (int, float, np.floating, np.integer)) else v
     return out
+
+
+#: Sub-folder of an ``art replan`` result holding the synthetic CT the adapted dose was computed on.
+SYNTHETIC_CT_FOLDER = "sCT"
+
+
+def _write_synthetic_ct(folder: Path, result: Any, reference: Any, cbct: Any) -> Any:
+    """The synthetic CT of the day as a derived CT series in ``folder/sCT`` (:func:`art.io.derived_series.write_synthetic_ct`)."""
+    from art.io.derived_series import write_synthetic_ct
+    from art.registration.synthetic_ct import source_slices
+
+    # the treatment position: the adapted plan's, which the CBCT shares (checked by adapt)
+    return write_synthetic_ct(
+        result.synthetic_ct, cbct, reference.ct, folder / SYNTHETIC_CT_FOLDER,
+        ct_slices=source_slices(reference.ct.grid, result.deformable), patient_position=result.adapted.plan.patient_position,
+    )  # fmt: skip
+
+
+def _synthetic_ct_record(sct: Any) -> dict:
+    """summary.json's record of the exported synthetic CT."""
+    g = sct.grid
+    return {
+        "folder": SYNTHETIC_CT_FOLDER,
+        "files": len(sct.files),
+        "description": sct.series_description,
+        "what": "the planning CT deformably registered to the daily CBCT, on the CBCT's grid and frame of reference "
+                "(DICOM CT, ImageType DERIVED\\SECONDARY\\AXIAL); the adapted RTPLAN and RTDOSE were computed on it "
+                "and reference its slices (ReferencedImageSequence)",
+        "grid_shape_zyx": list(g.shape),
+        "grid_spacing_mm": [round(float(v), 4) for v in g.spacing],
+        "recompute": "art dose --ct sCT --plan RTPLAN.dcm --structures RTSTRUCT.dcm",
+    }  # fmt: skip
 
 
 def _write_registration(folder: Path, result: Any, reference: Any, cbct: Any) -> None:

@@ -38,12 +38,12 @@ def write_plan_files(
     machine: Any,
     label: str,
     rtstruct_label: str = "art",
-    dose_ct: Any = None,
+    dose_image: Any = None,
 ) -> dict[str, Path]:
     """RTSTRUCT, RTPLAN and RTDOSE for a plan on an image series; returns the paths written.
 
     The RT Plan states each beam's dose at a point of the target (:func:`beam_dose_reference`,
-    computed by the engine on ``dose_ct``) as BeamDose, with the point as a dose reference.
+    computed by the engine on the image the dose was computed on) as BeamDose, with the point as a dose reference.
 
     Parameters
     ----------
@@ -58,9 +58,11 @@ def write_plan_files(
         The image the plan is on (planning CT, or today's CBCT for an adapted plan).
     structures : StructureSet
         On ``ct``'s grid.
-    dose_ct : Volume, optional
-        The CT (HU) the dose was computed on, when it is not ``ct``'s image (the adapted plan:
-        the synthetic CT on today's grid); default ``ct.volume``.
+    dose_image : ImageSeries, optional, keyword-only
+        The image the dose was computed on when it is not ``ct`` (an adapted plan's
+        synthetic CT, in ``ct``'s frame of reference): the beams' doses at the dose reference
+        point are computed on it, and the RTPLAN and RTDOSE name its slices in
+        ReferencedImageSequence (:func:`art.io.derived_series.reference_images`).
     """
     from art.delivery import assert_deliverable
     from art.io import write_rtstruct
@@ -72,12 +74,14 @@ def write_plan_files(
     check_dose(dose, prescription_gy=rx.dose_gy, what=label)
     paths = {"rtstruct": folder / "RTSTRUCT.dcm", "rtplan": folder / "RTPLAN.dcm", "rtdose": folder / "RTDOSE.dcm"}
     write_rtstruct(structures, ct, paths["rtstruct"], label=rtstruct_label)
-    ref = beam_dose_reference(ct.volume if dose_ct is None else dose_ct, plan, machine, structures, rx.target)
+    ref = beam_dose_reference(ct.volume if dose_image is None else dose_image.volume, plan, machine, structures, rx.target)
     plan_ds = write_rtplan(
         plan, ct, paths["rtstruct"], paths["rtplan"], machine=machine, label=label, prescription_gy=rx.dose_gy, target_name=rx.target,
         dose_reference=ref,
     )
     write_rtdose(dose, ct, paths["rtdose"], plan_ds_or_uid=plan_ds)
+    if dose_image is not None:
+        _reference_dose_image([paths["rtplan"], paths["rtdose"]], dose_image)
     return paths
 
 
@@ -148,3 +152,14 @@ def beam_dose_reference(ct_hu: Any, plan: Any, machine: Any, structures: Any, ta
         share = parts / parts.sum() if parts.sum() > 0 else np.zeros_like(parts)
         doses[b.name] = [float(v) for v in total * share]
     return BeamDoseReference(tuple(float(v) for v in point), doses, description)
+
+
+def _reference_dose_image(files: list[Path], image: Any) -> None:
+    """Add ``image``'s slices to the ReferencedImageSequence of each written RT Plan / RT Dose file (rewritten in place)."""
+    from art.io.dicom_common import read_dataset, save_dataset
+    from art.io.derived_series import reference_images
+
+    for f in files:
+        ds = read_dataset(f)
+        reference_images(ds, image)
+        save_dataset(ds, f)

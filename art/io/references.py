@@ -14,6 +14,11 @@ to the wrong structure set, the dose to the wrong plan, or refuse the import.
   the folder; DoseReferenceSequence ROI numbers exist in that structure set;
 * RTDOSE: ReferencedRTPlanSequence → the SOPInstanceUID of an RTPLAN in the
   folder (and an existing fraction group);
+* RTPLAN and RTDOSE ReferencedImageSequence (the image the dose was computed on,
+  e.g. an adapted plan's synthetic CT): existing instances of one known series, with
+  their SOP class, in the object's frame of reference;
+* derived image series in the sub-folders (e.g. ``sCT/``): every SourceImageSequence
+  item names an existing instance of a known series with its SOP class;
 * REG (Spatial Registration) and DREG (Deformable Spatial Registration): the
   registered image instances exist in image series with the frames of reference
   given, at least two different series are registered, and the Common Instance
@@ -63,6 +68,7 @@ class _Series:
     patient_id: str
     where: str
     sop_instance_uids: set[str] = field(default_factory=set)
+    source_refs: list = field(default_factory=list)  # SourceImageSequence items of a derived series
 
 
 def _s(v: Any) -> str:
@@ -119,6 +125,7 @@ def _scan_images(folder: Path, problems: list[str]) -> list[_Series]:
             s = by_series[uid] = _Series(uid, _s(ds.get("FrameOfReferenceUID")), _s(ds.get("StudyInstanceUID")),
                                          _s(ds.get("SOPClassUID")), _s(ds.get("PatientID")), f.parent.name)  # fmt: skip
         s.sop_instance_uids.add(_s(ds.get("SOPInstanceUID")))
+        s.source_refs.extend(_items(ds, "SourceImageSequence"))
     return list(by_series.values())
 
 
@@ -165,6 +172,9 @@ def check_result_references(folder: str | Path, *, images: Any = None) -> list[s
     if needs_images and not series:
         add(f"{folder.name}: no image series given or found: references to images cannot be checked")
     _check_objects(objects, series, sop_to_series, add)
+    for s in series.values():
+        if s.source_refs:
+            _check_image_refs(f"{s.where}/", "SourceImageSequence", s.source_refs, None, sop_to_series, add)
     return problems
 
 
@@ -299,8 +309,10 @@ def _check_objects(objects: list[tuple[str, Any, str]], series: dict[str, _Serie
         _check_rtstruct(name, ds, series, sop_to_series, add)
     for name, ds in by_kind.get("RTPLAN", []):
         _check_rtplan(name, ds, structs, add)
+        _check_referenced_images(name, ds, sop_to_series, add)
     for name, ds in by_kind.get("RTDOSE", []):
         _check_rtdose(name, ds, plans, add)
+        _check_referenced_images(name, ds, sop_to_series, add)
     for name, ds in by_kind.get("REG", []):
         _check_registration(name, ds, series, sop_to_series, add, deformable=False)
     for name, ds in by_kind.get("DREG", []):
@@ -327,6 +339,20 @@ def _check_image_refs(name: str, what: str, items: list, s: _Series | None, sop_
         add(f"{name}: {what}: {elsewhere} referenced image instance(s) belong to another series than the one referenced")
     if wrong_class:
         add(f"{name}: {what}: {wrong_class} item(s) with a ReferencedSOPClassUID other than the image's SOP class")
+
+
+def _check_referenced_images(name: str, ds: Any, sop_to_series: dict, add) -> None:
+    """An RT Plan's or RT Dose's ReferencedImageSequence (when present): instances of one known series in its frame of reference."""
+    refs = _items(ds, "ReferencedImageSequence")
+    if not refs:
+        return
+    _check_image_refs(name, "ReferencedImageSequence", refs, None, sop_to_series, add)
+    owners = {id(o): o for o in (sop_to_series.get(_s(r.get("ReferencedSOPInstanceUID"))) for r in refs) if o is not None}
+    if len(owners) > 1:
+        add(f"{name}: ReferencedImageSequence references instances of {len(owners)} image series")
+    for o in owners.values():
+        if o.frame_of_reference_uid != _s(ds.get("FrameOfReferenceUID")):
+            add(f"{name}: ReferencedImageSequence names series {_short(o.series_uid)}, which is in another frame of reference")
 
 
 def _check_rtstruct(name: str, ds: Any, series: dict, sop_to_series: dict, add) -> None:

@@ -16,6 +16,13 @@ dates/times are empty (type 2) unless given.  A grid whose direction is
 left-handed (slice axis opposite to ``row x column``) is written with its
 slices in reverse order, so that what is read back is the same volume on the
 equivalent right-handed grid.
+
+A derived series (``derivation=``, e.g. the synthetic CT of an adapted plan,
+:mod:`art.io.derived_series`) is written with ImageType ``DERIVED\\SECONDARY\\AXIAL``,
+DerivationDescription and, per slice, a SourceImageSequence (General Reference
+module, PS3.3 C.12.4) naming the images it was made from, each with
+SpatialLocationsPreserved and the purpose code (121322, DCM, "Source image for
+image processing operation").
 """
 
 from __future__ import annotations
@@ -46,7 +53,71 @@ from art.io.image_series import ImageSeries
 from art.io.uids import check_uid, new_uid
 from art.plan import check_patient_position
 
-__all__ = ["write_image_series"]
+__all__ = ["write_image_series", "Derivation", "SourceImage", "stored_image"]
+
+#: CID 7202 "Source Image Purposes of Reference": the purpose code of every SourceImageSequence item.
+SOURCE_IMAGE_PURPOSE = ("121322", "DCM", "Source image for image processing operation")
+
+
+@dataclass(frozen=True)
+class SourceImage:
+    """One image a derived slice was made from (an item of its SourceImageSequence).
+
+    Attributes
+    ----------
+    sop_class_uid, sop_instance_uid : str
+        ReferencedSOPClassUID and ReferencedSOPInstanceUID of the source slice.
+    spatial_locations_preserved : str
+        ``"YES"`` when the derived slice lies on the source's pixels (same grid),
+        ``"NO"`` when it was resampled from it through a transformation.
+    """
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    spatial_locations_preserved: str = "NO"
+
+
+@dataclass(frozen=True)
+class Derivation:
+    """What a derived image series was made from (written with :func:`write_image_series`).
+
+    Attributes
+    ----------
+    description : str
+        DerivationDescription (ST, at most 1024 characters): how the images were made.
+    sources : sequence of sequences of SourceImage
+        Per slice of the volume given to :func:`write_image_series` (array order),
+        the images that slice was made from (its SourceImageSequence).
+    """
+
+    description: str
+    sources: tuple
+
+    def check(self, n_slices: int) -> None:
+        """Refuse (:class:`InputError`) a derivation that cannot be written for ``n_slices`` slices."""
+        if not isinstance(self.description, str) or not self.description.strip() or len(self.description) > 1024:
+            raise InputError("derivation description must be a non-empty text of at most 1024 characters (DICOM ST)")
+        if len(self.sources) != n_slices:
+            raise InputError(f"derivation has sources for {len(self.sources)} slices, the volume has {n_slices}")
+        for items in self.sources:
+            for it in items:
+                if not isinstance(it, SourceImage) or it.spatial_locations_preserved not in ("YES", "NO"):
+                    raise InputError("derivation sources must be SourceImage items with SpatialLocationsPreserved YES or NO")
+                check_uid(it.sop_class_uid, "source image SOP class UID")
+                check_uid(it.sop_instance_uid, "source image SOP instance UID")
+
+
+def stored_image(volume: Volume) -> Volume:
+    """The image as :func:`write_image_series` stores it (int16 steps of the rescale slope), float32 HU, same grid.
+
+    Computing with this volume gives what any reader of the written series gets.
+    """
+    if not isinstance(volume, Volume):
+        raise InputError(f"volume must be a Volume, got {type(volume).__name__}")
+    arr = np.asarray(volume.array, dtype=np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise InputError("volume holds NaN or infinite values")
+    return Volume(_quantise_int16(arr)[1], volume.grid)
 
 
 @dataclass(frozen=True)
@@ -98,6 +169,7 @@ def write_image_series(
     study_time: _dt.time | str | None = None,
     is_cbct: bool = False,
     patient_position: str = "HFS",
+    derivation: Derivation | None = None,
 ) -> ImageSeries:
     """Write a volume as a CT Image Storage series, one file per slice.
 
@@ -128,6 +200,8 @@ def write_image_series(
         PatientPosition: how the patient lay on the couch. The image geometry is carried by
         ImageOrientationPatient/ImagePositionPatient; the position sets the beam geometry of
         a plan on this image (docs/coordinates.md).
+    derivation : Derivation, optional
+        A derived series and, per slice, its source images (see module notes).
 
     Returns
     -------
@@ -136,32 +210,35 @@ def write_image_series(
         reversed for a left-handed grid), with its files.
     """
     arr = _checked_array(volume, modality, patient, series_number)
+    derivation = _written_derivation(derivation, volume.grid)
     header = _series_header(
         patient, frame_of_reference_uid=frame_of_reference_uid, study_instance_uid=study_instance_uid,
         series_instance_uid=series_instance_uid, series_description=series_description, series_number=series_number,
         study_date=study_date, study_time=study_time, is_cbct=is_cbct, patient_position=patient_position,
+        derived=derivation is not None,
     )  # fmt: skip
     arr, grid, m = _right_handed(arr, volume.grid)
     pixels, stored, slope, intercept = _quantise_int16(arr)
     folder = _create_folder(folder)
-    sop_uids, files = _write_slices(folder, header, grid, m, pixels, slope, intercept)
-
+    sop_uids, files = _write_slices(folder, header, grid, m, pixels, slope, intercept, derivation)
     return ImageSeries(
-        volume=Volume(stored, grid),
-        modality="CT",
-        patient=patient,
-        study_instance_uid=header.study_uid,
-        series_instance_uid=header.series_uid,
-        frame_of_reference_uid=header.for_uid,
-        sop_class_uid=CT_IMAGE_STORAGE,
-        sop_instance_uids=sop_uids,
-        files=files,
-        series_description=header.description,
-        study_date=header.date,
-        study_time=header.time,
-        image_type=tuple(header.image_type),
-        patient_position=header.patient_position,
-    )
+        volume=Volume(stored, grid), modality="CT", patient=patient, study_instance_uid=header.study_uid,
+        series_instance_uid=header.series_uid, frame_of_reference_uid=header.for_uid, sop_class_uid=CT_IMAGE_STORAGE,
+        sop_instance_uids=sop_uids, files=files, series_description=header.description, study_date=header.date,
+        study_time=header.time, image_type=tuple(header.image_type), patient_position=header.patient_position,
+    )  # fmt: skip
+
+
+def _written_derivation(derivation: Derivation | None, grid: Grid) -> Derivation | None:
+    """The derivation checked (:class:`InputError`), its sources in written slice order (reversed for a left-handed grid)."""
+    if derivation is None:
+        return None
+    if not isinstance(derivation, Derivation):
+        raise InputError(f"derivation must be a Derivation, got {type(derivation).__name__}")
+    derivation.check(grid.shape[0])
+    if np.linalg.det(grid.direction_matrix) < 0:  # slices written in reverse order (_right_handed)
+        return Derivation(derivation.description, tuple(derivation.sources)[::-1])
+    return derivation
 
 
 def _checked_array(volume: Volume, modality: str, patient: PatientInfo, series_number: int) -> np.ndarray:
@@ -218,6 +295,7 @@ def _series_header(
     study_time: _dt.time | str | None,
     is_cbct: bool,
     patient_position: str,
+    derived: bool = False,
 ) -> _SeriesHeader:
     """The UIDs (checked, or new random ones), dates and descriptions of the series.
 
@@ -227,7 +305,8 @@ def _series_header(
     -------
     _SeriesHeader
         With DICOM DA/TM strings (empty when not given), SeriesDescription
-        ``"CBCT"`` for a CBCT without one, and the ImageType values.
+        ``"CBCT"`` for a CBCT without one, and the ImageType values
+        (``DERIVED\\SECONDARY\\AXIAL`` when ``derived``).
     """
     study_uid = check_uid(study_instance_uid, "study_instance_uid") if study_instance_uid else new_uid()
     series_uid = check_uid(series_instance_uid, "series_instance_uid") if series_instance_uid else new_uid()
@@ -235,7 +314,7 @@ def _series_header(
     date = dicom_date(study_date)
     time = dicom_time(study_time)
     description = series_description or ("CBCT" if is_cbct else "")
-    image_type = ["ORIGINAL", "PRIMARY", "AXIAL"] + (["CBCT"] if is_cbct else [])
+    image_type = ["DERIVED", "SECONDARY", "AXIAL"] if derived else ["ORIGINAL", "PRIMARY", "AXIAL"] + (["CBCT"] if is_cbct else [])
     patient_position = check_patient_position(patient_position)
     return _SeriesHeader(patient, study_uid, series_uid, for_uid, date, time, description, image_type, series_number, patient_position)
 
@@ -309,7 +388,8 @@ def _create_folder(folder: str | Path) -> Path:
 
 
 def _write_slices(
-    folder: Path, header: _SeriesHeader, grid: Grid, m: np.ndarray, pixels: np.ndarray, slope: float, intercept: float
+    folder: Path, header: _SeriesHeader, grid: Grid, m: np.ndarray, pixels: np.ndarray, slope: float, intercept: float,
+    derivation: Derivation | None = None,
 ) -> tuple[list[str], list[Path]]:
     """Write one CT Image Storage file per slice, ``CT.<SOPInstanceUID>.dcm``.
 
@@ -327,6 +407,8 @@ def _write_slices(
         Stored values.
     slope, intercept : float
         RescaleSlope and RescaleIntercept.
+    derivation : Derivation or None
+        Its ``sources`` in written slice order.
 
     Returns
     -------
@@ -345,6 +427,8 @@ def _write_slices(
         _set_header_modules(ds, header, k)
         _set_image_plane(ds, grid, m, k, iop, pixel_spacing)
         _set_ct_pixels(ds, pixels[k], ny, nx, slope, intercept)
+        if derivation is not None:
+            _set_derivation(ds, derivation, k)
         path = folder / f"CT.{sop_uid}.dcm"
         save_dataset(ds, path)
         sop_uids.append(sop_uid)
@@ -455,3 +539,23 @@ def _set_ct_pixels(ds, slice_pixels: np.ndarray, ny: int, nx: int, slope: float,
     ds.WindowWidth = win_w
     ds.PixelData = slice_pixels.tobytes()
     ds["PixelData"].VR = "OW"
+
+
+def _set_derivation(ds, derivation: Derivation, k: int) -> None:
+    """General Reference module of a derived slice: DerivationDescription and SourceImageSequence (slice ``k``'s sources)."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    ds.DerivationDescription = derivation.description
+    items = []
+    for src in derivation.sources[k]:
+        it = Dataset()
+        it.ReferencedSOPClassUID = src.sop_class_uid
+        it.ReferencedSOPInstanceUID = src.sop_instance_uid
+        code = Dataset()
+        code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = SOURCE_IMAGE_PURPOSE
+        it.PurposeOfReferenceCodeSequence = Sequence([code])
+        it.SpatialLocationsPreserved = src.spatial_locations_preserved
+        items.append(it)
+    if items:
+        ds.SourceImageSequence = Sequence(items)

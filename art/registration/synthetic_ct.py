@@ -30,7 +30,7 @@ from art.registration.fields import grid_points, sample_image
 from art.registration.rigid import body_mask as _body_mask
 from art.registration.rigid import field_of_view
 
-__all__ = ["synthetic_ct", "warp_ct"]
+__all__ = ["synthetic_ct", "warp_ct", "source_slices"]
 
 _GAS = -400.0
 _TISSUE = -200.0
@@ -40,6 +40,40 @@ def warp_ct(ct: Volume, result: DeformableResult) -> Volume:
     """The planning CT pulled onto the CBCT grid through ``result.cbct_to_ct`` (linear, -1000 outside), HU float32."""
     pts = grid_points(result.cbct_grid) + result.cbct_to_ct
     return Volume(sample_image(ct.array, ct.grid, pts, fill_value=-1000.0), result.cbct_grid)
+
+
+def source_slices(ct_grid, result: DeformableResult) -> list[list[int]]:
+    """Per CBCT slice, the planning CT slices :func:`warp_ct` samples for it (linear interpolation).
+
+    Parameters
+    ----------
+    ct_grid : Grid
+        The planning CT's grid.
+    result : DeformableResult
+        The registration whose ``cbct_to_ct`` field pulls the CT onto the CBCT grid.
+
+    Returns
+    -------
+    list of list of int
+        One sorted list per CBCT slice (array order): the CT slice indices (z) that
+        the slice's points fall between, for the points inside the CT grid (empty
+        when none is).
+    """
+    if not isinstance(result, DeformableResult):
+        raise InputError(f"result must be a DeformableResult, got {type(result).__name__}")
+    out = []
+    points = grid_points(result.cbct_grid)
+    for k in range(result.cbct_grid.shape[0]):
+        pts = points[k] + result.cbct_to_ct[k]
+        kji = ct_grid.lps_to_index(pts.reshape(-1, 3))
+        inside = np.all((kji > -0.5) & (kji < np.asarray(ct_grid.shape) - 0.5), axis=1)
+        z = np.clip(kji[inside, 0], 0, ct_grid.shape[0] - 1)
+        if z.size == 0:
+            out.append([])
+            continue
+        lo, hi = int(np.floor(z.min())), int(np.ceil(z.max()))
+        out.append(list(range(lo, hi + 1)))
+    return out
 
 
 def synthetic_ct(ct: Volume, cbct: Volume, result: DeformableResult, *, body: Volume | None = None, return_info: bool = False):

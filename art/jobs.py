@@ -323,13 +323,21 @@ def _registration_display(rec: dict) -> dict:
 
 
 def _write_registration(folder: Path, result: Any, reference: Any, cbct: Any) -> None:
+    """``REG.dcm`` and ``DREG.dcm`` (DICOM PS3.3 C.20.2 / C.20.3; docs/registration.md).
+
+    REG: registered RCS = the planning CT's frame, the CBCT's item carries the rigid CBCT → CT
+    matrix. DREG: registered RCS = the CBCT's frame (the daily objects' frame), source = the
+    planning CT; grid = the CBCT grid, Pre Deformation Matrix = the rigid CBCT → CT matrix, the
+    vectors the rest of ``cbct_to_ct`` — the map that pulled the planning CT and contours onto today.
+    """
     from art.io.registration import write_deformable_registration, write_spatial_registration
 
     write_spatial_registration(result.rigid.matrix_4x4, reference.ct, cbct, folder / "REG.dcm")
     field = result.deformable.cbct_to_ct
     write_deformable_registration(
-        field.array if hasattr(field, "array") else field, cbct.grid, reference.ct, cbct, folder / "DREG.dcm"
-    )
+        field.array if hasattr(field, "array") else field, cbct.grid, folder / "DREG.dcm", registered=cbct, source=reference.ct,
+        pre_matrix=result.rigid.matrix_4x4, description="daily CBCT <- planning CT (samples the CT into the CBCT frame)",
+    )  # fmt: skip
 
 
 #: The demo fraction: a visibly different day (full bladder, rectal gas, prostate shift).

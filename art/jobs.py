@@ -144,11 +144,14 @@ def plan_job(
 
 
 def replan_job(reference_dir: Path, cbct_dir: Path, out: Path, *, show: bool = True, contour_model: Path | None = None,
-               final_grid_mm: float | None = None) -> dict:  # fmt: skip
+               final_grid_mm: float | None = None, registration: Path | None = None) -> dict:  # fmt: skip
     """``art replan``: reference folder + today's CBCT → adapted RTPLAN, RTDOSE, daily RTSTRUCT, REG, report, summary.
 
     The summary compares the scheduled plan (the reference segments and MU on today's
-    anatomy) with the adapted plan goal by goal and recommends one.
+    anatomy) with the adapted plan goal by goal and recommends one. A CBCT in its own
+    frame of reference needs the Spatial Registration linking it to the planning CT
+    (``registration``, or the one REG file in the CBCT folder); every daily object is
+    then in the CBCT's frame.
     """
     from art.adapt import adapt
     from art.outputs import atomic_output_dir
@@ -158,8 +161,9 @@ def replan_job(reference_dir: Path, cbct_dir: Path, out: Path, *, show: bool = T
     stages = Stages(show=show)
     check_output_dir(out)
     with stages.stage("read inputs"):
-        reference, cbct, machine, model, hashes = _read_replan_inputs(reference_dir, cbct_dir, contour_model, stages)
-    result = adapt(reference, cbct, machine=machine, stages=stages, contour_model=model, final_grid_mm=final_grid_mm)
+        reference, cbct, link, machine, model, hashes = _read_replan_inputs(reference_dir, cbct_dir, contour_model, stages, registration)
+    result = adapt(reference, cbct, machine=machine, stages=stages, contour_model=model, final_grid_mm=final_grid_mm,
+                   frame_link=None if link is None else link.matrix_4x4)  # fmt: skip
     rec = recommend(result.scheduled_goals, result.adapted.goals)
     with atomic_output_dir(out) as tmp:
         with stages.stage("export"):
@@ -172,6 +176,7 @@ def replan_job(reference_dir: Path, cbct_dir: Path, out: Path, *, show: bool = T
             _check_references(tmp, [cbct, reference.ct])
         summary = _replan_summary(result, reference, machine, hashes, rec, stages)
         summary["synthetic_ct"] = _synthetic_ct_record(sct)
+        summary["registration"]["frame_link"] = _frame_link_record(link)
         with stages.stage("report"):
             _write_replan_report(tmp, result, summary, reference, cbct, stages)
         summary["timings_s"] = dict(stages.timings)
@@ -180,14 +185,15 @@ def replan_job(reference_dir: Path, cbct_dir: Path, out: Path, *, show: bool = T
     return summary
 
 
-def _read_replan_inputs(reference_dir: Path, cbct_dir: Path, contour_model: Path | None, stages: Stages) -> tuple:
-    """Reference folder, today's CBCT (same frame of reference and patient position, overlapping the CT), machine and contour model.
+def _read_replan_inputs(reference_dir: Path, cbct_dir: Path, contour_model: Path | None, stages: Stages, registration: Path | None) -> tuple:
+    """Reference folder, today's CBCT (the plan's patient position, overlapping the CT; in its frame, or linked by a REG), machine and contour model.
 
-    Returns ``(reference, cbct, machine, model or None, input hashes)``.
+    Returns ``(reference, cbct, frame link or None, machine, model or None, input hashes)``.
     """
     from art.dose import load_machine
     from art.errors import InputError
     from art.io import read_image_series
+    from art.io.registration_frames import frame_link_for
     from art.reference import load_reference
 
     reference = load_reference(reference_dir)
@@ -197,11 +203,10 @@ def _read_replan_inputs(reference_dir: Path, cbct_dir: Path, contour_model: Path
             f"the CBCT's PatientPosition (0018,5100) {cbct.patient_position} differs from the reference plan's "
             f"{reference.plan.patient_position}: the daily image must be taken in the treatment position", path=cbct_dir,
         )  # fmt: skip
-    if cbct.frame_of_reference_uid != reference.ct.frame_of_reference_uid:
-        raise InputError(
-            "the CBCT's frame of reference differs from the planning CT's and no registration object links them", path=cbct_dir
-        )
-    if _overlap_fraction(reference.ct.grid, cbct.grid) < 0.2:
+    link = frame_link_for(cbct, reference.ct, cbct_dir=cbct_dir, registration=registration)
+    if link is not None:
+        stages.note(f"CBCT in its own frame of reference: linked to the planning CT by {link.path.name}")
+    if _overlap_fraction(reference.ct.grid, cbct.grid, None if link is None else link.matrix_4x4) < 0.2:
         raise InputError("the CBCT does not overlap the planning CT (less than 20 % of its volume)", path=cbct_dir)
     _announce_patient(stages, reference.ct.patient)
     machine = load_machine()
@@ -212,9 +217,9 @@ def _read_replan_inputs(reference_dir: Path, cbct_dir: Path, contour_model: Path
         model = load_model(contour_model)
     hashes = _hash_inputs(
         ct=reference.paths["ct"], structures=reference.paths["rtstruct"], plan=reference.paths["rtplan"],
-        protocol=reference.paths["protocol"], cbct=cbct_dir,
+        protocol=reference.paths["protocol"], cbct=cbct_dir, registration=None if link is None else link.path,
     )  # fmt: skip
-    return reference, cbct, machine, model, hashes
+    return reference, cbct, link, machine, model, hashes
 
 
 def _replan_summary(result: Any, reference: Any, machine: Any, hashes: dict, rec: dict, stages: Stages) -> dict:
@@ -330,11 +335,13 @@ def evaluation_text(dose: Any) -> str:
     )
 
 
-def _overlap_fraction(a: Any, b: Any) -> float:
-    """Fraction of grid ``b``'s bounding box (LPS, axis-aligned) inside grid ``a``'s."""
+def _overlap_fraction(a: Any, b: Any, b_to_a: Any = None) -> float:
+    """Fraction of grid ``b``'s bounding box (LPS, axis-aligned) inside grid ``a``'s; ``b_to_a`` (4 × 4) maps ``b``'s frame into ``a``'s."""
     import numpy as np
 
     pa, pb = a.corners_lps(), b.corners_lps()
+    if b_to_a is not None:
+        pb = pb @ np.asarray(b_to_a)[:3, :3].T + np.asarray(b_to_a)[:3, 3]
     alo, ahi, blo, bhi = pa.min(axis=0), pa.max(axis=0), pb.min(axis=0), pb.max(axis=0)
     inter = np.clip(np.minimum(ahi, bhi) - np.maximum(alo, blo), 0, None)
     return float(np.prod(inter) / np.prod(np.maximum(bhi - blo, 1e-9)))
@@ -354,6 +361,14 @@ def _registration_record(result: Any) -> dict:
     }
 
 
+def _frame_link_record(link: Any) -> dict | None:
+    """summary.json's record of the REG that linked a CBCT in its own frame to the planning CT (None: one frame)."""
+    if link is None:
+        return None
+    return {"file": link.path.name, "matrix_cbct_to_ct": [[round(float(v), 6) for v in row] for row in link.matrix_4x4],
+            "use": "starting point of the rigid registration (CBCT frame LPS mm -> planning CT LPS mm)"}  # fmt: skip
+
+
 def _registration_display(rec: dict) -> dict:
     """The summary's registration record as shown in the report (plain numbers and text)."""
     import numpy as np
@@ -362,6 +377,8 @@ def _registration_display(rec: dict) -> dict:
         "couch shift (mm, LPS x/y/z)": ", ".join(f"{v:+.1f}" for v in rec["couch_shift_mm"]),
         "rotation (deg)": ", ".join(f"{v:+.2f}" for v in rec["rotation_deg"]),
     }
+    if rec.get("frame_link"):
+        out["CBCT frame linked to the planning CT by"] = f"{rec['frame_link']['file']} (couch shift and rotation measured from it)"
     for k, v in rec["deformable_quality"].items():
         out[k] = round(float(v), 3) if isinstance(v, (int, float, np.floating, np.integer)) else v
     return out
@@ -400,13 +417,21 @@ def _synthetic_ct_record(sct: Any) -> dict:
 
 
 def _write_registration(folder: Path, result: Any, reference: Any, cbct: Any) -> None:
+    """``REG.dcm`` and ``DREG.dcm`` (DICOM PS3.3 C.20.2 / C.20.3; docs/registration.md).
+
+    REG: registered RCS = the planning CT's frame, the CBCT's item carries the rigid CBCT → CT
+    matrix. DREG: registered RCS = the CBCT's frame (the daily objects' frame), source = the
+    planning CT; grid = the CBCT grid, Pre Deformation Matrix = the rigid CBCT → CT matrix, the
+    vectors the rest of ``cbct_to_ct`` — the map that pulled the planning CT and contours onto today.
+    """
     from art.io.registration import write_deformable_registration, write_spatial_registration
 
     write_spatial_registration(result.rigid.matrix_4x4, reference.ct, cbct, folder / "REG.dcm")
     field = result.deformable.cbct_to_ct
     write_deformable_registration(
-        field.array if hasattr(field, "array") else field, cbct.grid, reference.ct, cbct, folder / "DREG.dcm"
-    )
+        field.array if hasattr(field, "array") else field, cbct.grid, folder / "DREG.dcm", registered=cbct, source=reference.ct,
+        pre_matrix=result.rigid.matrix_4x4, description="daily CBCT <- planning CT (samples the CT into the CBCT frame)",
+    )  # fmt: skip
 
 
 #: The demo fraction: a visibly different day (full bladder, rectal gas, prostate shift).

@@ -1,34 +1,53 @@
 """Spatial Registration (REG) objects: rigid (Spatial Registration Storage) and deformable
-(Deformable Spatial Registration Storage), written and read.
+(Deformable Spatial Registration Storage), written and read — DICOM PS3.3 C.20.2 and C.20.3.
 
-Direction (both objects)
-------------------------
-The object's frame of reference is the **fixed** image's (the registered
-RCS, e.g. the planning CT).  The rigid matrix ``M`` (4 × 4, homogeneous, mm)
-maps **moving-image LPS points into fixed-image LPS points**:
-``p_fixed = M @ [p_moving, 1]`` — the DICOM meaning of
-FrameOfReferenceTransformationMatrix (it transforms coordinates of the item's
-frame of reference into the registration's).  Written as two
-RegistrationSequence items: the fixed image with the identity, then the
-moving image with ``M``; each lists its image slices (ReferencedImageSequence),
+Rigid (C.20.2.1.1)
+------------------
+The object's FrameOfReferenceUID is the **registered** RCS. Each
+RegistrationSequence item names a frame of reference (and, optionally, its
+images) and a FrameOfReferenceTransformationMatrix ``M`` (4 × 4, homogeneous,
+mm, row-major) that transforms a point of the item's frame into the registered
+RCS: ``p_registered = M @ [p_item, 1]``; several MatrixSequence items are
+applied in item order. ``art`` writes the planning CT as the registered RCS:
+first item the planning CT with the identity, second item the CBCT with
+``M`` = CBCT → CT. Each item lists its image slices (ReferencedImageSequence),
 so the object stays unambiguous when CT and CBCT share a FrameOfReferenceUID
-(as the phantoms' do).
+(as the phantoms' do). A REG that links two *different* frames (an imaging
+system's) is read by :mod:`art.io.registration_frames`.
 
-The deformable object holds the field as ``art`` keeps it
-(:mod:`art.registration.fields`): a displacement ``d`` (z, y, x, 3), LPS
-components (dx, dy, dz) in mm, on a grid in the fixed frame; the fixed point
-``p`` corresponds to the point ``p + d(p)`` of the rigidly pre-aligned moving
-image, i.e. to the moving-image point ``pre^-1 (p + d(p))`` where ``pre`` (the
-PreDeformationMatrixRegistration, moving → fixed, as the rigid matrix above) is
-identity when not given.  VectorGridData is float32, x fastest; GridDimensions
-(columns, rows, slices) and GridResolution (dx, dy, dz) mm.  Vendors read the
-direction of DICOM deformation vectors differently: check a known point when
-exchanging with another system.
+Deformable (C.20.3.1.1)
+-----------------------
+"The registrations in this module are applied to the Registered RCS
+coordinates": a point ``p`` of the registered RCS (the object's
+FrameOfReferenceUID) is first transformed by the Pre Deformation Matrix, then
+the deformation vector of its grid element is added, then the Post
+Deformation Matrix is applied; the result is the **source** point (the item's
+SourceFrameOfReferenceUID, whose images ReferencedImageSequence lists)::
+
+    p_source = M_post @ (M_pre @ [p, 1] + [D(p), 0])
+
+The deformation grid (ImagePositionPatient, ImageOrientationPatient,
+GridDimensions (columns, rows, slices), GridResolution (dx, dy, dz) mm) lies in
+the registered RCS; VectorGridData is float32, x fastest. So the field is
+"pull": it tells how to sample source data (the planning CT, its structures)
+into the registered RCS.
+
+``art`` keeps a field as ``p → p + d(p)`` (:mod:`art.registration.fields`); the
+writer takes the whole map registered → source as ``d`` on the grid and the
+rigid part as ``pre_matrix`` (registered → source), and stores
+``D(p) = p + d(p) − M_pre p`` with ``M_post`` the identity; the reader returns
+the whole map again (pre and post matrices applied), so ``d`` survives a round
+trip whatever matrices another system wrote. ``art replan`` writes the daily
+CBCT as the registered RCS and the planning CT as the source: ``d`` is
+``cbct_to_ct``, ``M_pre`` the rigid CBCT → CT matrix — the map art itself used
+to pull the planning CT and contours onto today's image. docs/registration.md
+says more.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +77,7 @@ __all__ = [
     "read_spatial_registration",
     "write_deformable_registration",
     "read_deformable_registration",
+    "DeformableRegistration",
 ]
 
 SPATIAL_REGISTRATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.1"
@@ -122,8 +142,10 @@ def _common_instance_reference(ds: Any, images: list[ImageSeries]) -> None:
         ds.StudiesContainingOtherReferencedInstancesSequence = Sequence(others)
 
 
-def _base_dataset(sop_class: str, fixed: ImageSeries, moving: ImageSeries, *, label: str, description: str, content_date: Any, content_time: Any, series_number: int) -> Any:
-    for im, nm in ((fixed, "fixed"), (moving, "moving")):
+def _base_dataset(sop_class: str, fixed: ImageSeries, moving: ImageSeries, *, label: str, description: str, content_date: Any, content_time: Any,
+                  series_number: int, names: tuple[str, str] = ("fixed", "moving")) -> Any:  # fmt: skip
+    """The dataset's modules up to the registration itself; ``fixed`` gives the frame (Registered RCS), patient and study."""
+    for im, nm in ((fixed, names[0]), (moving, names[1])):
         if not isinstance(im, ImageSeries):
             raise InputError(f"{nm} must be an ImageSeries, got {type(im).__name__}")
     if not isinstance(label, str) or not label or len(label) > 64 or "\\" in label:
@@ -275,31 +297,40 @@ def read_spatial_registration(path: str | Path, *, moving: ImageSeries | None = 
 def write_deformable_registration(
     displacement: np.ndarray,
     grid: Grid,
-    fixed: ImageSeries,
-    moving: ImageSeries,
     path: str | Path,
     *,
+    registered: ImageSeries,
+    source: ImageSeries,
     pre_matrix: Any = None,
     label: str = "ART_DEFORMABLE",
-    description: str = "deformable registration",
+    description: str = "deformable registration (registered -> source)",
     content_date: Any = None,
     content_time: Any = None,
     series_number: int = 1,
 ) -> Any:
-    """Write a displacement field as a Deformable Spatial Registration object.
+    """Write a displacement field as a Deformable Spatial Registration object (PS3.3 C.20.3).
 
     Parameters
     ----------
     displacement : ndarray, shape (nz, ny, nx, 3), mm
-        LPS components (dx, dy, dz) on ``grid``; see the module notes for the direction.
+        LPS components (dx, dy, dz) on ``grid``: the registered-frame point ``p``
+        corresponds to the source-frame point ``p + displacement(p)`` (the whole
+        map, rigid part included; see the module notes).
     grid : Grid
-        The field's grid, in the fixed image's frame.
-    fixed, moving : ImageSeries
-        Fixed (registered frame) and moving (source) images.
+        The field's grid, in the registered image's frame.
     path : str or Path
         Output file; an existing folder gets ``DREG.<SOPInstanceUID>.dcm`` inside it.
+    registered : ImageSeries, keyword-only
+        The registered image: its frame is the object's FrameOfReferenceUID (the
+        Registered RCS), its patient and study are the object's (``art replan``:
+        the daily CBCT).
+    source : ImageSeries, keyword-only
+        The source image: SourceFrameOfReferenceUID and ReferencedImageSequence
+        (``art replan``: the planning CT).
     pre_matrix : array-like (4, 4), optional, keyword-only
-        Rigid pre-alignment (moving → fixed); identity when None.
+        Rigid part of the map, registered → source LPS mm, written as the Pre
+        Deformation Matrix; the vectors hold the rest, ``p + d(p) − pre(p)``.
+        Identity when None. The Post Deformation Matrix is the identity.
 
     Returns
     -------
@@ -310,36 +341,26 @@ def write_deformable_registration(
 
     if not isinstance(grid, Grid):
         raise InputError(f"grid must be an art.geometry.Grid, got {type(grid).__name__}")
-    d = np.asarray(displacement, dtype=np.float32)
+    d = np.asarray(displacement, dtype=np.float64)
     if d.shape != tuple(grid.shape) + (3,):
         raise InputError(f"displacement must have shape {tuple(grid.shape) + (3,)} (grid shape + 3), got {d.shape}")
     if not np.all(np.isfinite(d)):
         raise InputError("displacement has non-finite values")
     pre = np.eye(4) if pre_matrix is None else _check_rigid(pre_matrix, "pre_matrix")
-    ds = _base_dataset(DEFORMABLE_SPATIAL_REGISTRATION_STORAGE, fixed, moving, label=label, description=description,
-                       content_date=content_date, content_time=content_time, series_number=series_number)  # fmt: skip
-    direction = grid.direction_matrix
-    origin = np.asarray(grid.origin, dtype=np.float64)
-    if np.linalg.det(direction) < 0:  # left-handed: reverse the slices
-        d = d[::-1]
-        origin = origin + direction[:, 2] * grid.spacing[0] * (grid.shape[0] - 1)
-        direction = direction.copy()
-        direction[:, 2] = -direction[:, 2]
+    ds = _base_dataset(DEFORMABLE_SPATIAL_REGISTRATION_STORAGE, registered, source, label=label, description=description,
+                       content_date=content_date, content_time=content_time, series_number=series_number,
+                       names=("registered", "source"))  # fmt: skip
+    pts = _grid_points(grid)
+    vectors = (pts + d.reshape(-1, 3) - (pts @ pre[:3, :3].T + pre[:3, 3])).reshape(d.shape)  # D = p + d(p) - pre(p)
     it = Dataset()
-    it.SourceFrameOfReferenceUID = moving.frame_of_reference_uid
-    it.ReferencedImageSequence = _image_refs(moving)
+    it.SourceFrameOfReferenceUID = source.frame_of_reference_uid
+    it.ReferencedImageSequence = _image_refs(source)
     it.RegistrationTypeCodeSequence = Sequence([])
     it.PreDeformationMatrixRegistrationSequence = Sequence([_matrix_item(pre, "RIGID")])
     it.PostDeformationMatrixRegistrationSequence = Sequence([_matrix_item(np.eye(4), "RIGID")])
-    g = Dataset()
-    g.ImageOrientationPatient = format_ds_list(list(direction[:, 0]) + list(direction[:, 1]))
-    g.ImagePositionPatient = format_ds_list(origin)
-    g.GridDimensions = [int(grid.shape[2]), int(grid.shape[1]), int(grid.shape[0])]
-    g.GridResolution = [float(grid.spacing[2]), float(grid.spacing[1]), float(grid.spacing[0])]
-    g.VectorGridData = np.ascontiguousarray(d, dtype="<f4").tobytes()
-    it.DeformableRegistrationGridSequence = Sequence([g])
+    it.DeformableRegistrationGridSequence = Sequence([_grid_item(vectors, grid)])
     ds.DeformableRegistrationSequence = Sequence([it])
-    _common_instance_reference(ds, [fixed, moving])
+    _common_instance_reference(ds, [registered, source])
     path = Path(path)
     if path.is_dir():
         path = path / f"DREG.{ds.SOPInstanceUID}.dcm"
@@ -347,23 +368,84 @@ def write_deformable_registration(
     return ds
 
 
-def read_deformable_registration(path: str | Path) -> tuple[np.ndarray, Grid, np.ndarray | None]:
+def _grid_item(vectors: np.ndarray, grid: Grid) -> Any:
+    """The DeformableRegistrationGridSequence item of ``vectors`` ((nz, ny, nx, 3), mm) on ``grid``.
+
+    The grid's depth axis is row × column (C.20.3.1.1): a left-handed grid is written with its slices reversed.
+    """
+    from pydicom.dataset import Dataset
+
+    direction = grid.direction_matrix
+    origin = np.asarray(grid.origin, dtype=np.float64)
+    if np.linalg.det(direction) < 0:
+        vectors = vectors[::-1]
+        origin = origin + direction[:, 2] * grid.spacing[0] * (grid.shape[0] - 1)
+        direction = direction.copy()
+        direction[:, 2] = -direction[:, 2]
+    g = Dataset()
+    g.ImageOrientationPatient = format_ds_list(list(direction[:, 0]) + list(direction[:, 1]))
+    g.ImagePositionPatient = format_ds_list(origin)
+    g.GridDimensions = [int(grid.shape[2]), int(grid.shape[1]), int(grid.shape[0])]
+    g.GridResolution = [float(grid.spacing[2]), float(grid.spacing[1]), float(grid.spacing[0])]
+    g.VectorGridData = np.ascontiguousarray(vectors, dtype="<f4").tobytes()
+    return g
+
+
+def _grid_points(grid: Grid) -> np.ndarray:
+    """LPS centres (mm, float64, shape (n, 3)) of every voxel of ``grid``, in C order of (z, y, x)."""
+    return grid.index_to_lps(np.indices(grid.shape).reshape(3, -1).T.astype(np.float64))
+
+
+@dataclass(frozen=True)
+class DeformableRegistration:
+    """A deformation read from a Deformable Spatial Registration object.
+
+    Attributes
+    ----------
+    displacement : ndarray, float32, shape (nz, ny, nx, 3), mm
+        LPS (dx, dy, dz) on ``grid``: the registered-frame point ``p`` corresponds
+        to the source-frame point ``p + displacement(p)`` — the whole map
+        ``M_post (M_pre p + D(p))`` of PS3.3 C.20.3.1.1, matrices applied.
+        (NaN where the object marks the deformation undefined.)
+    grid : Grid
+        The deformation grid (right-handed), in the registered frame.
+    pre_matrix, post_matrix : ndarray (4, 4)
+        The Pre / Post Deformation Matrices as stored (identity when absent);
+        already contained in ``displacement``.
+    frame_of_reference_uid : str
+        The Registered RCS (the object's FrameOfReferenceUID).
+    source_frame_of_reference_uid : str
+        The Source RCS (the item's SourceFrameOfReferenceUID).
+    source_sop_instance_uids : tuple of str
+        The item's ReferencedImageSequence (the source images; may be empty).
+    """
+
+    displacement: np.ndarray
+    grid: Grid
+    pre_matrix: np.ndarray
+    post_matrix: np.ndarray
+    frame_of_reference_uid: str
+    source_frame_of_reference_uid: str
+    source_sop_instance_uids: tuple[str, ...] = ()
+
+
+def read_deformable_registration(path: str | Path) -> DeformableRegistration:
     """Read the (first) deformation grid of a Deformable Spatial Registration object.
+
+    Parameters
+    ----------
+    path : str or Path
+        The DREG file.
 
     Returns
     -------
-    displacement : ndarray, float32, shape (nz, ny, nx, 3), mm
-        LPS components (dx, dy, dz), see the module notes.
-    grid : Grid
-        Right-handed grid of the field (fixed frame).
-    pre_matrix : ndarray (4, 4) or None
-        The pre-deformation matrix (moving → fixed), None when absent.
+    DeformableRegistration
+        The whole registered → source map on the deformation grid (see its attributes).
 
     Raises
     ------
     DicomError
-        Not a deformable registration, no grid, a post-deformation matrix that
-        is not the identity (not representable), or a malformed grid.
+        Not a deformable registration, no grid, a malformed grid or matrix.
     """
     path = Path(path)
     ds = read_dataset(path, what="Deformable Spatial Registration file")
@@ -373,13 +455,22 @@ def read_deformable_registration(path: str | Path) -> tuple[np.ndarray, Grid, np
     if not items:
         raise DicomError("no DeformableRegistrationGridSequence in the object", path=path)
     it = items[0]
-    pre = None
-    if "PreDeformationMatrixRegistrationSequence" in it:
-        pre = _matrix_from_items(sequence_items(it, "PreDeformationMatrixRegistrationSequence"), path)
+    pre = _matrix_from_items(sequence_items(it, "PreDeformationMatrixRegistrationSequence"), path)
     post = _matrix_from_items(sequence_items(it, "PostDeformationMatrixRegistrationSequence"), path)
-    if not np.allclose(post, np.eye(4), atol=1e-6):
-        raise DicomError("a post-deformation matrix other than the identity is not supported", path=path)
-    g = sequence_items(it, "DeformableRegistrationGridSequence")[0]
+    vectors, grid = _read_grid(sequence_items(it, "DeformableRegistrationGridSequence")[0], path)
+    pts = _grid_points(grid)
+    mapped = pts @ pre[:3, :3].T + pre[:3, 3] + vectors.reshape(-1, 3)
+    mapped = mapped @ post[:3, :3].T + post[:3, 3]
+    refs = tuple(str(r.get("ReferencedSOPInstanceUID", "")) for r in sequence_items(it, "ReferencedImageSequence"))
+    return DeformableRegistration(
+        displacement=(mapped - pts).reshape(vectors.shape).astype(np.float32), grid=grid, pre_matrix=pre, post_matrix=post,
+        frame_of_reference_uid=str(ds.get("FrameOfReferenceUID", "")),
+        source_frame_of_reference_uid=str(it.get("SourceFrameOfReferenceUID", "")), source_sop_instance_uids=refs,
+    )  # fmt: skip
+
+
+def _read_grid(g: Any, path: Path) -> tuple[np.ndarray, Grid]:
+    """The vectors D (float64, (nz, ny, nx, 3), mm) and the grid of a DeformableRegistrationGridSequence item."""
     try:
         iop = np.array([float(v) for v in g.ImageOrientationPatient])
         ipp = np.array([float(v) for v in g.ImagePositionPatient])
@@ -390,20 +481,21 @@ def read_deformable_registration(path: str | Path) -> tuple[np.ndarray, Grid, np
         raise DicomError(f"malformed deformation grid: {exc}", path=path) from exc
     if len(raw) != nx * ny * nz * 3 * 4:
         raise DicomError(f"VectorGridData has {len(raw)} bytes, expected {nx * ny * nz * 12} for grid {nx}x{ny}x{nz}", path=path)
-    d = np.frombuffer(raw, dtype="<f4").reshape(nz, ny, nx, 3).astype(np.float32)
+    d = np.frombuffer(raw, dtype="<f4").reshape(nz, ny, nx, 3).astype(np.float64)
     direction = np.column_stack([iop[:3], iop[3:], np.cross(iop[:3], iop[3:])])
     grid = Grid(shape=(nz, ny, nx), spacing=(rz, ry, rx), origin=tuple(ipp), direction=tuple(direction.reshape(-1)))
-    return d, grid, pre
+    return d, grid
 
 
 def _matrix_from_items(items: list, path: Path) -> np.ndarray:
+    """The Pre/Post Deformation Matrix of its sequence's items (one item by the standard; identity when none)."""
     total = np.eye(4)
     for ms in items:
         try:
             vals = np.array([float(v) for v in ms.FrameOfReferenceTransformationMatrix], dtype=np.float64)
         except (AttributeError, TypeError, ValueError) as exc:
             raise DicomError("matrix item lacks a numeric FrameOfReferenceTransformationMatrix", path=path) from exc
-        if vals.size != 16:
-            raise DicomError("FrameOfReferenceTransformationMatrix must have 16 values", path=path)
+        if vals.size != 16 or not np.all(np.isfinite(vals)):
+            raise DicomError("FrameOfReferenceTransformationMatrix must have 16 finite values", path=path)
         total = vals.reshape(4, 4) @ total
     return total

@@ -16,6 +16,11 @@ Conventions
   it. For a pure set-up translation ``t_s`` (anatomy found at ``x + t_s``) it
   is ``-t_s``. Example: a patient lying 3 mm too far left (+x) gives
   ``couch_shift_mm[0] = -3``.
+* A CBCT in its own frame of reference: ``initial_matrix`` (the link between
+  the frames, CBCT → CT, from the imaging system's Spatial Registration) is the
+  starting point; ``matrix_4x4`` then still maps CBCT LPS points (its frame) to
+  planning-CT LPS points, and ``couch_shift_mm`` is measured from the link
+  (``c - Δ^-1(c)``, ``Δ = link^-1 T``).
 """
 
 from __future__ import annotations
@@ -53,6 +58,8 @@ class RigidResult:
         planning-CT LPS points: ``T(y) = M[:3, :3] @ y + M[:3, 3]``.
     rotation_deg : (rx, ry, rz)
         Angles of ``M[:3, :3] = Rz Ry Rx``, degrees (the correcting rotation).
+        For a CBCT in its own frame: of ``link^-1 M``, the rotation beyond the
+        frame link (also for ``translation_mm`` and ``couch_shift_mm``).
     translation_mm : (x, y, z)
         ``t`` in ``T(y) = R (y - c) + c + t``, mm.
     center_mm : (x, y, z)
@@ -179,6 +186,7 @@ def register_rigid(
     sampling: float = 0.25,
     iterations: int = 200,
     seed: int = 0,
+    initial_matrix=None,
 ) -> RigidResult:
     """Rigid (6 degrees of freedom) registration of a CBCT to the planning CT.
 
@@ -215,6 +223,10 @@ def register_rigid(
         Maximum iterations per level.
     seed : int, keyword-only
         Seed of the metric's random sampling (the result is reproducible).
+    initial_matrix : array-like (4, 4), optional, keyword-only
+        Rigid starting estimate CBCT LPS → CT LPS (mm): the link of a CBCT in its own frame
+        (from the imaging system's REG); the bone centres of mass refine its translation and
+        rotation, translation and couch shift are measured from it. None: identity (one frame).
 
     Returns
     -------
@@ -228,20 +240,17 @@ def register_rigid(
     cg = cbct.grid
     center = _rotation_centre(cg, center_mm)
     cb_body, ctb = _bodies(ct, cbct, ct_body)
-    # ---- initialisation: centres of mass of bone over the CBCT's extent
-    translation = _initial_translation(ct, cbct, cb_body, ctb, bone_threshold_hu)
+    link = _check_initial(initial_matrix)  # the frame link (identity in one frame); bone centres of mass refine it
+    translation = _initial_translation(ct, cbct, cb_body, ctb, bone_threshold_hu, link)
     # ---- images and masks
-    fixed = sitk.Cast(cbct.to_sitk(), sitk.sitkFloat32)
-    moving = sitk.Cast(ct.to_sitk(), sitk.sitkFloat32)
+    fixed, moving = (sitk.Cast(v.to_sitk(), sitk.sitkFloat32) for v in (cbct, ct))
     mask = _metric_mask(cbct, cb_body, focus, bone_threshold_hu)
     fixed_mask = Volume(mask.astype(np.uint8), cg).to_sitk()
     # ---- transform, metric, optimiser, pyramid; run single-threaded
-    tx = _initial_transform(center, translation)
+    tx = _initial_transform(center, translation, link)
     reg = _registration_method(fixed_mask, tx, sampling=sampling, seed=seed, iterations=iterations, shrink_factors=shrink_factors, smoothing_mm=smoothing_mm)
     _execute_single_threaded(reg, fixed, moving)
-    metric = float(reg.GetMetricValue())
-    m = _matrix_of(tx)
-    return _result(m, center, metric, t0, translation, reg, focus, mask)
+    return _result(_matrix_of(tx), center, float(reg.GetMetricValue()), t0, translation, reg, focus, mask, link)
 
 
 def _check_arguments(ct, cbct, focus: str, sampling: float, shrink_factors, smoothing_mm) -> tuple[Volume, Volume]:
@@ -287,12 +296,28 @@ def _bodies(ct: Volume, cbct: Volume, ct_body: Volume | None) -> tuple[np.ndarra
     return cb_body, ctb
 
 
-def _initial_translation(ct: Volume, cbct: Volume, cb_body: np.ndarray, ctb: np.ndarray, bone_threshold_hu: float) -> np.ndarray:
-    """Initial translation (LPS mm, float64 (3,)): planning bone centre of mass minus the CBCT's.
+def _check_initial(matrix) -> np.ndarray:
+    """``initial_matrix`` as a rigid float64 (4, 4) matrix (identity for None), or InputError."""
+    if matrix is None:
+        return np.eye(4)
+    m = np.asarray(matrix, dtype=np.float64)
+    if m.shape != (4, 4) or not np.all(np.isfinite(m)):
+        raise InputError(f"initial_matrix must be a finite 4 x 4 matrix, got shape {m.shape}")
+    r = m[:3, :3]
+    if not np.allclose(m[3], [0, 0, 0, 1], atol=1e-9) or not np.allclose(r @ r.T, np.eye(3), atol=1e-4) or np.linalg.det(r) <= 0:
+        raise InputError("initial_matrix is not rigid (rotation part must be orthonormal with determinant +1, last row 0 0 0 1)")
+    return m
 
-    The planning bone (above ``bone_threshold_hu`` in ``ctb``) is restricted,
-    three times, to what falls into the CBCT grid under the current estimate;
-    zero when either image shows too little bone (< 20 voxels).
+
+def _initial_translation(ct: Volume, cbct: Volume, cb_body: np.ndarray, ctb: np.ndarray, bone_threshold_hu: float,
+                         link: np.ndarray) -> np.ndarray:  # fmt: skip
+    """Initial translation (LPS mm, float64 (3,), in the CBCT's frame): planning bone centre of mass minus the CBCT's.
+
+    The planning bone (above ``bone_threshold_hu`` in ``ctb``), carried into the
+    CBCT's frame by the inverse of ``link`` (CBCT → CT, identity in one frame),
+    is restricted, three times, to what falls into the CBCT grid under the
+    current estimate; zero when either image shows too little bone (< 20 voxels).
+    The initial map is ``T0(y) = link(y + translation)``.
     """
     cg = cbct.grid
     translation = np.zeros(3)
@@ -301,7 +326,8 @@ def _initial_translation(ct: Volume, cbct: Volume, cb_body: np.ndarray, ctb: np.
         ctbone = (ct.array > bone_threshold_hu) & ctb
         pts_k = np.argwhere(ctbone)
         if len(pts_k):
-            pts = ct.grid.index_to_lps(pts_k.astype(np.float64))
+            inv = np.linalg.inv(link)
+            pts = ct.grid.index_to_lps(pts_k.astype(np.float64)) @ inv[:3, :3].T + inv[:3, 3]
             for _ in range(3):
                 # CT bone that falls into the CBCT's field of view under the current estimate
                 inside = cg.contains(pts - translation, margin_voxels=-0.5)
@@ -333,14 +359,17 @@ def _metric_mask(cbct: Volume, cb_body: np.ndarray, focus: str, bone_threshold_h
     return mask
 
 
-def _initial_transform(center: np.ndarray, translation: np.ndarray):
-    """A ``SimpleITK.Euler3DTransform`` (ZYX angles) about ``center`` with ``translation`` (LPS mm)."""
+def _initial_transform(center: np.ndarray, translation: np.ndarray, link: np.ndarray):
+    """A ``SimpleITK.Euler3DTransform`` (ZYX angles) about ``center``: ``T0(y) = link(y + translation)`` (LPS mm)."""
     import SimpleITK as sitk
 
+    r = link[:3, :3]
+    t0_center = r @ (center + translation) + link[:3, 3]
     tx = sitk.Euler3DTransform()
     tx.SetComputeZYX(True)
     tx.SetCenter(tuple(float(v) for v in center))
-    tx.SetTranslation(tuple(float(v) for v in translation))
+    tx.SetRotation(*(math.radians(a) for a in euler_from_matrix(r)))
+    tx.SetTranslation(tuple(float(v) for v in t0_center - center))
     return tx
 
 
@@ -396,15 +425,21 @@ def _matrix_of(tx) -> np.ndarray:
     return m
 
 
-def _result(m: np.ndarray, center: np.ndarray, metric: float, t0: float, translation: np.ndarray, reg, focus: str, mask: np.ndarray) -> RigidResult:
-    """The :class:`RigidResult` of matrix ``m`` (CBCT → CT) about ``center`` (LPS mm), timed from ``t0``, with the optimiser's details."""
-    inv = np.linalg.inv(m)
+def _result(m: np.ndarray, center: np.ndarray, metric: float, t0: float, translation: np.ndarray, reg, focus: str, mask: np.ndarray,
+            link: np.ndarray) -> RigidResult:  # fmt: skip
+    """The :class:`RigidResult` of matrix ``m`` (CBCT → CT) about ``center`` (LPS mm), timed from ``t0``, with the optimiser's details.
+
+    Rotation, translation and couch shift describe ``Δ = link⁻¹ m``, the motion within the CBCT's frame
+    beyond the frame link (``m`` itself in one frame): couch shift ``c − Δ⁻¹(c)``, translation ``Δ(c) − c``.
+    """
+    delta = np.linalg.inv(link) @ m
+    inv = np.linalg.inv(delta)
     couch = center - (inv[:3, :3] @ center + inv[:3, 3])
     # translation about the requested centre
-    trans = (m[:3, :3] @ center + m[:3, 3]) - center
+    trans = (delta[:3, :3] @ center + delta[:3, 3]) - center
     return RigidResult(
         matrix_4x4=m,
-        rotation_deg=euler_from_matrix(m[:3, :3]),
+        rotation_deg=euler_from_matrix(delta[:3, :3]),
         translation_mm=tuple(float(v) for v in trans),
         center_mm=tuple(float(v) for v in center),
         couch_shift_mm=tuple(float(v) for v in couch),
@@ -412,6 +447,7 @@ def _result(m: np.ndarray, center: np.ndarray, metric: float, t0: float, transla
         time_s=time.perf_counter() - t0,
         info={
             "initial_translation_mm": [float(v) for v in translation],
+            "frame_link": None if np.allclose(link, np.eye(4)) else [[float(v) for v in row] for row in link],
             "iterations": int(reg.GetOptimizerIteration()),
             "stop": reg.GetOptimizerStopConditionDescription(),
             "focus": focus,

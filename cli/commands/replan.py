@@ -21,16 +21,26 @@ def command(
         Optional[Path], typer.Option("--contour-model", help="A TorchScript segmentation model with its JSON card (default: the shipped model).")
     ] = None,
     final_grid_mm: FinalGrid = None,
+    registration: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--registration",
+            help="Spatial Registration (REG) file linking a CBCT in its own frame of reference to the planning CT "
+            "(default: the one REG file in the CBCT folder; not needed when the CBCT shares the CT's frame).",
+        ),
+    ] = None,
     json: Json = False,
 ) -> None:
     """The daily adaptive re-plan: scheduled vs adapted plan, export files and QA report.
 
-    Exit code 3 when the adapted plan still fails a priority-1 goal.
+    A CBCT in its own frame of reference needs the imaging system's REG linking it to the
+    planning CT; its matrix starts the rigid registration. Exit code 3 when the adapted
+    plan still fails a priority-1 goal.
     """
     from art.jobs import goal_comparison_table, replan_job
     from art.summary import dumps
 
-    summary = replan_job(reference, cbct, out, show=True, contour_model=contour_model, final_grid_mm=final_grid_mm)
+    summary = replan_job(reference, cbct, out, show=True, contour_model=contour_model, final_grid_mm=final_grid_mm, registration=registration)
     if json:
         typer.echo(dumps(summary))
     typer.echo(goal_comparison_table(summary), err=True)

@@ -74,7 +74,7 @@ def test_dciodvfy_accepts_both_registrations(images, tmp_path):
     ct, cb, other = images
     write_spatial_registration(rigid(), ct, other, tmp_path / "REG.dcm")
     g = Grid((3, 4, 5), (6.0, 5.0, 4.0), (-10.0, -8.0, 0.0))
-    write_deformable_registration(np.zeros(g.shape + (3,), np.float32), g, ct, cb, tmp_path / "DREG.dcm")
+    write_deformable_registration(np.zeros(g.shape + (3,), np.float32), g, tmp_path / "DREG.dcm", registered=cb, source=ct)
     for name in ("REG.dcm", "DREG.dcm"):
         errors = run_dciodvfy(tmp_path / name)
         if errors is None:
@@ -87,36 +87,63 @@ def test_deformable_round_trip(images, tmp_path, rotated_grid):
     rng = np.random.default_rng(3)
     d = rng.normal(0, 2.0, rotated_grid.shape + (3,)).astype(np.float32)
     pre = rigid(-3.0, (1.0, 2.0, -0.5))
-    ds = write_deformable_registration(d, rotated_grid, ct, cb, tmp_path / "DREG.dcm", pre_matrix=pre)
+    ds = write_deformable_registration(d, rotated_grid, tmp_path / "DREG.dcm", registered=cb, source=ct, pre_matrix=pre)
+    assert ds.FrameOfReferenceUID == cb.frame_of_reference_uid  # the registered image's frame
     item = ds.DeformableRegistrationSequence[0]
-    assert item.SourceFrameOfReferenceUID == cb.frame_of_reference_uid
+    assert item.SourceFrameOfReferenceUID == ct.frame_of_reference_uid
+    assert [r.ReferencedSOPInstanceUID for r in item.ReferencedImageSequence] == ct.sop_instance_uids
     assert list(item.DeformableRegistrationGridSequence[0].GridDimensions) == [12, 16, 8]  # columns, rows, slices
-    d2, g2, pre2 = read_deformable_registration(tmp_path / "DREG.dcm")
-    assert np.array_equal(d2, d) and g2.same_as(rotated_grid)
-    assert np.allclose(pre2, pre, atol=1e-12)
-    write_deformable_registration(d, rotated_grid, ct, cb, tmp_path / "b.dcm")
-    _, _, none = read_deformable_registration(tmp_path / "b.dcm")
-    assert np.allclose(none, np.eye(4))
+    reg = read_deformable_registration(tmp_path / "DREG.dcm")
+    assert np.allclose(reg.displacement, d, atol=1e-3) and reg.grid.same_as(rotated_grid)  # the whole map survives
+    assert np.allclose(reg.pre_matrix, pre, atol=1e-12) and np.allclose(reg.post_matrix, np.eye(4))
+    assert reg.source_sop_instance_uids == tuple(ct.sop_instance_uids)
+    # the stored vectors are what is left after the pre-deformation matrix: p + d(p) - pre(p)
+    stored = np.frombuffer(item.DeformableRegistrationGridSequence[0].VectorGridData, "<f4").reshape(d.shape)
+    p = rotated_grid.index_to_lps(np.array([[2.0, 3.0, 4.0]]))[0]
+    assert np.allclose(stored[2, 3, 4], p + d[2, 3, 4] - (pre[:3, :3] @ p + pre[:3, 3]), atol=1e-3)
+    write_deformable_registration(d, rotated_grid, tmp_path / "b.dcm", registered=cb, source=ct)
+    none = read_deformable_registration(tmp_path / "b.dcm")
+    assert np.allclose(none.pre_matrix, np.eye(4)) and np.allclose(none.displacement, d, atol=1e-5)
+
+
+def test_deformable_reader_applies_a_post_matrix(images, tmp_path, small_grid):
+    """PS3.3 C.20.3.1.1: source = M_post (M_pre p + D); another system's post matrix is applied, not refused."""
+    ct, cb, _ = images
+    d = np.zeros(small_grid.shape + (3,), np.float32)
+    d[..., 0] = 1.5
+    write_deformable_registration(d, small_grid, tmp_path / "D.dcm", registered=cb, source=ct)
+    ds = pydicom.dcmread(tmp_path / "D.dcm")
+    post = rigid(10.0, (5.0, 0.0, -2.0))
+    ds.DeformableRegistrationSequence[0].PostDeformationMatrixRegistrationSequence[0].FrameOfReferenceTransformationMatrix = [
+        f"{v:.10g}" for v in post.reshape(-1)
+    ]
+    ds.save_as(tmp_path / "D.dcm")
+    reg = read_deformable_registration(tmp_path / "D.dcm")
+    p = small_grid.index_to_lps(np.array([[1.0, 2.0, 3.0]]))[0]
+    expected = post[:3, :3] @ (p + [1.5, 0.0, 0.0]) + post[:3, 3]
+    assert np.allclose(p + reg.displacement[1, 2, 3], expected, atol=1e-4)
 
 
 def test_deformable_left_handed_grid_keeps_points(images, tmp_path):
     ct, cb, _ = images
     g = Grid((4, 3, 2), (2.0, 3.0, 4.0), (0.0, 0.0, 10.0), (1, 0, 0, 0, 1, 0, 0, 0, -1))
     d = np.arange(np.prod(g.shape) * 3, dtype=np.float32).reshape(g.shape + (3,))
-    write_deformable_registration(d, g, ct, cb, tmp_path / "D.dcm")
-    d2, g2, _ = read_deformable_registration(tmp_path / "D.dcm")
-    assert np.linalg.det(g2.direction_matrix) > 0
+    write_deformable_registration(d, g, tmp_path / "D.dcm", registered=cb, source=ct, pre_matrix=rigid())
+    reg = read_deformable_registration(tmp_path / "D.dcm")
+    assert np.linalg.det(reg.grid.direction_matrix) > 0
     # the vector at each LPS point is unchanged
     for k in range(g.shape[0]):
         p = g.index_to_lps(np.array([[k, 1.0, 1.0]]))
-        k2 = np.rint(g2.lps_to_index(p)).astype(int)[0]
-        assert np.array_equal(d2[k2[0], k2[1], k2[2]], d[k, 1, 1])
+        k2 = np.rint(reg.grid.lps_to_index(p)).astype(int)[0]
+        assert np.allclose(reg.displacement[k2[0], k2[1], k2[2]], d[k, 1, 1], atol=1e-3)
 
 
 def test_deformable_refuses_bad_input(images, tmp_path, small_grid):
     ct, cb, _ = images
     with pytest.raises(InputError, match="shape"):
-        write_deformable_registration(np.zeros((2, 2, 2, 3)), small_grid, ct, cb, tmp_path / "x.dcm")
+        write_deformable_registration(np.zeros((2, 2, 2, 3)), small_grid, tmp_path / "x.dcm", registered=cb, source=ct)
+    with pytest.raises(TypeError):  # the roles are named: the old positional (fixed, moving) call cannot swap them silently
+        write_deformable_registration(np.zeros(small_grid.shape + (3,)), small_grid, ct, cb, tmp_path / "x.dcm")
     with pytest.raises(DicomError, match="not a Deformable"):
         write_spatial_registration(rigid(), ct, cb, tmp_path / "r.dcm")
         read_deformable_registration(tmp_path / "r.dcm")

@@ -3,7 +3,7 @@
 A result folder is written with the exporter the jobs use
 (:func:`art.results.write_plan_files`: RTSTRUCT, RTPLAN, RTDOSE on the planning
 CT) plus the registration objects ``art replan`` writes (REG: planning CT ←
-CBCT, DREG). The intact folder has no problem; each deliberately broken copy
+CBCT; DREG: CBCT ← planning CT). The intact folder has no problem; each deliberately broken copy
 (one reference changed) is reported, naming the file.
 """
 
@@ -57,7 +57,8 @@ def result(tmp_path_factory, coarse_patient):
     shift = np.eye(4)
     shift[:3, 3] = (2.0, -1.0, 3.0)
     write_spatial_registration(shift, ct, cbct, folder / "REG.dcm")
-    write_deformable_registration(np.zeros(cbct.grid.shape + (3,), np.float32), cbct.grid, ct, cbct, folder / "DREG.dcm")
+    write_deformable_registration(np.zeros(cbct.grid.shape + (3,), np.float32), cbct.grid, folder / "DREG.dcm", registered=cbct, source=ct,
+                                  pre_matrix=shift)  # fmt: skip
     return folder, ct, cbct, coarse_patient / "CT", coarse_patient / "CBCT_01"
 
 

@@ -184,10 +184,8 @@ def adapt(
     final_grid_mm : float, optional, keyword-only
         Export-grid spacing of the final doses (default :data:`art.final_dose.DEFAULT_FINAL_GRID_MM`).
     frame_link : ndarray (4, 4), optional, keyword-only
-        For a CBCT in its own frame of reference: the rigid link CBCT LPS → planning-CT LPS
-        (mm) read from the imaging system's Spatial Registration, the rigid registration's
-        starting point. Everything of today (structures, synthetic CT, isocentre, plans,
-        doses) is then in the CBCT's frame. None: one frame.
+        A CBCT in its own frame: the imaging system's rigid link CBCT LPS → planning-CT LPS (mm),
+        the rigid registration's start; today's objects are then in the CBCT's frame.
 
     Returns
     -------

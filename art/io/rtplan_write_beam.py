@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from art.io.dicom_common import format_ds, format_ds_list
+from art.io.dicom_common import format_ds, format_ds_list, set_ds_values
 from art.io.rtplan_common import energy_to_dicom
 from art.plan import Beam, Segment
 
@@ -81,7 +81,7 @@ def _positions(seg: Segment) -> Any:
     for kind, values in (("ASYMX", [x1, x2]), ("ASYMY", [y1, y2]), ("MLCX", list(seg.leaf_positions[0]) + list(seg.leaf_positions[1]))):
         it = Dataset()
         it.RTBeamLimitingDeviceType = kind
-        it.LeafJawPositions = format_ds_list(values)
+        set_ds_values(it, "LeafJawPositions", format_ds_list(values))
         items.append(it)
     return Sequence(items)
 

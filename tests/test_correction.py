@@ -83,19 +83,28 @@ def test_an_at_least_goal_moves_up_and_a_level_never_drops_below_half():
 
 
 @pytest.mark.slow
-def test_the_correction_meets_a_priority1_goal_missed_on_the_final_dose():
-    """C-shape (4 mm) with Core D10% ≤ 21 Gy at priority 1: missed after sequencing, met after the correction."""
+def test_the_correction_wins_back_a_priority1_goal_missed_on_the_final_dose_and_trades_nothing_silently():
+    """C-shape (4 mm) with Core D10% ≤ 21 Gy at priority 1: missed after sequencing (~25.5 Gy); the correction
+    meets it, and the MU-scaling guard (issue 16, item 5) then leaves PTV D95% short with its reason stated
+    rather than trading the core back (measured 2026-12-04: Core 21.0 Gy, PTV D95% 47.95 Gy)."""
+    from art.final_dose import goals_key
     from art.workflow import make_plan
     from art_phantoms.commissioning import c_shape
 
     case = c_shape(spacing=(4.0, 4.0, 4.0), dose_grid_mm=4.0)
     text = case.protocol_text.replace('metric = "D10%"\nat_most = 25.0\npriority = 2', 'metric = "D10%"\nat_most = 21.0\npriority = 1')
     protocol = parse_protocol(text)
+    without = make_plan(case.ct, case.structures, protocol, final_grid_mm=4.0, correction=False)
+    assert "correction" not in without.sequencing
+    core = {g.structure: g for g in without.goals if g.metric == "D10%"}["Core"]
+    assert not core.met and core.value > 23.0  # what sequencing and the final dose leave without the correction
     r = make_plan(case.ct, case.structures, protocol, final_grid_mm=4.0)
     rec = r.sequencing["correction"]
     assert rec["missed"] == ["Core D10%"]
     assert rec["fluence"][0]["kept"]
-    assert all(g.met for g in r.goals if g.priority == 1), [(g.structure, g.metric, g.value) for g in r.goals]
-    without = make_plan(case.ct, case.structures, protocol, final_grid_mm=4.0, correction=False)
-    assert "correction" not in without.sequencing
-    assert not all(g.met for g in without.goals if g.priority == 1)
+    goals = {(g.structure, g.metric): g for g in r.goals}
+    assert goals[("Core", "D10%")].met, goals[("Core", "D10%")].value
+    assert goals_key(r.goals) > goals_key(without.goals)
+    if not goals[("PTV", "D95%")].met:  # short only because the guard kept the core met, and said so
+        norm = r.sequencing["normalisation"]
+        assert norm["limited_by"] == ["Core D10% ≤ 21 Gy (priority 1)"] and norm["warnings"], norm

@@ -66,8 +66,10 @@ def write_plan_files(
     """
     from art.delivery import assert_deliverable
     from art.io import write_rtstruct
-    from art.io.rtdose import write_rtdose
-    from art.io.rtplan import write_rtplan
+    from art.io.derived_series import reference_images
+    from art.io.dicom_common import save_dataset
+    from art.io.rtdose import dose_to_dataset
+    from art.io.rtplan import plan_to_dataset
 
     rx = protocol.prescription
     assert_deliverable(plan, machine)
@@ -75,13 +77,14 @@ def write_plan_files(
     paths = {"rtstruct": folder / "RTSTRUCT.dcm", "rtplan": folder / "RTPLAN.dcm", "rtdose": folder / "RTDOSE.dcm"}
     write_rtstruct(structures, ct, paths["rtstruct"], label=rtstruct_label)
     ref = beam_dose_reference(ct.volume if dose_image is None else dose_image.volume, plan, machine, structures, rx.target)
-    plan_ds = write_rtplan(
-        plan, ct, paths["rtstruct"], paths["rtplan"], machine=machine, label=label, prescription_gy=rx.dose_gy, target_name=rx.target,
-        dose_reference=ref,
+    plan_ds = plan_to_dataset(
+        plan, ct, paths["rtstruct"], machine=machine, label=label, prescription_gy=rx.dose_gy, target_name=rx.target, dose_reference=ref,
     )
-    write_rtdose(dose, ct, paths["rtdose"], plan_ds_or_uid=plan_ds)
-    if dose_image is not None:
-        _reference_dose_image([paths["rtplan"], paths["rtdose"]], dose_image)
+    dose_ds = dose_to_dataset(dose, ct, plan_ds_or_uid=plan_ds)
+    for ds, key in ((plan_ds, "rtplan"), (dose_ds, "rtdose")):
+        if dose_image is not None:
+            reference_images(ds, dose_image)  # the image the dose was computed on (the sCT)
+        save_dataset(ds, paths[key])
     return paths
 
 
@@ -152,14 +155,3 @@ def beam_dose_reference(ct_hu: Any, plan: Any, machine: Any, structures: Any, ta
         share = parts / parts.sum() if parts.sum() > 0 else np.zeros_like(parts)
         doses[b.name] = [float(v) for v in total * share]
     return BeamDoseReference(tuple(float(v) for v in point), doses, description)
-
-
-def _reference_dose_image(files: list[Path], image: Any) -> None:
-    """Add ``image``'s slices to the ReferencedImageSequence of each written RT Plan / RT Dose file (rewritten in place)."""
-    from art.io.dicom_common import read_dataset, save_dataset
-    from art.io.derived_series import reference_images
-
-    for f in files:
-        ds = read_dataset(f)
-        reference_images(ds, image)
-        save_dataset(ds, f)

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from art.geometry import Volume
+from art.io.image_series import check_daily_position
 from art.plan import Plan
 from art.progress import Stages
 from art.structures import TARGET_TYPES, Structure, StructureSet
@@ -201,7 +202,7 @@ def adapt(
     stages = stages if stages is not None else Stages(show=False)
     confidence_threshold = CONFIDENCE_THRESHOLD if confidence_threshold is None else float(confidence_threshold)
     machine = machine if machine is not None else load_machine()
-    position = _daily_position(reference, cbct)
+    position = check_daily_position(reference.plan, cbct)
     ct, ref_ss, protocol = reference.ct.volume, reference.structures, reference.protocol
     cbct_vol = cbct.volume
     body = ref_ss.external()
@@ -234,26 +235,6 @@ def adapt(
                        propagated=propagated, synthetic_ct=sct, isocenter_lps=iso_today, scheduled_plan=scheduled,
                        scheduled_dose=scheduled_dose, scheduled_goals=scheduled_goals, adapted=adapted, independent_dose=independent,
                        gamma=gamma, contour_qa=qa, flagged=flagged)  # fmt: skip
-
-
-def _daily_position(reference: Any, cbct: Any) -> str:
-    """The patient position of the day: the reference plan's, which today's CBCT must share.
-
-    Raises
-    ------
-    InputError
-        The CBCT's PatientPosition is absent, not one art plans for, or not the plan's
-        (named with the CBCT's file and the attribute).
-    """
-    from art.errors import DicomError
-
-    position = reference.plan.patient_position
-    today = cbct.require_patient_position()
-    if today != position:
-        where = cbct.files[0] if cbct.files else None
-        raise DicomError(f"PatientPosition (0018,5100) {today} differs from the reference plan's {position}: "
-                         "the daily image must be taken in the treatment position", path=where)  # fmt: skip
-    return position
 
 
 def _guide_structures(ref_ss: StructureSet, contours: Any, confidence_threshold: float, field_of_view: np.ndarray | None = None) -> dict:

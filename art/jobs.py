@@ -193,16 +193,13 @@ def _read_replan_inputs(reference_dir: Path, cbct_dir: Path, contour_model: Path
     from art.dose import load_machine
     from art.errors import InputError
     from art.io import read_image_series
+    from art.io.image_series import check_daily_position
     from art.io.registration_frames import frame_link_for
     from art.reference import load_reference
 
     reference = load_reference(reference_dir)
     cbct = read_image_series(cbct_dir)
-    if cbct.require_patient_position() != reference.plan.patient_position:
-        raise InputError(
-            f"the CBCT's PatientPosition (0018,5100) {cbct.patient_position} differs from the reference plan's "
-            f"{reference.plan.patient_position}: the daily image must be taken in the treatment position", path=cbct_dir,
-        )  # fmt: skip
+    check_daily_position(reference.plan, cbct)  # before anything runs; adapt checks it again for library callers
     link = frame_link_for(cbct, reference.ct, cbct_dir=cbct_dir, registration=registration)
     if link is not None:
         stages.note(f"CBCT in its own frame of reference: linked to the planning CT by {link.path.name}")

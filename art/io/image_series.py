@@ -17,7 +17,7 @@ from art.geometry import Grid, Volume
 from art.io.dicom_common import PatientInfo
 from art.plan import check_patient_position
 
-__all__ = ["ImageSeries", "check_plan_position"]
+__all__ = ["ImageSeries", "check_plan_position", "check_daily_position"]
 
 
 @dataclass
@@ -125,3 +125,25 @@ def check_plan_position(plan: Any, image: ImageSeries, *, plan_path: str | Path 
             path=plan_path,
         )
     return position
+
+
+def check_daily_position(plan: Any, image: ImageSeries) -> str:
+    """The patient position of the day: the plan's, which today's image (the CBCT) must share.
+
+    Returns
+    -------
+    str
+        One of :data:`art.plan.PATIENT_POSITIONS`.
+
+    Raises
+    ------
+    DicomError
+        The image's PatientPosition is absent, not one art plans for, or not the plan's
+        (named with the image's first file and the attribute).
+    """
+    today = image.require_patient_position()
+    if today != plan.patient_position:
+        where = image.files[0] if image.files else None
+        raise DicomError(f"PatientPosition (0018,5100) {today} differs from the reference plan's {plan.patient_position}: "
+                         "the daily image must be taken in the treatment position", path=where)  # fmt: skip
+    return today

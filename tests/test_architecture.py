@@ -41,6 +41,8 @@ LAYERS: list[set[str]] = [
     {"adapt"},
     # jobs: what a command does, with inputs, outputs, provenance and the report
     {"jobs"},
+    # the DICOM node and batch engine: receives series, queues jobs on Dask, sends results
+    {"node"},
 ]
 
 #: The only modules of art that may import the digital phantoms (lazily): the demo job

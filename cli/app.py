@@ -82,6 +82,7 @@ def phantom(
     typer.echo(f"digital patient written to {out} ({summary['n_files']} files)", err=True)
 
 
+from art_cli.commands import batch as _batch  # noqa: E402
 from art_cli.commands import check as _check  # noqa: E402
 from art_cli.commands import demo as _demo  # noqa: E402
 from art_cli.commands import dose as _dose  # noqa: E402
@@ -90,7 +91,7 @@ from art_cli.commands import plan as _plan  # noqa: E402
 from art_cli.commands import replan as _replan  # noqa: E402
 from art_cli.commands import train_contours as _train_contours  # noqa: E402
 
-for _mod in (_demo, _plan, _dose, _check, _replan, _export, _train_contours):
+for _mod in (_demo, _plan, _dose, _check, _replan, _batch, _export, _train_contours):
     app.command(_mod.NAME)(_mod.command)
 
 

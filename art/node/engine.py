@@ -303,7 +303,7 @@ class JobEngine:
     retries : int, keyword-only
         Times a task is retried after an exception or its worker's death (default 2).
     connect_timeout_s : float, keyword-only
-        How long to try to reach ``scheduler``, seconds (default 10).
+        How long to try to reach ``scheduler``, seconds (default 5).
     memory_per_job_gb : float, keyword-only
         Peak memory of one re-plan for :func:`machine_size`, GiB (default 3).
 
@@ -316,7 +316,7 @@ class JobEngine:
     """
 
     def __init__(self, *, scheduler: str | None = None, workers: int | None = None, threads_per_worker: int | None = None,
-                 retries: int = 2, connect_timeout_s: float = 10.0, memory_per_job_gb: float = 3.0) -> None:  # fmt: skip
+                 retries: int = 2, connect_timeout_s: float = 5.0, memory_per_job_gb: float = 3.0) -> None:  # fmt: skip
         _check_count("workers", workers, 1)
         _check_count("threads_per_worker", threads_per_worker, 1)
         _check_count("retries", retries, 0)

@@ -149,3 +149,30 @@ def test_job_spec_paths_are_absolute(tmp_path, monkeypatch):
     job = JobSpec(reference="ref", cbct=Path("cbct"), out="out", registration="REG.dcm")
     assert job.reference == tmp_path / "ref" and job.out.is_absolute() and job.registration == tmp_path / "REG.dcm"
     assert job.final_grid_mm is None
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_worker_killed_while_writing_a_replan_leaves_no_partial_result(tmp_path):
+    """A real re-plan; its worker is killed while the result is being written; the retry writes it completely."""
+    from tests.node.replan_case import make_case
+
+    case = make_case(tmp_path / "case")
+    out = tmp_path / "day1"
+    job = JobSpec(reference=case["reference"], cbct=case["cbcts"][0], out=out, final_grid_mm=4.0)
+    with JobEngine(workers=2, threads_per_worker=1, retries=2) as eng:
+        fut = eng.submit("replan-killed", job)
+        deadline = time.monotonic() + 900
+        while not list(tmp_path.glob(".day1.tmp-*")):  # the first attempt is writing its result
+            assert not fut.done() and time.monotonic() < deadline, "never saw the result being written"
+            time.sleep(0.05)
+        (addr, keys), = [(a, k) for a, k in eng.client.processing().items() if "replan-killed" in k]
+        pid = eng.client.run(os.getpid, workers=[addr])[addr]
+        os.kill(pid, signal.SIGKILL)
+        partial = list(tmp_path.glob(".day1.tmp-*"))
+        assert partial and not out.exists()
+        res = fut.result(timeout=1200)
+    assert res["status"] == "done" and res["exit_code"] in (0, 3), res
+    names = {p.name for p in out.iterdir()}
+    assert {"RTPLAN.dcm", "RTDOSE.dcm", "RTSTRUCT.dcm", "REG.dcm", "DREG.dcm", "summary.json", "report.html", "sCT"} <= names
+    assert not list(tmp_path.glob(".day1.tmp-*"))  # the killed attempt's temporary folder was removed by the retry

@@ -16,8 +16,11 @@ Failures
   on the embedded cluster; an existing cluster keeps its own configuration).
 * Results are written atomically (:func:`art.outputs.atomic_output_dir`): a worker killed
   mid-job leaves no ``out`` folder, only its hidden temporary sibling
-  ``.<out name>.tmp-*``; the retry removes such stale folders (under a per-output lock,
-  so never one a live job is writing) before it writes the result afresh.
+  ``.<out name>.tmp-*``; the retry removes such stale folders (under a per-output lock on
+  its machine, so never one a live job on that machine is writing) before it writes the
+  result afresh. (Workers on several hosts sharing a file system: a worker the scheduler
+  presumes dead while it is still writing could lose its temporary folder to the retry;
+  its own move then fails and the retry's result stands.)
 
 Threads
 -------
@@ -139,57 +142,73 @@ def limit_threads(n: int) -> None:
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(n)
 
 
+def _worker_slots() -> int | None:
+    """Task slots (threads) of the Dask worker running this code; None outside a worker."""
+    try:
+        from distributed import get_worker
+
+        return max(1, int(get_worker().state.nthreads))
+    except (ImportError, ValueError, AttributeError):  # not in a worker
+        return None
+
+
 def _job_threads() -> int:
     """Threads one job may use in this worker: ``ART_JOB_THREADS``, else CPUs / the worker's task slots."""
     value = os.environ.get("ART_JOB_THREADS", "")
     if value.isdigit() and int(value) > 0:
         return int(value)
-    try:
-        from distributed import get_worker
-
-        slots = get_worker().state.nthreads
-    except (ImportError, ValueError, AttributeError):  # not in a worker
-        slots = 1
-    return max(1, _cpu_count() // max(1, slots))
+    return max(1, _cpu_count() // (_worker_slots() or 1))
 
 
 def _lock_path(out: Path) -> Path:
     digest = hashlib.sha256(str(out).encode("utf-8")).hexdigest()[:32]
-    return Path(tempfile.gettempdir()) / "art-output-locks" / f"{digest}.lock"
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return Path(tempfile.gettempdir()) / f"art-output-locks-{uid}" / f"{digest}.lock"
 
 
 @contextlib.contextmanager
-def output_lock(out: Path) -> Iterator[None]:
+def output_lock(out: Path) -> Iterator[bool]:
     """Hold this machine's exclusive lock on a result folder while a job writes it.
 
     The lock (``flock`` on a file in the temporary folder, never in ``out``'s folder) is
     released by the kernel when the holder dies, so a retry after a killed worker gets it.
 
+    Yields
+    ------
+    bool
+        True if locked; False where no lock can be taken (no ``flock``, or the lock
+        folder is not writable): the job then runs unlocked.
+
     Raises
     ------
     InputError
-        Another live job holds it (the same result folder is being written now).
+        Another live job on this machine holds it (the same result folder is being written now).
     """
     try:
         import fcntl
-    except ImportError:  # no flock (Windows): no lock
-        yield
+    except ImportError:  # no flock (Windows)
+        yield False
         return
-    path = _lock_path(Path(out))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as fh:
+    path = _lock_path(Path(out).absolute())
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fh = open(path, "a+b")
+    except OSError:
+        yield False
+        return
+    with fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise InputError("another job is writing this result folder now", path=out) from None
         try:
-            yield
+            yield True
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def remove_stale_temporaries(out: Path) -> list[Path]:
-    """Remove the temporary folders a killed writer of ``out`` left (``.<name>.tmp-*``); call under :func:`output_lock`.
+    """Remove the temporary folders a killed writer of ``out`` left (``.<name>.tmp-*``); only under :func:`output_lock`.
 
     Returns
     -------
@@ -206,6 +225,10 @@ def remove_stale_temporaries(out: Path) -> list[Path]:
 def run_replan(job: JobSpec) -> dict:
     """The re-plan task: :func:`art.jobs.replan_job` (``show=False``) on one :class:`JobSpec`.
 
+    In a Dask worker, first sizes the job's thread pools (:func:`limit_threads`). The
+    result folder is written under :func:`output_lock`, after removing the temporary
+    folders a killed earlier attempt left (:func:`remove_stale_temporaries`).
+
     Returns
     -------
     dict
@@ -215,10 +238,12 @@ def run_replan(job: JobSpec) -> dict:
         "exit_code": 1, "wall_s"}``. Other exceptions propagate (Dask retries them).
     """
     t0 = time.perf_counter()
-    limit_threads(_job_threads())
+    if _worker_slots() is not None:  # in a Dask worker (called in-process, e.g. serially, the process keeps its own sizes)
+        limit_threads(_job_threads())
     try:
-        with output_lock(job.out):
-            remove_stale_temporaries(job.out)
+        with output_lock(job.out) as locked:
+            if locked:  # no live writer of job.out on this machine: its temporaries are a killed attempt's
+                remove_stale_temporaries(job.out)
             from art.jobs import replan_job
 
             summary = replan_job(job.reference, job.cbct, job.out, show=False, final_grid_mm=job.final_grid_mm, registration=job.registration)

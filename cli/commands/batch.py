@@ -15,7 +15,9 @@ NAME = "batch"
 
 
 def command(
-    manifest: Annotated[Path, typer.Argument(metavar="MANIFEST.toml", help="Manifest (TOML): [defaults] and one [[job]] row per re-plan (reference, cbct, out).")],
+    manifest: Annotated[
+        Path, typer.Argument(metavar="MANIFEST.toml", help="Manifest (TOML): [defaults] and one [[job]] row per re-plan (reference, cbct, out).")
+    ],
     scheduler: Annotated[
         Optional[str], typer.Option("--scheduler", help="An existing Dask scheduler, tcp://HOST:8786 (default: an embedded cluster on this machine).")
     ] = None,

@@ -49,6 +49,15 @@ def _new_context(protocol: int) -> ssl.SSLContext:
     return ctx
 
 
+def _encrypted(private_key: Path) -> bool:
+    """Whether a PEM private key file is encrypted (PKCS#8 or the older OpenSSL header)."""
+    try:
+        text = private_key.read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return False
+    return "-----BEGIN ENCRYPTED PRIVATE KEY-----" in text or "Proc-Type: 4,ENCRYPTED" in text
+
+
 def _load_chain(ctx: ssl.SSLContext, certificate: Path, private_key: Path, password: str | None) -> None:
     """Load our certificate and key; refuse a wrong key or a missing password with the files' names."""
 
@@ -61,7 +70,7 @@ def _load_chain(ctx: ssl.SSLContext, certificate: Path, private_key: Path, passw
         why = str(getattr(exc, "reason", "") or exc)
         if "KEY_VALUES_MISMATCH" in why.upper():
             problem = "the private key does not belong to the certificate"
-        elif "BAD_DECRYPT" in why.upper() or "BAD PASSWORD" in why.upper() or "DECRYPT" in why.upper():
+        elif _encrypted(private_key):
             problem = "the private key is encrypted and the password is missing or wrong"
         else:
             problem = f"OpenSSL refused the certificate or the private key ({why})"

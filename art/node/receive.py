@@ -43,7 +43,7 @@ import numpy as np
 
 from art.errors import DicomError, InputError
 
-__all__ = ["ReceivedInstance", "SeriesEvent", "SeriesTracker", "check_series"]
+__all__ = ["ReceivedInstance", "SeriesEvent", "SeriesTracker", "check_series", "content_hash", "series_files", "expected_count_of"]
 
 log = logging.getLogger("art.node")
 
@@ -450,12 +450,12 @@ def _linking_registration(event: SeriesEvent, frame: str, sops: list[str], refer
                 continue  # another patient's: not a candidate (and not named)
             matrices = _frame_matrices(ds, reg, images)
         except DicomError as exc:
-            problems.append(f"{reg.parent.name[-8:]}/{reg.name[-12:]}: {exc.problem}")
+            problems.append(f"{reg.name}: {exc.problem}")
             continue
         if set(matrices) == wanted:
             links.append((reg, np.linalg.inv(matrices[reference_frame_uid]) @ matrices[frame]))
         else:
-            problems.append(f"{reg.name[-12:]}: links frames {', '.join(sorted(_short(f) for f in matrices))}")
+            problems.append(f"{reg.name}: links frames {' and '.join(sorted(_short(f) for f in matrices))}, not these two")
     if not links:
         detail = f" (REG files of this patient considered: {'; '.join(problems)})" if problems else ""
         raise InputError(f"frame of reference {_short(frame)} is not the registered reference's ({_short(reference_frame_uid)}) "

@@ -182,6 +182,14 @@ def _quiet_pynetdicom() -> None:
         lg.setLevel(logging.WARNING)
 
 
+def _log_rejected(event: Any) -> None:
+    """EVT_REJECTED (an unknown calling or called AE title): say who was turned away and why."""
+    with contextlib.suppress(Exception):
+        rq, rj = event.assoc.requestor.primitive, event.assoc.acceptor.primitive
+        log.warning("association from %s (calling AE %s, called AE %s) rejected: %s", event.assoc.requestor.address,
+                    str(rq.calling_ae_title).strip(), str(rq.called_ae_title).strip(), rj.reason_str.lower())  # fmt: skip
+
+
 def _uid(ds: Any, keyword: str) -> str:
     """A UID attribute of the received dataset, checked (it becomes a file name)."""
     value = str(ds.get(keyword, "") or "").strip().rstrip("\0").strip()
@@ -282,13 +290,14 @@ class StorageSCP:
         for sop in STORAGE_SOP_CLASSES:
             ae.add_supported_context(sop, syntaxes)
         ae.add_supported_context(Verification)
-        handlers = [(evt.EVT_C_STORE, self._handle_store), (evt.EVT_REQUESTED, self._handle_requested)]
+        handlers = [(evt.EVT_C_STORE, self._handle_store), (evt.EVT_REQUESTED, self._handle_requested),
+                    (evt.EVT_REJECTED, _log_rejected)]  # fmt: skip
         try:
             server = ae.make_server((self.host, self.port), ssl_context=self.ssl_context, evt_handlers=handlers,
                                     server_class=_server_class())  # fmt: skip
         except OSError as exc:
             raise NetworkError(f"Storage SCP {self.ae_title}: cannot listen on {self.host}:{self.port}: {exc.strerror or exc}") from exc
-        thread = threading.Thread(target=server.serve_forever, name=f"art-scp-{self.ae_title}", daemon=True)
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name=f"art-scp-{self.ae_title}", daemon=True)
         thread.start()
         self._server, self._thread, self.port = server, thread, int(server.server_address[1])
         log.info("Storage SCP %s listening on %s:%d%s", self.ae_title, self.host, self.port, " (TLS)" if self.ssl_context else "")

@@ -104,3 +104,17 @@ def store_files(port: int, files: list[Path], *, tls=None, calling: str = CALLIN
         return statuses
     finally:
         assoc.release()
+
+
+_PHANTOM: dict[str, Path] = {}
+
+
+def shared_phantom(tmp_path_factory) -> Path:
+    """One small digital patient per test session (CT 5x4x4 mm, CBCT_01, RTSTRUCT), shared by the node tests."""
+    if "root" not in _PHANTOM or not _PHANTOM["root"].is_dir():
+        from art_phantoms.write import write_phantom
+
+        out = tmp_path_factory.getbasetemp() / "node-phantom" / "patient"
+        write_phantom(out, seed=1, fractions=1, spacing=(5.0, 4.0, 4.0))
+        _PHANTOM["root"] = out
+    return _PHANTOM["root"]

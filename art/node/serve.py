@@ -44,6 +44,7 @@ class Node:
         self._own_engine = engine is None
         self._futures: dict[int, Any] = {}
         self._sending: dict[int, Any] = {}
+        self._waiting: dict[int, float] = {}  # received jobs waiting for a REG that links their frame: job id → deadline
         self._senders = ThreadPoolExecutor(max_workers=2, thread_name_prefix="art-send")
         self.scp = None
         self.tracker = None
@@ -90,7 +91,7 @@ class Node:
         """After a restart: check received jobs again, run queued/running ones, send done ones."""
         for job in self.store.jobs(["received", "queued", "running", "done"]):
             if job["state"] == "received":
-                self._check_job(job["id"])
+                self._check_job(job["id"], last_try=True)
             elif job["state"] == "done":
                 self._send(job["id"])
             else:
@@ -101,10 +102,14 @@ class Node:
         """One round: new series → jobs, finished runs → results, finished sends → states."""
         from art.node.steps import finished_run, new_series
 
+        now = time.time() if now is None else now
         for event in self.tracker.poll(now):
             job_id = new_series(self, event)
             if job_id is not None and self.store.job(job_id)["state"] == "received":
-                self._check_job(job_id)
+                self._check_job(job_id, now)
+        for job_id, deadline in list(self._waiting.items()):
+            del self._waiting[job_id]
+            self._check_job(job_id, now, last_try=now >= deadline)
         self._mark_running()
         for job_id, fut in list(self._futures.items()):
             if fut.done():
@@ -118,13 +123,18 @@ class Node:
     @property
     def idle(self) -> bool:
         """No run, send or arriving series in progress, nothing queued."""
-        return not self._futures and not self._sending and not self.tracker.pending()
+        return not self._futures and not self._sending and not self._waiting and not self.tracker.tracked()
 
-    def _check_job(self, job_id: int) -> None:
+    def _check_job(self, job_id: int, now: float | None = None, *, last_try: bool = False) -> None:
+        """Check a received job; one whose frame no REG links yet waits a quiet period for the REG (sent after the images)."""
         from art.node.steps import check_job
 
-        if check_job(self, job_id):
+        verdict = check_job(self, job_id, wait_for_reg=not last_try)
+        if verdict is True:
             self._submit(job_id)
+        elif verdict is None:
+            start = time.time() if now is None else now
+            self._waiting.setdefault(job_id, start + max(self.config.quiet_period_s, 2.0))
 
     def _submit(self, job_id: int) -> None:
         from art.node.steps import submit_job

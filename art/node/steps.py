@@ -81,11 +81,13 @@ def _series_event(folder: Path) -> Any:
     )  # fmt: skip
 
 
-def check_job(node: Any, job_id: int) -> bool:
+def check_job(node: Any, job_id: int, *, wait_for_reg: bool = False) -> bool | None:
     """Match a received job to its registered reference and check its files; ``queued`` (True) or ``failed`` (False).
 
     The series must be CT images of a registered patient, in the reference's frame of
     reference or linked to it by a REG the sender also sent (copied into the job's folder).
+    With ``wait_for_reg``, a series in another frame with no linking REG yet stays
+    ``received`` (None): the REG may follow the images.
     """
     from art.errors import ArtError
     from art.node.receive import check_series
@@ -111,6 +113,8 @@ def check_job(node: Any, job_id: int) -> bool:
                 shutil.copy2(reg, registration)
             store.set_state(job_id, "queued", "", reference_dir=refs[frame], registration=registration)
             return True
+        if wait_for_reg and event.frame_of_reference_uid not in refs and "REG" in str(problem):
+            return None
         store.set_state(job_id, "failed", f"received series refused: {getattr(problem, 'problem', problem)}")
     except (ArtError, OSError) as exc:
         store.set_state(job_id, "failed", f"received series refused: {exc}")

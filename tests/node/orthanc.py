@@ -8,6 +8,8 @@ or ``Orthanc`` on ``PATH``) with a JSON configuration of its own in a temporary 
   that file is read only when passed on the command line, and it never is here);
 - DICOM and HTTP on free loopback ports (``RemoteAccessAllowed`` false), the called AE title
   checked (``DicomCheckCalledAet``), jobs neither saved nor restored (``--no-jobs``);
+- ``TCP_NODELAY=1`` in its environment (dcmtk, its DICOM stack, then disables Nagle's
+  algorithm: about 20 ms per C-STORE instead of 65 ms);
 - REST authentication off, or on with one user (``user=("name", "password")``);
 - DICOM TLS (Orthanc ≥ 1.9: ``DicomTlsEnabled`` ...) with ``tls=OrthancTLS(...)``.
 
@@ -124,6 +126,7 @@ class OrthancServer:
         self._extra = dict(config or {})
         self.proc: subprocess.Popen | None = None
         self.startup_s: float | None = None
+        self._study_uids: dict[str, str] = {}
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -181,9 +184,12 @@ class OrthancServer:
         cfg_path = self.workdir / "orthanc.json"
         cfg_path.write_text(json.dumps(self.configuration(), indent=2))
         t0 = time.monotonic()
+        # TCP_NODELAY=1: dcmtk (Orthanc's DICOM server) then disables Nagle's algorithm; without it every
+        # C-STORE response waits for our delayed ACK (45 instances: 2.9 s instead of 0.85 s)
+        env = dict(os.environ, TCP_NODELAY="1")
         with open(self.log, "ab") as fh:
             self.proc = subprocess.Popen([exe, "--no-jobs", str(cfg_path)], stdout=fh, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, cwd=self.workdir)  # fmt: skip
+                                         stdin=subprocess.DEVNULL, cwd=self.workdir, env=env)  # fmt: skip
         try:
             self._wait_started(t0)
         except BaseException:
@@ -282,10 +288,10 @@ class OrthancServer:
     def _study_uid(self, study_id: str | None) -> str:
         if not study_id:
             return ""
-        cache = self.__dict__.setdefault("_studies", {})
-        if study_id not in cache:
-            cache[study_id] = self.rest(f"/studies/{study_id}").get("MainDicomTags", {}).get("StudyInstanceUID", "")
-        return cache[study_id]
+        if study_id not in self._study_uids:
+            tags = self.rest(f"/studies/{study_id}").get("MainDicomTags", {})
+            self._study_uids[study_id] = tags.get("StudyInstanceUID", "")
+        return self._study_uids[study_id]
 
     def count(self) -> int:
         """The number of stored instances (``GET /statistics``)."""

@@ -53,16 +53,18 @@ def find_dicom_files(folder: str | Path) -> tuple[list[Path], list[Path]]:
     dicom, other : list of Path, list of Path
         Absolute paths, sorted.
     """
-    from art.io.dicom_common import looks_like_dicom
-
     folder = Path(folder)
     dicom, other = [], []
     for p in sorted(q for q in folder.rglob("*") if q.is_file()):
-        if looks_like_dicom(p) or (_is_raw_dataset(p) and _raw_has_sop_class(p)):
-            dicom.append(p)
-        else:
-            other.append(p)
+        (dicom if _is_dicom(p) else other).append(p)
     return dicom, other
+
+
+def _is_dicom(path: Path) -> bool:
+    """True when ``path`` is a DICOM file as :func:`find_dicom_files` counts them."""
+    from art.io.dicom_common import looks_like_dicom
+
+    return looks_like_dicom(path) or (_is_raw_dataset(path) and _raw_has_sop_class(path))
 
 
 def _raw_has_sop_class(path: Path) -> bool:

@@ -8,6 +8,7 @@ inside the functions.
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import threading
 from pathlib import Path
@@ -45,6 +46,20 @@ def _check_peer(host: Any, port: Any, timeout_s: Any) -> tuple[str, int, float]:
     return host.strip(), int(port), t
 
 
+def _check_tls(tls: Any) -> Any:
+    """``tls`` as given when it is None or a client-side :class:`ssl.SSLContext`; InputError otherwise."""
+    import ssl
+
+    if tls is None:
+        return None
+    if not isinstance(tls, ssl.SSLContext):
+        raise InputError(f"tls must be an ssl.SSLContext (client side) or None, got {type(tls).__name__}")
+    if tls.protocol == ssl.PROTOCOL_TLS_SERVER:
+        raise InputError("tls must be a client-side ssl.SSLContext (e.g. ssl.create_default_context(cafile=...)), "
+                         "got a server-side one (PROTOCOL_TLS_SERVER)")  # fmt: skip
+    return tls
+
+
 def _sop_class_name(uid: str) -> str:
     from pydicom.uid import UID
 
@@ -65,23 +80,25 @@ def _make_ae(calling_ae: str, timeout_s: float) -> Any:
     return ae
 
 
-def _associate(ae: Any, host: str, port: int, called_ae: str, *, attempts: int = 3) -> tuple[Any, str]:
+def _associate(ae: Any, host: str, port: int, called_ae: str, *, attempts: int = 3, tls: Any = None) -> tuple[Any, str]:
     """Request an association; return it and '' or None and why it failed (one line).
 
     A peer that rejects an association and closes the connection at once is
     sometimes seen by pynetdicom as an abort (the close overtakes the
     A-ASSOCIATE-RJ): an association aborted during negotiation is requested
     again (``attempts`` in all; no data has been sent) so that the peer's
-    reason can be reported.
+    reason can be reported. ``tls``: an :class:`ssl.SSLContext` to connect
+    with (DICOM over TLS), or None.
     """
     for k in range(attempts):
-        assoc, why = _associate_once(ae, host, port, called_ae)
+        assoc, why = _associate_once(ae, host, port, called_ae, tls=tls)
         if assoc is not None or not why.endswith("aborted during negotiation"):
             return assoc, why
-    return None, why + f" ({attempts} attempts)"
+    hint = "; over TLS, also how a peer refuses a missing or untrusted client certificate" if tls is not None else ""
+    return None, why + f" ({attempts} attempts{hint})"
 
 
-def _associate_once(ae: Any, host: str, port: int, called_ae: str) -> tuple[Any, str]:
+def _associate_once(ae: Any, host: str, port: int, called_ae: str, *, tls: Any = None) -> tuple[Any, str]:
     from pynetdicom import evt
 
     connected = threading.Event()
@@ -93,7 +110,13 @@ def _associate_once(ae: Any, host: str, port: int, called_ae: str) -> tuple[Any,
         with contextlib.suppress(Exception):
             event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    assoc = ae.associate(host, port, ae_title=called_ae, evt_handlers=[(evt.EVT_CONN_OPEN, on_open)])
+    handlers = [(evt.EVT_CONN_OPEN, on_open)]
+    if tls is None:
+        assoc = ae.associate(host, port, ae_title=called_ae, evt_handlers=handlers)
+    else:
+        with _ConnectErrors() as errors:
+            # server_hostname: the peer's certificate is checked against it when the context checks host names
+            assoc = ae.associate(host, port, ae_title=called_ae, evt_handlers=handlers, tls_args=(tls, host))
     if assoc.is_established:
         return assoc, ""
     peer = f"{called_ae}@{host}:{port}"
@@ -107,10 +130,49 @@ def _associate_once(ae: Any, host: str, port: int, called_ae: str) -> tuple[Any,
         names = sorted({_sop_class_name(str(cx.abstract_syntax)) for cx in assoc.rejected_contexts})
         return None, f"{peer} accepted none of the proposed SOP classes ({', '.join(names)})"
     if not connected.is_set():
+        if tls is not None:
+            return None, f"cannot connect to {host}:{port} over TLS ({errors.of(assoc) or _TLS_HINT})"
         return None, f"cannot connect to {host}:{port} (connection refused, host unreachable or timed out)"
     if assoc.is_aborted:
         return None, f"association with {peer} aborted during negotiation"
     return None, f"no association with {peer} (no answer within the timeout)"
+
+
+_TLS_HINT = "connection refused, host unreachable, timed out, or the TLS handshake failed"
+
+
+class _ConnectErrors(logging.Handler):
+    """Collects pynetdicom's connection errors while installed (``with``), to name why a TLS connection failed.
+
+    pynetdicom logs the exception of a failed connection (``TCP Initialisation
+    Error: ...``, e.g. ``[SSL: CERTIFICATE_VERIFY_FAILED] ...``) from the
+    association's DUL thread and reports no more; :meth:`of` picks the message
+    logged by one association's thread.
+    """
+
+    _PREFIX = "TCP Initialisation Error: "
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[tuple[int | None, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):
+            msg = record.getMessage()
+            if msg.startswith(self._PREFIX):
+                self.records.append((record.thread, msg[len(self._PREFIX):].strip()))
+
+    def __enter__(self) -> _ConnectErrors:
+        logging.getLogger("pynetdicom").addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger("pynetdicom").removeHandler(self)
+
+    def of(self, assoc: Any) -> str:
+        ident = getattr(getattr(assoc, "dul", None), "ident", None)
+        mine = [m for t, m in self.records if t == ident and ident is not None]
+        return mine[-1] if mine else ""
 
 
 def _presentation_contexts(files: list[_File], folder: Path) -> list[tuple[str, list[str]]]:

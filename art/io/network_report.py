@@ -74,7 +74,8 @@ class StoreReport:
     called_ae, calling_ae : str
         The peer's AE title and ours.
     results : list of StoreResult
-        One per DICOM file found, in sorted path order.
+        One per DICOM file found, in sorted path order (``send_folder(files=...)``:
+        one per file chosen, in the order given).
     skipped : list of Path
         Files that are not DICOM (relative to ``folder``), not sent.
     error : str

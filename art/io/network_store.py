@@ -70,7 +70,8 @@ def _sendable(files: list[_File], result: Any) -> list[_File]:
 
 
 def _open_and_store(
-    report: StoreReport, files: list[_File], contexts: list[tuple[str, list[str]]], result: Any, timeout_s: float
+    report: StoreReport, files: list[_File], contexts: list[tuple[str, list[str]]], result: Any, timeout_s: float,
+    *, tls: Any = None,
 ) -> None:
     """Associate with the peer of ``report`` proposing ``contexts``, and send ``files`` by C-STORE.
 
@@ -88,11 +89,13 @@ def _open_and_store(
         the last call counts).
     timeout_s : float
         Connection, association and response timeout, s.
+    tls : ssl.SSLContext, optional, keyword-only
+        Connect over TLS with this (client-side) context.
     """
     ae = _make_ae(report.calling_ae, timeout_s)
     for sop, tss in contexts:
         ae.add_requested_context(sop, tss)
-    assoc, why = _associate(ae, report.host, report.port, report.called_ae)
+    assoc, why = _associate(ae, report.host, report.port, report.called_ae, tls=tls)
     if assoc is None:
         report.error = why
         for f in files:

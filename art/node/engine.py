@@ -387,6 +387,10 @@ class JobEngine:
             raise InputError(f"job must be a JobSpec, got {type(job).__name__}")
         return self.submit_call(key, fn or run_replan, job, resources=self._job_resources)
 
+    def processing_keys(self) -> set[str]:
+        """Keys of the tasks a worker is running now (a job is ``running`` rather than ``queued``)."""
+        return {str(k) for keys in self._client.processing().values() for k in keys}
+
     def worker_pids(self) -> dict[str, int]:
         """Process id of each worker, by worker address."""
         return self._client.run(os.getpid)

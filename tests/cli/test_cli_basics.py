@@ -7,7 +7,7 @@ import pytest
 
 from art_cli.app import run
 
-COMMANDS = ["phantom", "demo", "plan", "dose", "replan", "export"]
+COMMANDS = ["phantom", "demo", "plan", "dose", "replan", "export", "register", "serve", "jobs", "batch"]
 
 
 def test_top_level_help_lists_every_command(capsys):
@@ -68,7 +68,7 @@ def test_every_designed_command_is_registered():
     from art_cli.app import app
 
     names = {c.name or c.callback.__name__ for c in app.registered_commands}
-    assert {"demo", "phantom", "plan", "dose", "replan", "export"} <= names
+    assert set(COMMANDS) <= names
 
 
 @pytest.mark.parametrize("with_pdf", [False, True])

@@ -39,7 +39,8 @@ def make_case(root: Path, *, seed: int = 1, fractions: int = 1, spacing=COARSE_S
               coarse_dose_grid: bool = True) -> dict:  # fmt: skip
     """``root/patient`` (the phantom with ``fractions`` CBCTs) and ``root/reference`` (CT, RTSTRUCT, RTPLAN, protocol.toml).
 
-    ``coarse_dose_grid``: the reference's protocol computes dose on a 5 mm grid (else the phantom's 3 mm).
+    ``coarse_dose_grid``: the protocol computes dose on a 5 mm grid (else the phantom's 3 mm), and the
+    reference plan's final dose is on a 4 mm grid.
 
     Returns ``{"patient": Path, "reference": Path, "cbcts": [Path, ...]}``.
     """
@@ -48,18 +49,18 @@ def make_case(root: Path, *, seed: int = 1, fractions: int = 1, spacing=COARSE_S
     root = Path(root)
     patient, ref = root / "patient", root / "reference"
     write_phantom(patient, seed=seed, fractions=fractions, spacing=tuple(spacing))
+    proto = patient / "protocol.toml"
+    if coarse_dose_grid:
+        proto.write_text(proto.read_text(encoding="utf-8").replace("grid_mm = 3.0", "grid_mm = 5.0"), encoding="utf-8")
     if optimise:
         from art.jobs import plan_job
 
-        plan_job(patient / "CT", patient / "RTSTRUCT.dcm", patient / "protocol.toml", ref, show=False)
+        plan_job(patient / "CT", patient / "RTSTRUCT.dcm", proto, ref, show=False, final_grid_mm=4.0 if coarse_dose_grid else None)
     else:
         ref.mkdir(parents=True)
         shutil.copy2(patient / "RTSTRUCT.dcm", ref / "RTSTRUCT.dcm")
     shutil.copytree(patient / "CT", ref / "CT")
-    proto = (patient / "protocol.toml").read_text(encoding="utf-8")
-    if coarse_dose_grid:
-        proto = proto.replace("grid_mm = 3.0", "grid_mm = 5.0")
-    (ref / "protocol.toml").write_text(proto, encoding="utf-8")
+    shutil.copy2(proto, ref / "protocol.toml")
     if not optimise:
         simple_plan(ref)
     cbcts = sorted(p for p in patient.iterdir() if p.is_dir() and p.name.startswith("CBCT"))

@@ -9,7 +9,6 @@ it, and a client certificate signed by another CA.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -19,37 +18,12 @@ CALLING = "CBCT1"
 CALLED = "ART"
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
-
-
-def _leaf(folder: Path, name: str, ca: str, *, cn: str, ext: str) -> None:
-    (folder / f"{name}.ext").write_text(ext)
-    _openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}", cwd=folder)  # fmt: skip
-    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-CAcreateserial",
-             "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=folder)  # fmt: skip
-
-
 def make_certificates(folder: Path) -> dict[str, Path]:
-    """CA ``ca``, ``server`` (127.0.0.1, localhost), ``client`` (signed by ca), ``stranger`` (signed by ``other_ca``).
+    """Test certificates (tests/node/tls_certs.py) by role: ``ca``, ``other_ca``, ``server``/``server_key``,
+    ``client``/``client_key`` (signed by ca), ``stranger``/``stranger_key`` (signed by other_ca)."""
+    from tests.node.tls_certs import make_certificates as make
 
-    Returns name → path for ``<name>.pem`` and ``<name>.key`` as ``name`` and ``name_key``.
-    """
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command line is not installed")
-    folder.mkdir(parents=True, exist_ok=True)
-    for ca in ("ca", "other_ca"):
-        _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
-                 "-keyout", f"{ca}.key", "-out", f"{ca}.pem", "-subj", f"/CN=art test {ca}",
-                 "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=folder)  # fmt: skip
-    _leaf(folder, "server", "ca", cn="localhost", ext="subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
-    _leaf(folder, "client", "ca", cn="CBCT1", ext="extendedKeyUsage=clientAuth\n")
-    _leaf(folder, "stranger", "other_ca", cn="CBCT1", ext="extendedKeyUsage=clientAuth\n")
-    out = {}
-    for name in ("ca", "other_ca", "server", "client", "stranger"):
-        out[name], out[f"{name}_key"] = folder / f"{name}.pem", folder / f"{name}.key"
-    return out
+    return make(folder).as_dict()
 
 
 def dcmtk_storescu() -> str:

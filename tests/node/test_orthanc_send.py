@@ -18,12 +18,12 @@ from pathlib import Path
 import pydicom
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "io"))
 from dicom_peers import dataset_bytes  # noqa: E402
-from orthanc import OrthancServer, OrthancTLS, free_port, orthanc_fixture, require_orthanc  # noqa: E402
-from result_folder import write_result_folder  # noqa: E402
-from tls_certs import make_certificates  # noqa: E402
+
+from tests.node.orthanc import OrthancServer, OrthancTLS, free_port, orthanc_fixture, require_orthanc  # noqa: E402
+from tests.node.result_folder import write_result_folder  # noqa: E402
+from tests.node.tls_certs import make_certificates  # noqa: E402
 
 from art.errors import InputError, NetworkError  # noqa: E402
 from art.io.network import send_folder, verify  # noqa: E402

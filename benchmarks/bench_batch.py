@@ -18,7 +18,13 @@ memory of this process serially, of each worker process on the cluster; sampled 
 ``--size demo`` (default): the phantom's default planning CT spacing (3, 2, 2) mm and its
 protocol; ``--size coarse``: (5, 4, 4) mm, a 5 mm dose grid and a 4 mm export grid.
 
-Run: ``.venv/bin/python benchmarks/bench_batch.py [--n 6] [--size demo|coarse] [--quick] [--skip-serial] [--keep DIR]``.
+Then, unless ``--skip-latency``, the DICOM node's latency: ``art serve``'s node (a LocalCluster
+of one worker with every core) with a real Orthanc as the destination; dcmtk's storescu sends
+the first patient's next CBCT, and the time runs from the last instance stored to the RTPLAN
+stored in Orthanc (split into the quiet period, queueing, the re-plan and the send, from the
+job's history). Needs Orthanc and dcmtk (as the tests do).
+
+Run: ``.venv/bin/python benchmarks/bench_batch.py [--n 6] [--size demo|coarse] [--quick] [--skip-serial] [--skip-latency] [--keep DIR]``.
 A full run takes many minutes; a smoke test: ``--n 2 --size coarse --quick``.
 """
 
@@ -75,8 +81,8 @@ class RssSampler:
         self._thread.join()
 
 
-def build_jobs(root: Path, *, n: int, patients: int, size: str, quick: bool) -> tuple[list, dict]:
-    """The patients' references and ``n`` BatchJobs spread over them; also the build times (s)."""
+def build_jobs(root: Path, *, n: int, patients: int, size: str, quick: bool) -> tuple[list, dict, list]:
+    """``n`` BatchJobs spread over the patients; the build times (s); the patients (:func:`make_case` records)."""
     from art.node.batch import BatchJob
     from art.node.engine import JobSpec
     from tests.node.replan_case import COARSE_SPACING, make_case
@@ -95,7 +101,7 @@ def build_jobs(root: Path, *, n: int, patients: int, size: str, quick: bool) -> 
         name = f"p{k % patients}-day{day + 1}"
         spec = JobSpec(reference=case["reference"], cbct=case["cbcts"][day], out=root / "OUT" / name, final_grid_mm=4.0 if coarse else None)
         jobs.append(BatchJob(name=name, row=k + 1, spec=spec))
-    return jobs, {"build_s": round(time.perf_counter() - t, 1)}
+    return jobs, {"build_s": round(time.perf_counter() - t, 1)}, cases
 
 
 def _with_out(jobs: list, folder: Path) -> list:
@@ -135,6 +141,44 @@ def run_cluster(jobs: list, folder: Path, *, workers: int, threads: int) -> dict
             "peak_rss_mb_per_worker": {str(pid): round(mb, 1) for pid, mb in rss.peak_mb.items()}, "rows": rows}  # fmt: skip
 
 
+def node_latency(case: dict, cbct: Path, folder: Path, *, quiet_period_s: float) -> dict:
+    """Last CBCT instance received → RTPLAN stored in Orthanc, through the node (s), with the job's stages."""
+    from art.node.config import load_config
+    from art.node.registry import register_reference
+    from art.node.store import NodeStore
+    from tests.node.node_support import running_node, series_uid, wait_for, write_config
+    from tests.node.orthanc import OrthancServer
+    from tests.node.scp_support import storescu
+
+    folder.mkdir(parents=True)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    with OrthancServer(folder / "orthanc") as pacs:
+        cfg = write_config(folder, orthanc=pacs, quiet_period_s=quiet_period_s, incomplete_timeout_s=max(60.0, quiet_period_s),
+                           workers=1, threads=cpus)  # fmt: skip
+        register_reference(NodeStore(load_config(cfg).database), case["reference"])
+        with running_node(cfg) as node:
+            t0 = time.time()
+            r = storescu(node.scp.port, cbct)
+            if r.returncode != 0:
+                raise RuntimeError(f"storescu failed: {r.stderr[-500:]}")
+            t_last = time.time()  # storescu returns after the last instance's success (the SCP answers once it is on disk)
+            uid = series_uid(cbct)
+            wait_for(lambda: pacs.find(modality="RTPLAN"), timeout_s=1800, what="the RTPLAN in Orthanc", interval_s=0.1)
+            t_plan = time.time()
+            (job,) = [j for j in node.store.jobs() if j["series_uid"] == uid]
+            wait_for(lambda: node.store.job(job["id"])["state"] in ("sent", "failed"), timeout_s=120, what="the job ends")
+            hist = node.store.history(job["id"])
+    at = {}
+    for t, state, _ in hist:
+        at.setdefault(state, t)
+    return {
+        "sent_s": round(t_last - t0, 2), "latency_s": round(t_plan - t_last, 1), "quiet_period_s": quiet_period_s,
+        "stages_s": {"to_job": round(at["received"] - t_last, 1), "checked_and_queued": round(at["queued"] - at["received"], 1),
+                     "replan_and_copy": round(at["done"] - at["queued"], 1), "send": round(at.get("sent", t_plan) - at["done"], 1)},
+        "threads": cpus, "state": node.store.job(job["id"])["state"],
+    }  # fmt: skip
+
+
 def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=6, help="number of re-plans (default 6)")
@@ -144,6 +188,8 @@ def _args() -> argparse.Namespace:
     ap.add_argument("--skip-serial", action="store_true", help="run only the cluster part")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads-per-worker", type=int, default=1)
+    ap.add_argument("--skip-latency", action="store_true", help="do not measure the DICOM node's latency")
+    ap.add_argument("--quiet-period-s", type=float, default=5.0, help="the node's quiet period in the latency run (default 5 s)")
     ap.add_argument("--keep", type=Path, help="keep the patients and results here")
     args = ap.parse_args()
     if args.n < 1 or not 1 <= args.patients <= args.n:
@@ -157,7 +203,7 @@ def main() -> None:
         sys.path.insert(0, str(REPO))
     root = args.keep or Path(tempfile.mkdtemp(prefix="art-bench-batch-"))
     root.mkdir(parents=True, exist_ok=True)
-    jobs, build = build_jobs(root, n=args.n, patients=args.patients, size=args.size, quick=args.quick)
+    jobs, build, cases = build_jobs(root, n=args.n, patients=args.patients, size=args.size, quick=args.quick)
     res = {"benchmark": "batch", "n": args.n, "patients": args.patients, "size": args.size, "quick": args.quick,
            "machine": platform.platform(), "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
            "load_average_start": os.getloadavg()[0], **build}  # fmt: skip
@@ -168,6 +214,9 @@ def main() -> None:
     res["cluster"] = run_cluster(jobs, root / "cluster", workers=args.workers, threads=args.threads_per_worker)
     if "serial" in res:
         res["speedup"] = round(res["serial"]["wall_s"] / res["cluster"]["wall_s"], 2)
+    if not args.skip_latency:
+        print("node latency: storescu → art serve's node → Orthanc", flush=True)
+        res["node_latency"] = node_latency(cases[0], cases[0]["cbcts"][-1], root / "latency", quiet_period_s=args.quiet_period_s)
     print(f"\n{'':<10} {'wall s':>8} {'re-plans/h':>11}  peak RSS MB")
     if "serial" in res:
         s = res["serial"]
@@ -177,6 +226,9 @@ def main() -> None:
           f"{', '.join(f'{v:.0f}' for v in c['peak_rss_mb_per_worker'].values())} (per worker)")  # fmt: skip
     if "speedup" in res:
         print(f"speed-up cluster vs serial: {res['speedup']:.2f}×")
+    if "node_latency" in res:
+        lat = res["node_latency"]
+        print(f"node latency, last CBCT instance stored → RTPLAN in Orthanc: {lat['latency_s']:.1f} s ({lat['stages_s']}; job {lat['state']})")
     failed = [r["name"] for part in ("serial", "cluster") if part in res for r in res[part]["rows"] if r["status"] != "done"]
     if failed:
         print(f"FAILED re-plans: {failed}")

@@ -94,6 +94,10 @@ from art_cli.commands import train_contours as _train_contours  # noqa: E402
 for _mod in (_demo, _plan, _dose, _check, _replan, _batch, _export, _train_contours):
     app.command(_mod.NAME)(_mod.command)
 
+from art_cli.commands import course as _course  # noqa: E402
+
+app.command(_course.NAME, cls=_course.CourseCommand)(_course.command)
+
 from art_cli.commands import node as _node  # noqa: E402
 
 for _fn in (_node.register, _node.jobs, _node.serve):

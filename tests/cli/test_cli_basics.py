@@ -7,7 +7,7 @@ import pytest
 
 from art_cli.app import run
 
-COMMANDS = ["phantom", "demo", "plan", "dose", "replan", "export", "register", "serve", "jobs", "batch"]
+COMMANDS = ["phantom", "demo", "plan", "dose", "replan", "export", "register", "serve", "jobs", "batch", "course"]
 
 
 def test_top_level_help_lists_every_command(capsys):

@@ -111,16 +111,15 @@ def _check_method(method: str) -> str:
 
 def target_grid_density(reference: Any, grid_mm: float) -> tuple[Grid, Volume]:
     """The planning CT's export grid (:func:`art.final_dose.final_grid`) and the CT's relative electron density on it."""
-    from art.dose import hu_to_density
+    from art.course.warp import density_volume
     from art.final_dose import final_grid
-    from art.geometry import resample
 
     grid = final_grid(reference.ct.grid, grid_mm)
-    return grid, Volume(hu_to_density(resample(reference.ct.volume, grid, order=1, fill_value=-1000.0).array), grid)
+    return grid, density_volume(reference.ct.volume, grid)
 
 
-def map_fraction(fraction: Any, grid: Grid, density: Volume, method: str) -> tuple[Volume, float]:
-    """One fraction's dose on the planning CT's ``grid`` by ``method``; and the inversion residual (mm, NaN when not known).
+def map_fraction(fraction: Any, grid: Grid, density: Volume, methods: tuple[str, ...]) -> tuple[dict[str, Volume], float]:
+    """One fraction's dose on the planning CT's ``grid`` by each of ``methods``; and the inversion residual.
 
     Parameters
     ----------
@@ -129,19 +128,28 @@ def map_fraction(fraction: Any, grid: Grid, density: Volume, method: str) -> tup
         The planning CT's export grid.
     density : Volume
         The planning CT's relative electron density on ``grid`` (energy method).
-    method : {"pull", "energy"}
+    methods : tuple of {"pull", "energy"}
+
+    Returns
+    -------
+    doses : dict of str to Volume
+        Gy (one fraction), float32, on ``grid``, by method.
+    residual_mm : float
+        ``max |φ(x + v(x)) − x|`` of the inverted deformation over ``grid`` (mm; NaN when
+        no method needed the inverse).
     """
     from art.course import warp
 
     u, u_grid = np.asarray(fraction.deformation.displacement), fraction.deformation.grid
-    if not np.all(np.isfinite(u)):
-        raise InputError("DREG.dcm leaves the deformation undefined somewhere (NaN vectors): cannot map the dose", path=fraction.folder)
-    if _check_method(method) == "pull":
-        out = warp.pull_dose(fraction.dose, u, u_grid, grid)
-    else:
-        out = warp.accumulate_energy(fraction.dose, fraction.density, u, u_grid, grid, density)
-    residual = getattr(out, "residual_mm", None)
-    return Volume(np.asarray(out.array, np.float32), grid), float("nan") if residual is None else float(residual)
+    out, residual = {}, float("nan")
+    for method in methods:
+        if _check_method(method) == "pull":
+            v, report = warp.inverse_displacement(u, u_grid, grid, return_report=True)
+            residual = float(report.max_residual_mm)
+            out[method] = warp.pull_dose(fraction.dose, u, u_grid, grid, inverse=v)
+        else:
+            out[method] = warp.accumulate_energy(fraction.dose, fraction.density, u, u_grid, grid, density)
+    return out, residual
 
 
 def _integral_difference(a: Volume | None, b: Volume | None, density: Volume) -> float:
@@ -160,15 +168,15 @@ def add_fraction(course: Course, fraction: Any) -> Course:
     Returns a new :class:`Course`; ``course`` is not changed.
     """
     grid, density = course.grid, course.density
-    mapped, residual = map_fraction(fraction, grid, density, course.method)
-    dose = Volume((course.dose.array + mapped.array).astype(np.float32), grid)
+    methods = (course.method,) if course.other_method is None else (course.method, course.other_method)
+    mapped, residual = map_fraction(fraction, grid, density, methods)
+    dose = Volume((course.dose.array + mapped[course.method].array).astype(np.float32), grid)
     other, other_list = course.other_method_dose, list(course.other_per_fraction)
     if other is not None:
-        om, _ = map_fraction(fraction, grid, density, course.other_method)
-        other_list.append(om)
-        other = Volume((other.array + om.array).astype(np.float32), grid)
+        other_list.append(mapped[course.other_method])
+        other = Volume((other.array + other_list[-1].array).astype(np.float32), grid)
     return dataclasses.replace(
-        course, fractions=[*course.fractions, fraction], dose=dose, per_fraction=[*course.per_fraction, mapped],
+        course, fractions=[*course.fractions, fraction], dose=dose, per_fraction=[*course.per_fraction, mapped[course.method]],
         other_method_dose=other, other_per_fraction=other_list, residuals_mm=[*course.residuals_mm, residual],
         integral_difference_percent=_integral_difference(dose, other, density),
     )  # fmt: skip

@@ -70,7 +70,7 @@ class Fraction:
         The delivered plan's dose of that one fraction, Gy, float32, on the day's dose grid (the RTDOSE grid).
     density : Volume
         Relative electron density (water = 1) of the synthetic CT on the dose grid
-        (:func:`art.dose.hu_to_density`; -1000 HU outside the sCT): the energy method's mass.
+        (:func:`art.course.warp.density_volume`; -1000 HU outside the sCT): the energy method's mass.
     deformation : DeformableRegistration
         ``DREG.dcm``: today's point ``p`` is the planning-CT point ``p + displacement(p)``.
     plan_sop_instance_uid, plan_label : str
@@ -242,8 +242,7 @@ def read_fraction(folder: str | Path, reference: Any, *, index: int, delivered: 
     InputError
         Naming the folder (see the module docstring).
     """
-    from art.dose import hu_to_density
-    from art.geometry import resample
+    from art.course.warp import density_volume
     from art.io import read_deformable_registration, read_image_series, read_rtdose, read_rtplan, read_rtstruct
 
     folder = Path(folder)
@@ -267,7 +266,7 @@ def read_fraction(folder: str | Path, reference: Any, *, index: int, delivered: 
         course, plan = scheduled_dose(reference, sct, structures, course.grid, rigid, machine=machine)
         uid, label = str(getattr(reference.plan, "sop_instance_uid", "") or ""), reference.plan.label
     dose = Volume((np.asarray(course.array, np.float32) / np.float32(plan.fractions)).astype(np.float32), course.grid)
-    density = Volume(hu_to_density(resample(sct.volume, dose.grid, order=1, fill_value=-1000.0).array), dose.grid)
+    density = density_volume(sct.volume, dose.grid)
     return Fraction(
         folder=folder, index=index, delivered=delivered, dose=dose, density=density, deformation=deformation,
         plan_sop_instance_uid=uid, plan_label=str(label or ""), frame_of_reference_uid=today,

@@ -37,7 +37,7 @@ LAYERS: list[set[str]] = [
     {"final_dose"},
     # the pipeline: the stages in order, and writing/recalculating/checking their results
     {"workflow", "reference", "results", "recalculate", "check"},
-    # the daily adaptation (uses the planning pipeline); the course (dose accumulation over the fractions)
+    # the daily adaptation (uses the planning pipeline), and the course: each fraction's dose accumulated on the planning CT
     {"adapt", "course"},
     # jobs: what a command does, with inputs, outputs, provenance and the report
     {"jobs"},

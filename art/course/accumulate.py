@@ -240,11 +240,17 @@ def accumulate(reference: Any, fractions: list, *, method: str = "pull", grid_mm
 
 
 def planned_dose(reference: Any, grid: Grid, *, machine: Any = None) -> Volume:
-    """The reference plan's course dose on the planning CT on ``grid`` (:func:`art.final_dose.final_dose`, inside the BODY), Gy."""
+    """The reference plan's dose on the planning CT on ``grid``, over the protocol's number of fractions (Gy).
+
+    Computed by :func:`art.final_dose.final_dose` (inside the BODY) for the plan's own fractions and
+    scaled to the protocol's prescription fractions when the two differ.
+    """
     from art.dose import load_machine
     from art.final_dose import final_dose
 
-    return final_dose(reference.ct.volume, reference.plan, load_machine() if machine is None else machine, reference.structures, grid)
+    dose = final_dose(reference.ct.volume, reference.plan, load_machine() if machine is None else machine, reference.structures, grid)
+    n_protocol, n_plan = int(reference.protocol.prescription.fractions), int(reference.plan.fractions)
+    return dose if n_protocol == n_plan else Volume((dose.array * np.float32(n_protocol / n_plan)).astype(np.float32), grid)
 
 
 def _evaluate(dose_arr: np.ndarray, grid: Grid, structures: Any, protocol: Any) -> list:
@@ -297,8 +303,8 @@ def course_goals(course: Course, *, fractions_planned: int, projection: str = "m
         ``N``: the prescription's number of fractions.
     projection : {"mean", "last"}, keyword-only
     planned : Volume, optional, keyword-only
-        The reference plan's course dose on the course grid (:func:`planned_dose`); without it
-        the cumulative rows carry no ``planned`` value.
+        The reference plan's dose over ``fractions_planned`` fractions on the course grid
+        (:func:`planned_dose`); without it the cumulative rows carry no ``planned`` value.
 
     Returns
     -------
@@ -366,14 +372,14 @@ def fraction_record(fraction: Any, reference: Any) -> dict:
 def dvh_curves(course: Course, planned: Volume | None, *, bin_width_gy: float = 0.1) -> dict:
     """Cumulative vs planned DVHs of the protocol's structures on a common dose axis (report model ``dvh``).
 
-    ``planned_percent`` is the reference plan's dose over the fractions delivered (its course
-    dose × n/N with N the plan's fractions). Returns ``{structure: {"dose_gy", "cumulative_percent",
+    ``planned_percent`` is the reference plan's dose over the fractions delivered (``planned``, its
+    dose over the protocol's N fractions (:func:`planned_dose`), × n/N). Returns ``{structure: {"dose_gy", "cumulative_percent",
     "planned_percent"}}`` (``planned_percent`` empty without ``planned``).
     """
     from art.evaluate.dvh import dvh
 
     structures, protocol = _structures(course.reference), course.reference.protocol
-    n, big_n = len(course.fractions), int(course.reference.plan.fractions)
+    n, big_n = len(course.fractions), int(course.reference.protocol.prescription.fractions)
     plan_now = None if planned is None else Volume(planned.array * np.float32(n / big_n), planned.grid)
     top = float(max(course.dose.array.max(initial=0.0), 0.0 if plan_now is None else plan_now.array.max(initial=0.0))) + bin_width_gy
     out = {}

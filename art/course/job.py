@@ -131,6 +131,9 @@ def _warnings(course: Any, n_planned: int) -> list[str]:
     n = len(course.fractions)
     if n > n_planned:
         out.append(f"{n} fractions delivered, more than the {n_planned} planned: the projection is the cumulative dose")
+    n_plan = int(course.reference.plan.fractions)
+    if n_plan != n_planned:
+        out.append(f"the reference RTPLAN is for {n_plan} fractions, the protocol for {n_planned}: the planned values are scaled to {n_planned}")
     d = course.integral_difference_percent
     if d == d and abs(d) > INTEGRAL_WARNING_PERCENT:
         out.append(f"the integral doses of the two accumulation methods differ by {d:+.1f} %: review the deformations")

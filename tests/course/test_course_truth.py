@@ -58,3 +58,20 @@ def test_art_course_on_real_replans(course, tmp_path):
     assert 5.0 < float(dose.array.max()) < 8.0  # two fractions of 3 Gy, hot spots up to ~107 %
     for f in summary["fractions"]:
         assert f["dose_warp_residual_mm"] < 0.1 and f["target"] == "CTV" and {"Bladder", "Rectum"} <= set(f["volumes_cc"])
+
+
+def test_the_scheduled_dose_is_recomputed_as_art_replan_computed_it(course):
+    """A day delivered with the scheduled plan: its dose, evaluated on the day's structures, gives the re-plan's scheduled goals."""
+    from art.course.fraction import read_fraction
+    from art.final_dose import evaluate, evaluation_structures
+    from art.geometry import Volume
+    from art.reference import load_reference
+
+    reference = load_reference(course["reference"])
+    f = read_fraction(course["days"][0], reference, index=1, delivered="scheduled")
+    assert f.plan_sop_instance_uid == reference.plan.sop_instance_uid
+    goals = evaluate(Volume(f.dose.array * f.plan_fractions, f.dose.grid), evaluation_structures(f.structures_daily), reference.protocol)
+    recorded = f.summary["plans"]["scheduled"]["goals"]
+    assert [(g.structure, g.metric) for g in goals] == [(r["structure"], r["metric"]) for r in recorded]
+    for g, r in zip(goals, recorded):
+        assert g.value == pytest.approx(r["value"], abs=0.01), (g.structure, g.metric)

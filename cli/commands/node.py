@@ -63,9 +63,21 @@ def serve(
 ) -> None:
     """Run the DICOM node: receive CT/CBCT series, re-plan on Dask, send the results by C-STORE.
 
-    Stops on SIGINT/SIGTERM; queued and running jobs resume at the next start.
+    Stops on SIGINT/SIGTERM; queued and running jobs resume at the next start. Logs (job
+    numbers, series UIDs, states; never patient names or IDs) go to stderr.
     """
+    import logging
+
     from art.node.config import load_config
     from art.node.serve import serve as run_node
 
-    run_node(load_config(config), once=once)
+    cfg = load_config(config)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("art.node")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        run_node(cfg, once=once)
+    finally:
+        logger.removeHandler(handler)

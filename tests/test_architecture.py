@@ -38,7 +38,7 @@ LAYERS: list[set[str]] = [
     # the pipeline: the stages in order, and writing/recalculating/checking their results
     {"workflow", "reference", "results", "recalculate", "check"},
     # the daily adaptation (uses the planning pipeline)
-    {"adapt"},
+    {"adapt", "course"},
     # jobs: what a command does, with inputs, outputs, provenance and the report
     {"jobs"},
     # the DICOM node and batch engine: receives series, queues jobs on Dask, sends results

@@ -322,7 +322,11 @@ def write_report(model: ReportModel, path: str | Path) -> Path:
     path = Path(path)
     if not path.parent.is_dir():
         raise InputError("the report's folder does not exist", path=path.parent)
-    text = render_report(model)
+    return _write_atomic(path, render_report(model))
+
+
+def _write_atomic(path: Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file in its folder, then rename; returns ``path``."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:

@@ -26,7 +26,8 @@ Modules: :mod:`~art.report.figures.dvh` (DVH overlay),
 :mod:`~art.report.figures.dose` (dose wash and dose difference),
 :mod:`~art.report.figures.gamma` (gamma map and histogram),
 :mod:`~art.report.figures.registration` (checkerboard),
-:mod:`~art.report.figures.monitor_units` (MU per beam).
+:mod:`~art.report.figures.monitor_units` (MU per beam),
+:mod:`~art.report.figures.trend` (values per fraction with reference lines).
 """
 
 from art.report.figures._base import figure_to_png
@@ -35,6 +36,7 @@ from art.report.figures.dvh import DEFAULT_STYLES, dvh_figure
 from art.report.figures.gamma import gamma_figure
 from art.report.figures.monitor_units import mu_bar_figure
 from art.report.figures.registration import checkerboard_figure
+from art.report.figures.trend import trend_figure
 
 __all__ = [
     "dvh_figure",
@@ -43,6 +45,7 @@ __all__ = [
     "gamma_figure",
     "checkerboard_figure",
     "mu_bar_figure",
+    "trend_figure",
     "figure_to_png",
     "DEFAULT_STYLES",
 ]

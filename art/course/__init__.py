@@ -1,0 +1,1 @@
+"""art.course: dose accumulation over the treatment course (issue 20)."""

@@ -86,3 +86,44 @@ def test_resent_series_starts_no_second_job_and_a_failed_replan_sends_nothing(no
     assert done["state"] == "failed" and done["detail"].startswith("re-plan failed:") and "beams" in done["detail"]
     assert [h[1] for h in n.store.history(job["id"])][:3] == ["received", "queued", "queued"]
     assert pacs.count() == 0 and not list(n.config.output_dir.iterdir())
+
+
+def test_tls_from_the_configuration(tmp_path):
+    """[node.tls] and [destination.tls] from the TOML: a TLS C-ECHO with a client certificate succeeds, plain TCP does not."""
+    from art.errors import NetworkError
+    from art.io.network import verify
+    from art.node.config import load_config
+    from art.node.serve import Node
+    from tests.node.tls_certs import make_certificates
+
+    c = make_certificates(tmp_path / "certs")
+    cfg = tmp_path / "node.toml"
+    cfg.write_text(f"""
+[node]
+port = 0
+allowed_calling_aes = ["ART"]
+state_dir = "state"
+output_dir = "out"
+[node.tls]
+certificate = "{c.server_cert}"
+private_key = "{c.server_key}"
+ca_certificates = "{c.ca}"
+require_client_certificate = true
+[dask]
+workers = 1
+threads_per_worker = 1
+[[destination]]
+name = "self"
+ae_title = "ART"
+host = "127.0.0.1"
+[destination.tls]
+ca_certificates = "{c.ca}"
+certificate = "{c.client_cert}"
+private_key = "{c.client_key}"
+""")
+    config = load_config(cfg)
+    with Node(config) as node:
+        dest = config.destinations[0]
+        verify("127.0.0.1", node.scp.port, "ART", calling_ae=dest.calling_ae, tls=dest.tls, timeout_s=10)
+        with pytest.raises(NetworkError):
+            verify("127.0.0.1", node.scp.port, "ART", calling_ae="ART", timeout_s=5)  # no TLS: refused

@@ -22,8 +22,8 @@ Conventions
   as the mass density in g/cm³: the two agree within a few per cent for soft
   tissue, less well for bone.
 
-Work runs in slabs of whole z-slices (about a million points each) on a few
-threads, so memory stays at a few hundred MB whatever the grid
+Work runs in slabs of whole z-slices (about half a million points each) on a
+few threads, so memory stays at about 300 MB whatever the grid
 (:mod:`art.course._warp_kernels`). docs/course.md ("How the dose is
 accumulated") explains the two methods and the choices made.
 """
@@ -50,7 +50,6 @@ __all__ = [
     "integral_dose_j",
     "density_volume",
 ]
-
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ Conventions
   as the mass density in g/cm³: the two agree within a few per cent for soft
   tissue, less well for bone.
 
-Work runs in slabs of whole z-slices (about a million points each) on a few
-threads, so memory stays at a few hundred MB whatever the grid
+Work runs in slabs of whole z-slices (about half a million points each) on a
+few threads, so memory stays at about 300 MB whatever the grid
 (:mod:`art.course._warp_kernels`). docs/course.md ("How the dose is
 accumulated") explains the two methods and the choices made.
 """
@@ -50,7 +50,6 @@ __all__ = [
     "integral_dose_j",
     "density_volume",
 ]
-
 
 
 @dataclass(frozen=True)
@@ -176,10 +175,11 @@ def inverse_displacement(
     -----
     ``v`` solves the fixed point ``v(x) = −u(x + v(x))`` by iteration from
     ``v = 0`` (on large grids: from the inverse on a grid twice as coarse,
-    interpolated); it converges where ``|∇u| < 1`` (any invertible field of
-    moderate strain), and a voxel whose residual would grow halves its step
-    instead (damping), so strongly expanding fields converge too. Each voxel
-    keeps its best iterate and stops once within ``tol_mm``.
+    interpolated). Plain steps converge where ``|∇u| < 1``, slowly where the
+    field compresses strongly; voxels still above ``tol_mm`` after 8 steps
+    take Newton steps (``∇u`` by central differences). A voxel whose
+    residual would grow halves its step instead (damping), so strongly
+    expanding fields converge too; each keeps its best iterate.
     """
     field = _k.Field(_check_field(u, u_grid), u_grid)
     target = _check_grid(target_grid, "target_grid")
@@ -211,7 +211,9 @@ def _inverse(field: _k.Field, target: Grid, iterations: int, tol_mm: float) -> t
 
 
 # ---------------------------------------------------------------------------- dose pull
-def pull_dose(dose: Volume, u: np.ndarray, u_grid: Grid, target_grid: Grid, *, inverse: np.ndarray | None = None) -> Volume:
+def pull_dose(
+    dose: Volume, u: np.ndarray, u_grid: Grid, target_grid: Grid, *, inverse: np.ndarray | None = None, return_report: bool = False
+) -> Volume | tuple[Volume, InverseReport | None]:
     """The day's dose on the planning grid by pulling: ``D_acc(x) = D_day(φ⁻¹(x))``.
 
     Parameters
@@ -226,8 +228,12 @@ def pull_dose(dose: Volume, u: np.ndarray, u_grid: Grid, target_grid: Grid, *, i
         The planning CT's dose grid.
     inverse : ndarray, shape ``target_grid.shape + (3,)``, keyword-only, optional
         ``v`` from :func:`inverse_displacement` (same ``u``, ``u_grid``,
-        ``target_grid``) when already computed (e.g. for its report);
-        computed here (default tolerances) otherwise.
+        ``target_grid``) when already computed. Otherwise it is computed here
+        (default tolerances), only on the planning voxels within ``max |u|``
+        (+ 1 mm) of the day's non-zero dose: the others get 0 either way.
+    return_report : bool, keyword-only
+        Also return the :class:`InverseReport` of the inverse computed here
+        (over those voxels; None when ``inverse`` was given).
 
     Returns
     -------
@@ -235,6 +241,8 @@ def pull_dose(dose: Volume, u: np.ndarray, u_grid: Grid, target_grid: Grid, *, i
         float32 Gy on ``target_grid``. The day's dose is interpolated
         trilinearly at ``x + v(x)``; where that lies outside the day's dose
         grid (beyond its outer voxel centres) the dose is 0.
+    report : InverseReport or None
+        Only with ``return_report=True``.
 
     Notes
     -----
@@ -244,16 +252,48 @@ def pull_dose(dose: Volume, u: np.ndarray, u_grid: Grid, target_grid: Grid, *, i
     """
     _check_volume(dose, "dose")
     target = _check_grid(target_grid, "target_grid")
-    field = _k.Field(_check_field(u, u_grid), u_grid)
-    if inverse is None:
-        inverse = _inverse(field, target, 50, 0.01)[0]
-    inverse = np.asarray(inverse)
-    if inverse.shape != target.shape + (3,) or not np.all(np.isfinite(inverse)):
-        raise InputError(f"inverse must be a finite field of shape target_grid.shape + (3,) = {target.shape + (3,)}, got {inverse.shape}")
+    a = _check_field(u, u_grid)
+    out = np.zeros(target.shape, dtype=np.float32)
+    report = None
+    if inverse is not None:
+        inverse = np.asarray(inverse)
+        if inverse.shape != target.shape + (3,) or not np.all(np.isfinite(inverse)):
+            raise InputError(f"inverse must be a finite field of shape target_grid.shape + (3,) = {target.shape + (3,)}, got {inverse.shape}")
+        out[...] = _pull_on(dose, target, inverse)
+    elif (region := _reachable(dose, a, target)) is None:
+        report = InverseReport(0.0, 0.0, 0, True, 0)
+    else:
+        sub = target.crop(region)
+        v, report = _inverse(_k.Field(a, u_grid), sub, 50, 0.01)
+        out[region] = _pull_on(dose, sub, v)
+    return (Volume(out, target), report) if return_report else Volume(out, target)
+
+
+def _reachable(dose: Volume, u: np.ndarray, target: Grid) -> tuple[slice, slice, slice] | None:
+    """Index box of the planning voxels whose pulled dose can be non-zero (None: none can)."""
+    nonzero = np.asarray(dose.array) != 0
+    if not nonzero.any():
+        return None
+    box = []
+    for axis in range(3):
+        idx = np.flatnonzero(nonzero.any(axis=tuple(b for b in range(3) if b != axis)))
+        box.append((idx[0] - 1.0, idx[-1] + 1.0))  # trilinear interpolation reaches one voxel further
+    corners = np.array([[k, j, i] for k in box[0] for j in box[1] for i in box[2]])
+    t = target.lps_to_index(dose.grid.index_to_lps(corners))
+    reach = (math.sqrt(float(np.max(np.einsum("...i,...i->...", u, u)))) + 1.0) / np.asarray(target.spacing)  # |v| ≤ max |u|
+    lo = np.maximum(np.floor(t.min(axis=0) - reach), 0).astype(int)
+    hi = np.minimum(np.ceil(t.max(axis=0) + reach), np.asarray(target.shape) - 1).astype(int)
+    if np.any(lo > hi):
+        return None
+    return tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi))  # type: ignore[return-value]
+
+
+def _pull_on(dose: Volume, target: Grid, inverse: np.ndarray) -> np.ndarray:
+    """The day's dose sampled trilinearly at ``x + inverse(x)`` for every voxel ``x`` of ``target`` (0 outside its grid)."""
     src = np.asarray(dose.array, dtype=np.float32)
     hi = np.asarray(dose.grid.shape, dtype=np.float64)[:, None] - 1
     to_dose = _k.to_index(dose.grid)
-    out = np.zeros(target.shape, dtype=np.float32)
+    out = np.empty(target.shape, dtype=np.float32)
 
     def slab(k: tuple[int, int]) -> None:
         x = _k.slab_points(target, *k)
@@ -264,7 +304,7 @@ def pull_dose(dose: Volume, u: np.ndarray, u_grid: Grid, target_grid: Grid, *, i
         out[k[0] : k[1]] = vals.reshape(k[1] - k[0], target.shape[1], target.shape[2])
 
     _k.parallel(slab, _k.z_slabs(target.shape))
-    return Volume(out, target)
+    return out
 
 
 # ---------------------------------------------------------------------------- energy / mass transfer

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING
 
 from art.errors import InputError, NetworkError
 from art.io.dicom_files import _inspect, _is_dicom, find_dicom_files, pixel_data_problem
-from art.io.network_association import _associate, _check_ae, _check_peer, _check_tls, _make_ae, _presentation_contexts
+from art.io.network_association import _associate, _check_peer, check_ae_title, _check_tls, _make_ae, _presentation_contexts
 from art.io.network_report import StoreReport, StoreResult, _failure_message
 from art.io.network_store import _open_and_store, _record, _sendable
 
@@ -85,8 +85,8 @@ def verify(
     from pynetdicom.sop_class import Verification
 
     host, port, timeout_s = _check_peer(host, port, timeout_s)
-    called = _check_ae(ae_title, "ae_title")
-    calling = _check_ae(calling_ae, "calling_ae")
+    called = check_ae_title(ae_title, "ae_title")
+    calling = check_ae_title(calling_ae, "calling_ae")
     tls = _check_tls(tls)
     ae = _make_ae(calling, timeout_s)
     ae.add_requested_context(Verification)
@@ -169,7 +169,7 @@ def send_folder(
     if not folder.is_dir():
         raise InputError("folder to send not found (or not a folder)", path=folder)
     host, port, timeout_s = _check_peer(host, port, timeout_s)
-    called, calling, tls = _check_ae(ae_title, "ae_title"), _check_ae(calling_ae, "calling_ae"), _check_tls(tls)
+    called, calling, tls = check_ae_title(ae_title, "ae_title"), check_ae_title(calling_ae, "calling_ae"), _check_tls(tls)
     dicom, other = find_dicom_files(folder) if files is None else _chosen_files(folder, files)
     if not dicom:
         raise InputError("no DICOM files to send", path=folder)

@@ -23,13 +23,15 @@ _UNCOMPRESSED = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.
 _MAX_CONTEXTS = 128
 
 
-def _check_ae(value: Any, name: str) -> str:
+def check_ae_title(value: Any, name: str) -> str:
+    """An AE title, stripped: 1–16 printable ASCII characters without backslash (InputError naming ``name`` otherwise)."""
     if not isinstance(value, str):
         raise InputError(f"{name} must be a string, got {type(value).__name__}")
     v = value.strip()
     if not 1 <= len(v) <= 16 or "\\" in v or not all(32 <= ord(c) < 127 for c in v):
         raise InputError(f"{name} must be 1 to 16 printable ASCII characters without backslash, got {value!r}")
     return v
+
 
 
 def _check_peer(host: Any, port: Any, timeout_s: Any) -> tuple[str, int, float]:

@@ -207,10 +207,12 @@ def _kind_name(kind: type | tuple) -> str:
 
 
 def _ae(reader: _Reader, key: str, value: str) -> str:
-    text = value.strip()
-    if not text or len(text) > 16 or "\\" in text or not text.isprintable():
-        reader.fail(key, f"not a valid AE title (1–16 printable characters, no backslash): {value!r}")
-    return text
+    from art.io.network_association import check_ae_title
+
+    try:
+        return check_ae_title(value, "AE title")
+    except InputError:
+        reader.fail(key, f"not a valid AE title (1–16 printable ASCII characters, no backslash): {value!r}")
 
 
 def _host(reader: _Reader, key: str, value: str) -> str:

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from art.errors import InputError
+from art.io.network_association import check_ae_title as _check_ae
 from art.io.uids import is_valid_uid
 from art.node.receive import ReceivedInstance, expected_count_of
 
@@ -88,15 +89,6 @@ def accepted_transfer_syntaxes() -> list[str]:
             if get_decoder(ts).is_available:
                 out.append(ts)
     return out
-
-
-def _check_ae(value: Any, name: str) -> str:
-    if not isinstance(value, str):
-        raise InputError(f"{name} must be a string, got {type(value).__name__}")
-    v = value.strip()
-    if not 1 <= len(v) <= 16 or "\\" in v or not all(32 <= ord(c) < 127 for c in v):
-        raise InputError(f"{name} must be 1 to 16 printable ASCII characters without backslash, got {value!r}")
-    return v
 
 
 def _host_networks(hosts: Sequence[str]) -> list[Any]:

@@ -44,7 +44,8 @@ class Node:
         self._own_engine = engine is None
         self._futures: dict[int, Any] = {}
         self._sending: dict[int, Any] = {}
-        self._waiting: dict[int, float] = {}  # received jobs waiting for a REG that links their frame: job id → deadline
+        self._waiting: dict[int, float] = {}
+        self.stopping = threading.Event()  # set by stop(): sends waiting for a retry give up and resume at the next start  # received jobs waiting for a REG that links their frame: job id → deadline
         self._senders = ThreadPoolExecutor(max_workers=2, thread_name_prefix="art-send")
         self.scp = None
         self.tracker = None
@@ -75,6 +76,7 @@ class Node:
 
     def stop(self) -> None:
         """Stop accepting, wait for sends in flight, close the engine (running jobs resume at the next start)."""
+        self.stopping.set()
         if self.scp is not None:
             self.scp.stop()
         self._senders.shutdown(wait=True)

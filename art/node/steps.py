@@ -173,8 +173,23 @@ def _record_done(node: Any, job_id: int, out: Path, result: dict) -> None:
     log.info("job %d done (exit code %s)", job_id, result.get("exit_code"))
 
 
+class _Stopping(Exception):
+    """The node stops while a send waits to retry: the job stays ``done`` and is sent at the next start."""
+
+
+def _sleep_unless_stopping(node: Any) -> Any:
+    def sleep(seconds: float) -> None:
+        if node.stopping.wait(seconds):
+            raise _Stopping
+
+    return sleep
+
+
 def send_job(node: Any, job_id: int) -> None:
-    """Send a done job's results to every destination not yet stored (retried with back-off); ``sent`` or ``failed``."""
+    """Send a done job's results to every destination not yet stored (retried with back-off); ``sent`` or ``failed``.
+
+    A node stopping while a send waits for its next try leaves the job ``done`` (sent again at the next start).
+    """
     from art.errors import ArtError
     from art.node.send import send_with_retry
 
@@ -189,7 +204,11 @@ def send_job(node: Any, job_id: int) -> None:
             store.record_send(job_id, name, "sent" if exc is None else "pending", attempts=n, detail="" if exc is None else str(exc))
 
         try:
-            report = send_with_retry(folder, dest, attempts=dest.attempts, backoff_s=dest.backoff_s, on_attempt=attempt)
+            report = send_with_retry(folder, dest, attempts=dest.attempts, backoff_s=dest.backoff_s, on_attempt=attempt,
+                                     sleep=_sleep_unless_stopping(node))  # fmt: skip
+        except _Stopping:
+            log.info("job %d: the node stops; the send to %s resumes at the next start", job_id, dest.name)
+            return
         except ArtError as exc:
             attempts = store.job(job_id)["sends"].get(dest.name, {}).get("attempts", 0)
             store.record_send(job_id, dest.name, "failed", attempts=attempts, detail=str(exc))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json as _json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -60,12 +60,32 @@ def serve(
     once: Annotated[
         bool, typer.Option("--once", help="Exit when no job is left to run or send and no series is arriving (tests, batch windows).")
     ] = False,
+    scheduler: Annotated[
+        Optional[str], typer.Option("--scheduler", help="Run the jobs on this Dask scheduler (tcp://HOST:8786) instead of the configuration's [dask].")
+    ] = None,
 ) -> None:
     """Run the DICOM node: receive CT/CBCT series, re-plan on Dask, send the results by C-STORE.
 
-    Stops on SIGINT/SIGTERM; queued and running jobs resume at the next start.
+    Stops on SIGINT/SIGTERM; queued and running jobs resume at the next start. Logs (job
+    numbers, series UIDs, states; never patient names or IDs) go to stderr.
     """
+    import dataclasses
+    import logging
+
     from art.node.config import load_config
     from art.node.serve import serve as run_node
 
-    run_node(load_config(config), once=once)
+    cfg = load_config(config)
+    if scheduler is not None:
+        if "://" not in scheduler:
+            raise typer.BadParameter(f"expected an address like tcp://HOST:8786, got {scheduler!r}", param_hint="--scheduler")
+        cfg = dataclasses.replace(cfg, scheduler=scheduler, workers=None, threads_per_worker=None)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("art.node")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        run_node(cfg, once=once)
+    finally:
+        logger.removeHandler(handler)

@@ -78,3 +78,39 @@ def test_bad_config_is_a_clear_error(tmp_path):
     cfg.write_text("[node]\nport = 1\n")
     code, _, err = call(["jobs", "--config", str(cfg)])
     assert code == 1 and str(cfg) in err and "allowed_calling_aes: missing" in err
+
+
+def test_serve_answers_echo_and_stops_on_sigterm(node, tmp_path):
+    """``art serve`` as a service runs it: listening on loopback, C-ECHO answered, SIGTERM → exit 0 and a clean stop."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from art.io.network import verify
+    from tests.node.node_support import wait_for
+    from tests.node.orthanc import free_port
+
+    port = free_port()
+    cfg = tmp_path / "node.toml"
+    cfg.write_text(f'[node]\nport = {port}\nallowed_calling_aes = ["CBCT1"]\nstate_dir = "state"\noutput_dir = "out"\n[dask]\nworkers = 1\nthreads_per_worker = 1\n')
+    proc = subprocess.Popen([sys.executable, "-m", "art_cli.main", "serve", "--config", str(cfg)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
+    try:
+        def echo() -> bool:
+            try:
+                verify("127.0.0.1", port, "ART", calling_ae="CBCT1", timeout_s=2)
+                return True
+            except Exception:
+                return proc.poll() is not None  # stop waiting if it died
+
+        wait_for(echo, timeout_s=90, what="art serve answers C-ECHO")
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, out[-2000:]
+    assert f"127.0.0.1:{port}" in out and node["patient_id"] not in out
+    assert (tmp_path / "state" / "art-node.sqlite").is_file()

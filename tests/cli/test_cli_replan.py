@@ -14,7 +14,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import pytest
 
 from art_cli.app import run
@@ -35,30 +34,13 @@ def call(argv: list[str]) -> tuple[int, str]:
 @pytest.fixture(scope="module")
 def case(tmp_path_factory):
     """A coarse phantom, a reference folder (a simple plan, no optimisation) and its CBCT in an own frame."""
-    from art.dose import load_machine
-    from art.io import read_image_series
-    from art.io.rtplan import write_rtplan
-    from art.plan import Beam, Plan, Segment
-    from art_phantoms.write import write_phantom
+    from tests.node.cases import quick_reference
 
     root = tmp_path_factory.mktemp("replan_frames")
-    patient = root / "patient"
-    write_phantom(patient, seed=1, fractions=1, spacing=(5.0, 4.0, 4.0))
-    ref = root / "reference"
-    ref.mkdir()
-    shutil.copytree(patient / "CT", ref / "CT")
-    shutil.copy2(patient / "RTSTRUCT.dcm", ref / "RTSTRUCT.dcm")
-    shutil.copy2(patient / "protocol.toml", ref / "protocol.toml")
-    machine, ct = load_machine(), read_image_series(ref / "CT")
-    n = machine.mlc.n_pairs
-    seg = Segment(np.vstack([np.full(n, -20.0), np.full(n, 20.0)]), (-20.0, 20.0, -20.0, 20.0), 100.0)
-    iso = tuple(ct.grid.index_to_lps(np.array([[s / 2 for s in ct.grid.shape]], float))[0])
-    plan = Plan([Beam("B1", 0.0, isocenter_lps=iso, segments=[seg])], fractions=20, machine_name=machine.name)
-    write_rtplan(plan, ct, ref / "RTSTRUCT.dcm", ref / "RTPLAN.dcm", machine=machine, label="REF", prescription_gy=60.0, target_name="PTV")
+    c = quick_reference(root)
     own = root / "CBCT_OWN"
-    own_for = rewrite_in_own_frame(patient / "CBCT_01", own, offset_mm=OFFSET)
-    pid = str(pydicom.dcmread(next((ref / "CT").iterdir()), stop_before_pixels=True).PatientID)
-    return {"root": root, "patient": patient, "ref": ref, "own": own, "own_for": own_for, "ct_for": ct.frame_of_reference_uid, "pid": pid}
+    own_for = rewrite_in_own_frame(c["patient"] / "CBCT_01", own, offset_mm=OFFSET)
+    return {"root": root, "patient": c["patient"], "ref": c["reference"], "own": own, "own_for": own_for, "ct_for": c["frame"], "pid": c["patient_id"]}
 
 
 def replan_argv(c, cbct: Path, out: Path, *extra: str) -> list[str]:

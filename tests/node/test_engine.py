@@ -176,3 +176,16 @@ def test_a_worker_killed_while_writing_a_replan_leaves_no_partial_result(tmp_pat
     names = {p.name for p in out.iterdir()}
     assert {"RTPLAN.dcm", "RTDOSE.dcm", "RTSTRUCT.dcm", "REG.dcm", "DREG.dcm", "summary.json", "report.html", "sCT"} <= names
     assert not list(tmp_path.glob(".day1.tmp-*"))  # the killed attempt's temporary folder was removed by the retry
+
+
+def test_jobs_run_on_an_existing_cluster(tmp_path):
+    """``--scheduler tcp://…``: the engine connects to a cluster it did not start, runs the job there and leaves the cluster up."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
+                      resources={"replan": 1}) as cluster:  # fmt: skip
+        with JobEngine(scheduler=cluster.scheduler_address) as eng:
+            assert eng.workers == 1
+            spec = JobSpec(reference=tmp_path, cbct=tmp_path, out=tmp_path / "out")
+            assert eng.submit("on-existing", spec, fn=jobs.fake_replan).result(timeout=60)["status"] == "done"
+        assert cluster.scheduler_info["workers"]  # still running after the engine closed

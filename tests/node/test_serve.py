@@ -86,3 +86,84 @@ def test_resent_series_starts_no_second_job_and_a_failed_replan_sends_nothing(no
     assert done["state"] == "failed" and done["detail"].startswith("re-plan failed:") and "beams" in done["detail"]
     assert [h[1] for h in n.store.history(job["id"])][:3] == ["received", "queued", "queued"]
     assert pacs.count() == 0 and not list(n.config.output_dir.iterdir())
+
+
+def test_tls_from_the_configuration(tmp_path):
+    """[node.tls] and [destination.tls] from the TOML: a TLS C-ECHO with a client certificate succeeds, plain TCP does not."""
+    from art.errors import NetworkError
+    from art.io.network import verify
+    from art.node.config import load_config
+    from art.node.serve import Node
+    from tests.node.tls_certs import make_certificates
+
+    c = make_certificates(tmp_path / "certs")
+    cfg = tmp_path / "node.toml"
+    cfg.write_text(f"""
+[node]
+port = 0
+allowed_calling_aes = ["ART"]
+state_dir = "state"
+output_dir = "out"
+[node.tls]
+certificate = "{c.server_cert}"
+private_key = "{c.server_key}"
+ca_certificates = "{c.ca}"
+require_client_certificate = true
+[dask]
+workers = 1
+threads_per_worker = 1
+[[destination]]
+name = "self"
+ae_title = "ART"
+host = "127.0.0.1"
+[destination.tls]
+ca_certificates = "{c.ca}"
+certificate = "{c.client_cert}"
+private_key = "{c.client_key}"
+""")
+    config = load_config(cfg)
+    with Node(config) as node:
+        dest = config.destinations[0]
+        verify("127.0.0.1", node.scp.port, "ART", calling_ae=dest.calling_ae, tls=dest.tls, timeout_s=10)
+        with pytest.raises(NetworkError):
+            verify("127.0.0.1", node.scp.port, "ART", calling_ae="ART", timeout_s=5)  # no TLS: refused
+
+
+def test_a_failed_send_is_retried_reported_and_resumed(tmp_path):
+    """A done job whose destination is down: retried with back-off, then ``failed`` naming the destination and the tries;
+    a job left ``done`` (the node stopped) is sent at the next start, once the destination is up."""
+    import time
+
+    from art.node.config import load_config
+    from art.node.serve import Node
+    from art.node.store import NodeStore
+    from tests.node.orthanc import OrthancServer, free_port
+    from tests.node.result_folder import write_result_folder
+
+    result = write_result_folder(tmp_path / "r")
+    down = OrthancServer(tmp_path / "pacs", dicom_port=free_port(), http_port=free_port())  # not started yet
+    cfg = write_config(tmp_path, orthanc=down).read_text().replace("backoff_s = 1", "backoff_s = 0.2")
+    (tmp_path / "node.toml").write_text(cfg)
+    config = load_config(tmp_path / "node.toml")
+    store = NodeStore(config.database)
+    job_a, _ = store.add_job(series_uid="1.2.3.1", content_hash="a")
+    store.set_state(job_a, "done", "adapted plan recommended", out_dir=result, exit_code=0, priority1_met=True)
+    with Node(config) as node:  # resume: the done job is sent; the destination is down
+        wait_for(lambda: node.store.job(job_a)["state"] == "failed", timeout_s=30, what="the send gives up")
+    job = store.job(job_a)
+    assert job["sends"]["pacs"]["state"] == "failed" and job["sends"]["pacs"]["attempts"] == 3
+    assert "not sent" in job["detail"] and "failed 3 time(s)" in job["sends"]["pacs"]["detail"]
+    assert [h[1] for h in store.history(job_a)] == ["received", "done", "failed"]
+
+    job_b, _ = store.add_job(series_uid="1.2.3.2", content_hash="b")
+    store.set_state(job_b, "done", "adapted plan recommended", out_dir=result, exit_code=0, priority1_met=True)
+    slow = cfg.replace("backoff_s = 0.2", "backoff_s = 60")
+    (tmp_path / "node.toml").write_text(slow)
+    t0 = time.monotonic()
+    with Node(load_config(tmp_path / "node.toml")) as node:  # stopped while the send waits 60 s for its second try
+        wait_for(lambda: node.store.job(job_b)["sends"].get("pacs", {}).get("attempts") == 1, timeout_s=30, what="first try")
+    assert time.monotonic() - t0 < 40 and store.job(job_b)["state"] == "done"  # not failed: resumes at the next start
+    with down as pacs:
+        with Node(load_config(tmp_path / "node.toml")):
+            wait_for(lambda: store.job(job_b)["state"] == "sent", timeout_s=60, what="sent after the restart")
+        assert pacs.find(modality="RTPLAN") and store.job(job_b)["sends"]["pacs"]["state"] == "sent"

@@ -110,7 +110,7 @@ def _print(result: dict) -> None:
     job, add, tr = result["course_job"], result["add_one_fraction"], result["truth"]
     print(f"\nart course, {result['fractions']} fractions: {job['wall_s']:.1f} s  "
           + ", ".join(f"{k} {v:.1f} s" for k, v in job["stages_s"].items()))  # fmt: skip
-    print(f"  integral dose pull vs energy: {job['integral_dose_difference_percent']:+.2f} %; inversion residuals (mm, in the body): {job['residuals_mm']}")
+    print(f"  integral dose pull vs energy: {job['integral_dose_difference_percent']:+.2f} %; inversion residuals (mm, where the dose reaches): {job['residuals_mm']}")
     print(f"adding fraction {add['fractions_before'] + 1}: read {add['read_s']:.1f} s + map (pull and energy) {add['map_both_methods_s']:.1f} s"
           f" = {add['add_s']:.1f} s (target ≤ {TARGET_ADD_S:g} s: {'met' if add['add_within_target'] else 'NOT met'});"
           f" goal update {add['goal_update_s']:.1f} s, in all {add['add_with_goals_s']:.1f} s")  # fmt: skip

@@ -78,9 +78,7 @@ class Course:
     other_per_fraction : list of Volume
         Each fraction by the other method.
     residuals_mm : list of float
-        Per fraction: how far the inverted deformation is from inverting it exactly (max in the body, mm).
-    body : ndarray of bool or None
-        The planning BODY on the grid (where the residual counts).
+        Per fraction: how far the inverted deformation is from inverting it exactly (max where the dose reaches, mm).
     """
 
     reference: Any
@@ -93,7 +91,6 @@ class Course:
     density: Volume | None = None
     other_per_fraction: list = field(default_factory=list)
     residuals_mm: list = field(default_factory=list)
-    body: np.ndarray | None = None
 
     @property
     def grid(self) -> Grid:
@@ -121,7 +118,7 @@ def target_grid_density(reference: Any, grid_mm: float) -> tuple[Grid, Volume]:
     return grid, density_volume(reference.ct.volume, grid)
 
 
-def map_fraction(fraction: Any, grid: Grid, density: Volume, methods: tuple[str, ...], *, mask: np.ndarray | None = None) -> tuple[dict[str, Volume], float]:
+def map_fraction(fraction: Any, grid: Grid, density: Volume, methods: tuple[str, ...]) -> tuple[dict[str, Volume], float]:
     """One fraction's dose on the planning CT's ``grid`` by each of ``methods``; and the inversion residual.
 
     Parameters
@@ -132,17 +129,14 @@ def map_fraction(fraction: Any, grid: Grid, density: Volume, methods: tuple[str,
     density : Volume
         The planning CT's relative electron density on ``grid`` (energy method).
     methods : tuple of {"pull", "energy"}
-    mask : ndarray of bool, optional, keyword-only
-        Where on ``grid`` the inversion residual counts (the planning BODY; everywhere when None).
 
     Returns
     -------
     doses : dict of str to Volume
         Gy (one fraction), float32, on ``grid``, by method.
     residual_mm : float
-        ``max |φ(x + v(x)) − x|`` of the inverted deformation over ``mask`` (mm; NaN when
-        no method needed the inverse). Outside the body (air beyond the CBCT's field of view,
-        where the field is only extended) the inversion may stop short without consequence.
+        ``max |φ(x + v(x)) − x|`` of the inverted deformation (mm) over the planning voxels the
+        day's dose can reach (:func:`art.course.warp.pull_dose`'s report); NaN without the pull.
     """
     from art.course import warp
 
@@ -150,33 +144,11 @@ def map_fraction(fraction: Any, grid: Grid, density: Volume, methods: tuple[str,
     out, residual = {}, float("nan")
     for method in methods:
         if _check_method(method) == "pull":
-            v = warp.inverse_displacement(u, u_grid, grid)
-            residual = _residual_mm(v, u, u_grid, grid, mask)
-            out[method] = warp.pull_dose(fraction.dose, u, u_grid, grid, inverse=v)
+            out[method], report = warp.pull_dose(fraction.dose, u, u_grid, grid, return_report=True)
+            residual = float(report.max_residual_mm)
         else:
             out[method] = warp.accumulate_energy(fraction.dose, fraction.density, u, u_grid, grid, density)
     return out, residual
-
-
-def _residual_mm(v: np.ndarray, u: np.ndarray, u_grid: Grid, grid: Grid, mask: np.ndarray | None) -> float:
-    """``max |v(x) + u(x + v(x))|`` over the voxels of ``mask`` (all when None), mm; u trilinear with nearest extension."""
-    from art.registration.fields import sample_field
-
-    idx = np.flatnonzero(mask) if mask is not None else np.arange(grid.size)
-    if idx.size == 0:
-        return float("nan")
-    vv = v.reshape(-1, 3)[idx].astype(np.float64)
-    x = grid.index_to_lps(np.column_stack(np.unravel_index(idx, grid.shape)).astype(np.float64))
-    uu, _ = sample_field(np.asarray(u, dtype=np.float32), u_grid, x + vv)
-    return float(np.sqrt(np.max(np.sum((vv + uu) ** 2, axis=1))))
-
-
-def _body_mask(reference: Any, grid: Grid) -> np.ndarray | None:
-    """The planning BODY/EXTERNAL on ``grid`` (bool), None without one."""
-    from art.geometry import resample_mask
-
-    body = reference.structures.external()
-    return None if body is None or body.is_empty else np.asarray(resample_mask(body.volume, grid).array, dtype=bool)
 
 
 def _integral_difference(a: Volume | None, b: Volume | None, density: Volume) -> float:
@@ -196,7 +168,7 @@ def add_fraction(course: Course, fraction: Any) -> Course:
     """
     grid, density = course.grid, course.density
     methods = (course.method,) if course.other_method is None else (course.method, course.other_method)
-    mapped, residual = map_fraction(fraction, grid, density, methods, mask=course.body)
+    mapped, residual = map_fraction(fraction, grid, density, methods)
     dose = Volume((course.dose.array + mapped[course.method].array).astype(np.float32), grid)
     other, other_list = course.other_method_dose, list(course.other_per_fraction)
     if other is not None:
@@ -232,8 +204,7 @@ def accumulate(reference: Any, fractions: list, *, method: str = "pull", grid_mm
     grid, density = target_grid_density(reference, grid_mm)
     zero = Volume(np.zeros(grid.shape, np.float32), grid)
     course = Course(reference=reference, fractions=[], method=method, dose=zero, per_fraction=[],
-                    other_method_dose=zero if other_method else None, integral_difference_percent=float("nan"), density=density,
-                    body=_body_mask(reference, grid))  # fmt: skip
+                    other_method_dose=zero if other_method else None, integral_difference_percent=float("nan"), density=density)  # fmt: skip
     for f in fractions:
         course = add_fraction(course, f)
     return course

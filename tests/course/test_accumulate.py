@@ -39,7 +39,7 @@ def test_uniform_dose_under_a_smooth_deformation_accumulates_uniform(case):
     assert c.grid.same_as(case["reference"].ct.grid.covering((GRID_MM,) * 3).pad((0, 1, 1)))
     np.testing.assert_allclose(c.dose.array, 5.5, atol=1e-4)
     np.testing.assert_allclose(c.per_fraction[0].array, 3.0, atol=1e-4)
-    assert max(c.residuals_mm) < 0.05  # the inverted deformation, in the body
+    assert max(c.residuals_mm) < 0.05  # the inverted deformation, where the dose reaches
 
 
 @pytest.mark.parametrize("t", [(8.0, -4.0, 4.0), (1.3, -2.7, 0.9)])

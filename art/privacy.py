@@ -8,6 +8,8 @@ that art prints or writes besides the DICOM objects themselves carries them.
 
 from __future__ import annotations
 
+import hashlib
+
 _VERBOSE_PHI = False
 
 
@@ -27,3 +29,12 @@ def identifiers(patient) -> dict[str, str]:
     if not _VERBOSE_PHI or patient is None:
         return {}
     return {"Patient name": str(getattr(patient, "name", "") or ""), "Patient ID": str(getattr(patient, "id", "") or "")}
+
+
+def patient_key(patient_id: str) -> str:
+    """A SHA-256 digest (hex) of a PatientID, compared and stored instead of the ID itself.
+
+    Surrounding spaces are ignored (DICOM pads values); a fixed prefix keeps the digest
+    specific to art. Used by the node's patient registry and to tell a course's patients apart.
+    """
+    return hashlib.sha256(("art-node-patient:" + str(patient_id or "").strip()).encode("utf-8")).hexdigest()

@@ -26,7 +26,6 @@ is read in full; :func:`check_course` checks the fractions against each other.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ import numpy as np
 
 from art.errors import InputError
 from art.geometry import Volume
+from art.privacy import patient_key
 
 __all__ = ["Fraction", "read_fraction", "scheduled_dose", "check_folders", "check_course", "patient_key", "DELIVERED", "FRACTION_FILES"]
 
@@ -78,7 +78,7 @@ class Fraction:
     frame_of_reference_uid : str
         Today's frame (the CBCT's; the RTDOSE's and the deformation's registered frame).
     patient_key : str
-        A digest of the PatientID (:func:`patient_key`), never the ID.
+        A digest of the PatientID (:func:`art.privacy.patient_key`), never the ID.
     structures_daily : StructureSet
         Today's structures (``RTSTRUCT.dcm``) on the synthetic CT's grid.
     summary : dict
@@ -106,11 +106,6 @@ class Fraction:
     plan_fractions: int = 1
     rigid_cbct_to_ct: np.ndarray = dataclasses.field(default_factory=lambda: np.eye(4))
     folder_plan_uid: str = ""
-
-
-def patient_key(patient_id: str) -> str:
-    """A short SHA-256 digest of a PatientID: compared across objects and written, never the ID itself."""
-    return hashlib.sha256(("art-course-patient\0" + str(patient_id or "")).encode("utf-8")).hexdigest()[:16]
 
 
 def _header(path: Path, what: str) -> Any:

@@ -17,7 +17,6 @@ threads, the scheduler loop and ``art jobs`` in another process can use the file
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import sqlite3
 import threading
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from art.errors import InputError
+from art.privacy import patient_key
 
 __all__ = ["NodeStore", "JOB_STATES", "patient_key"]
 
@@ -50,11 +50,6 @@ CREATE TABLE IF NOT EXISTS sends (
 
 _JOB_FIELDS = {"detail", "input_dir", "reference_dir", "registration", "out_dir", "n_instances", "last_instance_at", "exit_code",
                "priority1_met", "recommendation", "runs"}  # fmt: skip
-
-
-def patient_key(patient_id: str) -> str:
-    """The registry's key for a PatientID: a SHA-256 digest (the ID itself is never stored)."""
-    return hashlib.sha256(("art-node-patient:" + str(patient_id).strip()).encode("utf-8")).hexdigest()
 
 
 class NodeStore:

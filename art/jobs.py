@@ -46,18 +46,6 @@ def _announce_patient(stages: Stages, patient: Any) -> None:
         stages.note(", ".join(f"{k}: {v}" for k, v in ids.items()))
 
 
-def _hash_inputs(**paths: Path | None) -> dict[str, str]:
-    from art.provenance import sha256_file, sha256_tree
-
-    out = {}
-    for name, p in paths.items():
-        if p is None:
-            continue
-        p = Path(p)
-        out[name] = sha256_tree(sorted(q for q in p.rglob("*") if q.is_file())) if p.is_dir() else sha256_file(p)
-    return out
-
-
 def _machine_record(machine: Any) -> dict:
     from art.provenance import sha256_file
 
@@ -91,7 +79,7 @@ def plan_job(
     from art.io import read_image_series, read_rtstruct
     from art.protocol import load_protocol
     from art.outputs import atomic_output_dir
-    from art.provenance import provenance
+    from art.provenance import hash_inputs, provenance
     from art.results import write_plan_files
     from art.summary import delivery_table, goal_table, write_summary
     from art.workflow import check_structures, make_plan
@@ -106,7 +94,7 @@ def plan_job(
         check_structures(protocol, structures, where=Path(structures_path).name)
         _announce_patient(stages, ct.patient)
         machine = load_machine(machine_path)
-        hashes = _hash_inputs(ct=ct_dir, structures=structures_path, protocol=protocol_path, machine=machine_path)
+        hashes = hash_inputs(ct=ct_dir, structures=structures_path, protocol=protocol_path, machine=machine_path)
     result = make_plan(ct.volume, structures, protocol, machine=machine, stages=stages, optimizer_options=optimizer_options,
                        final_grid_mm=final_grid_mm, patient_position=position)  # fmt: skip
     with atomic_output_dir(out) as tmp:
@@ -195,6 +183,7 @@ def _read_replan_inputs(reference_dir: Path, cbct_dir: Path, contour_model: Path
     from art.io import read_image_series
     from art.io.image_series import check_daily_position
     from art.io.registration_frames import frame_link_for
+    from art.provenance import hash_inputs
     from art.reference import load_reference
 
     reference = load_reference(reference_dir)
@@ -212,7 +201,7 @@ def _read_replan_inputs(reference_dir: Path, cbct_dir: Path, contour_model: Path
         from art.contouring import load_model
 
         model = load_model(contour_model)
-    hashes = _hash_inputs(
+    hashes = hash_inputs(
         ct=reference.paths["ct"], structures=reference.paths["rtstruct"], plan=reference.paths["rtplan"],
         protocol=reference.paths["protocol"], cbct=cbct_dir, registration=None if link is None else link.path,
     )  # fmt: skip

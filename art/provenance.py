@@ -35,6 +35,17 @@ def sha256_tree(paths: Iterable[str | Path]) -> str:
     return h.hexdigest()
 
 
+def hash_inputs(**paths: str | Path | None) -> dict[str, str]:
+    """SHA-256 of each input by name: a file's digest, or a folder's (:func:`sha256_tree` of every file under it); None skipped."""
+    out = {}
+    for name, p in paths.items():
+        if p is None:
+            continue
+        p = Path(p)
+        out[name] = sha256_tree(sorted(q for q in p.rglob("*") if q.is_file())) if p.is_dir() else sha256_file(p)
+    return out
+
+
 def provenance(*, inputs: dict[str, str] | None = None, parameters: dict[str, Any] | None = None) -> dict[str, Any]:
     """A JSON-serialisable provenance record.
 

@@ -62,18 +62,11 @@ def parse_delivered(items: Any, n_fractions: int) -> dict[int, str]:
     return out
 
 
-def _hash_inputs(**paths: Path) -> dict[str, str]:
-    """SHA-256 of each file, or of each folder's files (sorted), by name."""
-    from art.provenance import sha256_file, sha256_tree
-
-    return {name: sha256_tree(sorted(q for q in Path(p).rglob("*") if q.is_file())) if Path(p).is_dir() else sha256_file(p)
-            for name, p in paths.items()}  # fmt: skip
-
-
 def _read_inputs(reference_dir: Path, fraction_dirs: list, delivered: dict, stages: Stages) -> tuple[Any, list, Any, dict]:
     """Reference, fractions (checked), machine and the input hashes."""
     from art.course.fraction import check_course, check_folders, read_fraction
     from art.dose import load_machine
+    from art.provenance import hash_inputs
     from art.reference import load_reference
 
     reference = load_reference(reference_dir)
@@ -84,9 +77,9 @@ def _read_inputs(reference_dir: Path, fraction_dirs: list, delivered: dict, stag
         fractions.append(read_fraction(folder, reference, index=k, delivered=delivered.get(k), machine=machine))
     check_course(fractions)
     stages.note(f"{len(fractions)} fraction(s): " + ", ".join(f"{f.folder.name} {f.delivered}" for f in fractions))
-    hashes = _hash_inputs(ct=reference.paths["ct"], structures=reference.paths["rtstruct"], plan=reference.paths["rtplan"],
+    hashes = hash_inputs(ct=reference.paths["ct"], structures=reference.paths["rtstruct"], plan=reference.paths["rtplan"],
                           protocol=reference.paths["protocol"])  # fmt: skip
-    hashes.update(_hash_inputs(**{f"fraction_{f.index:02d}": f.folder for f in fractions}))
+    hashes.update(hash_inputs(**{f"fraction_{f.index:02d}": f.folder for f in fractions}))
     return reference, fractions, machine, hashes
 
 
@@ -172,16 +165,6 @@ def _rounded(v: float, nd: int) -> float | None:
     return None if v != v else round(float(v), nd)
 
 
-def _write_report(path: Path, model: dict, stages: Stages) -> None:
-    """``report.html`` by :func:`art.course.report.write_course_report` (noted and skipped when that module is absent)."""
-    try:
-        from art.course.report import write_course_report
-    except ImportError:
-        stages.note("report.html not written: art.course.report is not available")
-        return
-    write_course_report(path, model)
-
-
 def course_job(reference_dir: str | Path, fraction_dirs: list, out: str | Path, *, method: str = "pull", projection: str = "mean",
                delivered: Any = None, grid_mm: float = 2.5, show: bool = True) -> dict:  # fmt: skip
     """``art course``: accumulate the treated fractions on the planning CT; write RTDOSE, summary.json, report.html.
@@ -210,6 +193,7 @@ def course_job(reference_dir: str | Path, fraction_dirs: list, out: str | Path, 
         The summary (also ``summary.json``).
     """
     from art.course.accumulate import METHODS, PROJECTIONS, accumulate, course_goals, dvh_curves, planned_dose
+    from art.course.report import write_course_report
     from art.outputs import atomic_output_dir
     from art.summary import write_summary
 
@@ -234,7 +218,7 @@ def course_job(reference_dir: str | Path, fraction_dirs: list, out: str | Path, 
         with stages.stage("export"):
             write_accumulated_rtdose(tmp / "RTDOSE.dcm", course)
         with stages.stage("report"):
-            _write_report(tmp / "report.html", {**summary, "dvh": dvh_curves(course, planned)}, stages)
+            write_course_report(tmp / "report.html", {**summary, "dvh": dvh_curves(course, planned)})
         summary["timings_s"] = dict(stages.timings)
         write_summary(summary, tmp / "summary.json")
     return summary

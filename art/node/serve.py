@@ -44,8 +44,8 @@ class Node:
         self._own_engine = engine is None
         self._futures: dict[int, Any] = {}
         self._sending: dict[int, Any] = {}
-        self._waiting: dict[int, float] = {}
-        self.stopping = threading.Event()  # set by stop(): sends waiting for a retry give up and resume at the next start  # received jobs waiting for a REG that links their frame: job id → deadline
+        self._waiting: dict[int, float] = {}  # received jobs waiting for a REG that links their frame: job id → deadline
+        self.stopping = threading.Event()  # set by stop(): sends waiting for a retry give up and resume at the next start
         self._senders = ThreadPoolExecutor(max_workers=2, thread_name_prefix="art-send")
         self.scp = None
         self.tracker = None
@@ -184,12 +184,13 @@ def serve(config: NodeConfig, *, once: bool = False, poll_s: float = 0.5, stop: 
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
     with Node(config) as node:
-        seen_job = bool(node.store.jobs())
+        seen_job = False
         while not stop.is_set():
             node.step()
-            seen_job = seen_job or bool(node.store.jobs())
-            if once and seen_job and node.idle:
-                break
+            if once:  # the database is asked only until the first job is seen
+                seen_job = seen_job or bool(node.store.jobs())
+                if seen_job and node.idle:
+                    break
             stop.wait(poll_s)
 
 

@@ -249,9 +249,15 @@ def run_replan(job: JobSpec) -> dict:
             summary = replan_job(job.reference, job.cbct, job.out, show=False, final_grid_mm=job.final_grid_mm, registration=job.registration)
     except ArtError as exc:
         return {"status": "failed", "out": str(job.out), "error": str(exc), "exit_code": 1, "wall_s": round(time.perf_counter() - t0, 2)}
-    met = bool(summary["priority1_met"])
-    return {"status": "done", "out": str(job.out), "priority1_met": met, "recommendation": summary["recommendation"]["plan"],
-            "exit_code": 0 if met else 3, "wall_s": round(time.perf_counter() - t0, 2)}  # fmt: skip
+    return {**done_record(summary, job.out), "wall_s": round(time.perf_counter() - t0, 2)}
+
+
+def done_record(summary: dict, out: str | Path) -> dict:
+    """The record of a finished re-plan from its ``summary.json`` content: ``status`` "done", ``out``,
+    ``priority1_met``, ``recommendation`` ("adapted"/"scheduled") and ``exit_code`` (0, or 3 when a priority-1 goal is not met)."""
+    met = bool(summary.get("priority1_met"))
+    return {"status": "done", "out": str(out), "priority1_met": met, "recommendation": (summary.get("recommendation") or {}).get("plan"),
+            "exit_code": 0 if met else 3}  # fmt: skip
 
 
 def _thread_env(threads: int) -> dict[str, str]:

@@ -8,6 +8,7 @@ patient.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -123,11 +124,11 @@ def check_job(node: Any, job_id: int, *, wait_for_reg: bool = False) -> bool | N
 
 def submit_job(node: Any, job_id: int) -> Any:
     """Run a queued job on Dask: a future, or ``"done"`` when an earlier run had already finished it (a restart)."""
-    from art.node.engine import JobSpec
+    from art.node.engine import JobSpec, done_record
 
     store, job = node.store, node.store.job(job_id)
     for summary in sorted(_job_dir(node, job_id).glob("run-*/result/summary.json")):
-        _record_done(node, job_id, summary.parent, _summary_result(summary))
+        _record_done(node, job_id, summary.parent, done_record(json.loads(summary.read_text(encoding="utf-8")), summary.parent))
         return "done"
     runs = int(job["runs"] or 0) + 1
     out = _job_dir(node, job_id) / f"run-{runs}" / "result"
@@ -136,15 +137,6 @@ def submit_job(node: Any, job_id: int) -> Any:
                    registration=None if job["registration"] is None else Path(job["registration"]), final_grid_mm=node.config.final_grid_mm)  # fmt: skip
     store.set_state(job_id, "queued", f"run {runs} submitted", runs=runs)
     return node._engine.submit(f"art-node-job{job_id}-run{runs}", spec)
-
-
-def _summary_result(path: Path) -> dict:
-    import json
-
-    s = json.loads(path.read_text(encoding="utf-8"))
-    met = bool(s.get("priority1_met"))
-    return {"status": "done", "out": str(path.parent), "priority1_met": met, "exit_code": 0 if met else 3,
-            "recommendation": s.get("recommendation", {}).get("plan")}  # fmt: skip
 
 
 def finished_run(node: Any, job_id: int, future: Any) -> bool:

@@ -43,12 +43,16 @@ import numpy as np
 
 from art.errors import DicomError, InputError
 
-__all__ = ["ReceivedInstance", "SeriesEvent", "SeriesTracker", "check_series", "content_hash", "series_files", "expected_count_of"]
+__all__ = ["ReceivedInstance", "SeriesEvent", "SeriesTracker", "UnlinkedFrameError", "check_series", "content_hash", "series_files", "expected_count_of"]
 
 log = logging.getLogger("art.node")
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
+
+
+class UnlinkedFrameError(InputError):
+    """A series in another frame of reference than the reference's, and no REG received links the two (yet)."""
 
 
 @dataclass(frozen=True)
@@ -458,7 +462,7 @@ def _linking_registration(event: SeriesEvent, frame: str, sops: list[str], refer
             problems.append(f"{reg.name}: links frames {' and '.join(sorted(_short(f) for f in matrices))}, not these two")
     if not links:
         detail = f" (REG files of this patient considered: {'; '.join(problems)})" if problems else ""
-        raise InputError(f"frame of reference {_short(frame)} is not the registered reference's ({_short(reference_frame_uid)}) "
+        raise UnlinkedFrameError(f"frame of reference {_short(frame)} is not the registered reference's ({_short(reference_frame_uid)}) "
                          f"and no Spatial Registration (REG) received for this patient links them{detail}", path=event.folder)  # fmt: skip
     first = links[0][1]
     if any(not np.allclose(m, first, atol=1e-4) for _, m in links[1:]):

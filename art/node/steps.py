@@ -91,7 +91,7 @@ def check_job(node: Any, job_id: int, *, wait_for_reg: bool = False) -> bool | N
     ``received`` (None): the REG may follow the images.
     """
     from art.errors import ArtError
-    from art.node.receive import check_series
+    from art.node.receive import UnlinkedFrameError, check_series
 
     store, job = node.store, node.store.job(job_id)
     try:
@@ -114,7 +114,7 @@ def check_job(node: Any, job_id: int, *, wait_for_reg: bool = False) -> bool | N
                 shutil.copy2(reg, registration)
             store.set_state(job_id, "queued", "", reference_dir=refs[frame], registration=registration)
             return True
-        if wait_for_reg and event.frame_of_reference_uid not in refs and "REG" in str(problem):
+        if wait_for_reg and event.frame_of_reference_uid not in refs and isinstance(problem, UnlinkedFrameError):
             return None
         store.set_state(job_id, "failed", f"received series refused: {getattr(problem, 'problem', problem)}")
     except (ArtError, OSError) as exc:

@@ -110,7 +110,6 @@ class Node:
             if job_id is not None and self.store.job(job_id)["state"] == "received":
                 self._check_job(job_id, now)
         for job_id, deadline in list(self._waiting.items()):
-            del self._waiting[job_id]
             self._check_job(job_id, now, last_try=now >= deadline)
         self._mark_running()
         for job_id, fut in list(self._futures.items()):
@@ -132,11 +131,13 @@ class Node:
         from art.node.steps import check_job
 
         verdict = check_job(self, job_id, wait_for_reg=not last_try)
-        if verdict is True:
-            self._submit(job_id)
-        elif verdict is None:
+        if verdict is None:  # waiting: the deadline is set once, from the first check
             start = time.time() if now is None else now
             self._waiting.setdefault(job_id, start + max(self.config.quiet_period_s, 2.0))
+            return
+        self._waiting.pop(job_id, None)
+        if verdict is True:
+            self._submit(job_id)
 
     def _submit(self, job_id: int) -> None:
         from art.node.steps import submit_job

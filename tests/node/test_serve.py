@@ -167,3 +167,38 @@ def test_a_failed_send_is_retried_reported_and_resumed(tmp_path):
         with Node(load_config(tmp_path / "node.toml")):
             wait_for(lambda: store.job(job_b)["state"] == "sent", timeout_s=60, what="sent after the restart")
         assert pacs.find(modality="RTPLAN") and store.job(job_b)["sends"]["pacs"]["state"] == "sent"
+
+
+def test_a_cbct_in_its_own_frame_waits_for_the_reg_sent_after_it(node, tmp_path):
+    """The imaging system sends the CBCT (its own frame), then the REG linking it: the job is queued with that REG.
+    A CBCT in another own frame whose REG never comes fails after the wait, naming the missing link."""
+    import numpy as np
+
+    from tests.independent_reg import rewrite_in_own_frame, series_refs, translation, write_reg
+
+    n, case = node["node"], node["case"]
+    offset = (10.0, -5.0, 3.0)
+    own = tmp_path / "own"
+    own_for = rewrite_in_own_frame(case["patient"] / "CBCT_01", own, offset_mm=offset)
+    (tmp_path / "reg").mkdir()
+    reg = write_reg(tmp_path / "reg" / "REG.dcm", registered_for=case["frame"], patient_id=case["patient_id"],
+                    items=[{"frame": own_for, "matrix": translation(-np.asarray(offset)), "refs": series_refs(own)}])  # fmt: skip
+    rewrite_in_own_frame(case["patient"] / "CBCT_01", tmp_path / "lost_frame", offset_mm=offset)
+    lost = rewritten_series(tmp_path / "lost_frame", tmp_path / "lost")  # new series and instance UIDs: another series
+    assert storescu(n.scp.port, own).returncode == 0 and storescu(n.scp.port, lost).returncode == 0
+    uid, lost_uid = series_uid(own), series_uid(lost)
+    wait_for(lambda: jobs_of(n, uid), timeout_s=30, what="the own-frame series becomes a job")
+    assert n.store.job(jobs_of(n, uid)[0]["id"])["state"] == "received"  # no REG yet: waiting for it
+    assert storescu(n.scp.port, [reg]).returncode == 0
+    job = wait_for(lambda: [j for j in jobs_of(n, uid) if j["state"] in ("queued", "running", "failed")], timeout_s=30,
+                   what="the job is checked")[0]  # fmt: skip
+    assert job["state"] in ("queued", "running"), job["detail"]
+    assert job["registration"] and pydicom_uid(job["registration"]) == pydicom_uid(reg)
+    lost_job = wait_for(lambda: [j for j in jobs_of(n, lost_uid) if j["state"] == "failed"], timeout_s=30, what="the unlinked job fails")[0]
+    assert "no Spatial Registration (REG)" in lost_job["detail"]
+
+
+def pydicom_uid(path) -> str:
+    import pydicom
+
+    return str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)

@@ -178,8 +178,8 @@ def test_a_cbct_in_its_own_frame_waits_for_the_reg_sent_after_it(node, tmp_path)
 
     n, case = node["node"], node["case"]
     offset = (10.0, -5.0, 3.0)
-    own = tmp_path / "own"
-    own_for = rewrite_in_own_frame(case["patient"] / "CBCT_01", own, offset_mm=offset)
+    own_for = rewrite_in_own_frame(case["patient"] / "CBCT_01", tmp_path / "own_frame", offset_mm=offset)
+    own = rewritten_series(tmp_path / "own_frame", tmp_path / "own")  # new UIDs: not the series the other tests sent
     (tmp_path / "reg").mkdir()
     reg = write_reg(tmp_path / "reg" / "REG.dcm", registered_for=case["frame"], patient_id=case["patient_id"],
                     items=[{"frame": own_for, "matrix": translation(-np.asarray(offset)), "refs": series_refs(own)}])  # fmt: skip
@@ -188,7 +188,8 @@ def test_a_cbct_in_its_own_frame_waits_for_the_reg_sent_after_it(node, tmp_path)
     assert storescu(n.scp.port, own).returncode == 0 and storescu(n.scp.port, lost).returncode == 0
     uid, lost_uid = series_uid(own), series_uid(lost)
     wait_for(lambda: jobs_of(n, uid), timeout_s=30, what="the own-frame series becomes a job")
-    assert n.store.job(jobs_of(n, uid)[0]["id"])["state"] == "received"  # no REG yet: waiting for it
+    first = n.store.job(jobs_of(n, uid)[0]["id"])
+    assert first["state"] == "received", first["detail"]  # no REG yet: waiting for it
     assert storescu(n.scp.port, [reg]).returncode == 0
     job = wait_for(lambda: [j for j in jobs_of(n, uid) if j["state"] in ("queued", "running", "failed")], timeout_s=30,
                    what="the job is checked")[0]  # fmt: skip

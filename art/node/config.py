@@ -175,6 +175,13 @@ class _Reader:
             self.fail(key, f"expected {_kind_name(kind)}, got {value!r}")
         return value
 
+    def strings(self, key: str, default: list | None = None, *, required: bool = False) -> list[str]:
+        values = self.get(key, list, default, required=required)
+        for v in values:
+            if not isinstance(v, str):
+                self.fail(key, f"expected strings, got {v!r}")
+        return values
+
     def number(self, key: str, default: float, *, low: float, high: float = math.inf) -> float:
         value = float(self.get(key, (int, float), default))
         if not (low <= value <= high) or not math.isfinite(value):
@@ -239,13 +246,11 @@ def _tls(reader: _Reader, key: str, *, server: bool) -> TLSFiles | None:
 
 def _node(path: Path, data: dict) -> dict:
     r = _Reader(path, data.get("node", {}), "node", _KEYS["node"])
-    aes = r.get("allowed_calling_aes", list, required=True)
+    aes = r.strings("allowed_calling_aes", required=True)
     if not aes:
         r.fail("allowed_calling_aes", "empty: name the imaging systems allowed to send (calling AE titles)")
-    hosts = r.get("allowed_hosts", list, [])
+    hosts = r.strings("allowed_hosts", [])
     for h in hosts:
-        if not isinstance(h, str):
-            r.fail("allowed_hosts", f"expected addresses as strings, got {h!r}")
         try:
             ipaddress.ip_address(h)
         except ValueError:
@@ -257,8 +262,7 @@ def _node(path: Path, data: dict) -> dict:
     return {
         "ae_title": r.ae("ae_title", "ART"), "host": _host(r, "host", r.get("host", str, "127.0.0.1")),
         "port": r.integer("port", DEFAULT_PORT, low=0, high=65535),
-        "allowed_calling_aes": tuple(_ae(r, "allowed_calling_aes", a) if isinstance(a, str) else r.fail("allowed_calling_aes", f"expected strings, got {a!r}")
-                                     for a in aes),
+        "allowed_calling_aes": tuple(_ae(r, "allowed_calling_aes", a) for a in aes),
         "allowed_hosts": tuple(hosts), "state_dir": r.path_of("state_dir", required=True), "output_dir": r.path_of("output_dir", required=True),
         "quiet_period_s": quiet, "incomplete_timeout_s": timeout, "tls": _tls(r, "tls", server=True),
     }  # fmt: skip

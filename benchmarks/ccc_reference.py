@@ -60,6 +60,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ccc_common import CASES, FIELDS_MM, SAD_MM, density_array, phantom_grid  # noqa: E402
 
 WHEEL = "opentps_core-2.0.0-py3-none-any.whl"
+WHEEL_SHA256 = "37d400264a3fe1c529f555aa669ae3178a088d56ab1be5a24b2af444fb073a61"
+"""PyPI's opentps-core 2.0.0 wheel, as downloaded when this script was written."""
 PHOTONS = "opentps/core/processing/doseCalculation/photons"
 DEFAULT_CACHE = REPO / "benchmarks" / "results" / "opentps"
 OUT_DIR = REPO / "benchmarks" / "results" / "ccc_reference"
@@ -90,6 +92,8 @@ def find_engine(cache: Path) -> tuple[Path, dict]:
             print(f"downloading opentps-core 2.0.0 (the WiscPlan engine) into {cache} ...", flush=True)
             subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "opentps-core==2.0.0", "-d", str(cache)],
                            check=True, timeout=600)  # fmt: skip
+        if (got := _sha256(wheel)) != WHEEL_SHA256:
+            raise SystemExit(f"{wheel}: SHA-256 {got} is not the opentps-core 2.0.0 wheel's ({WHEEL_SHA256}); remove it and run again")
         with zipfile.ZipFile(wheel) as z:
             members = [m for m in z.namelist() if m.startswith(PHOTONS + "/")]
             z.extractall(cache, members)

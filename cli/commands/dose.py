@@ -23,6 +23,7 @@ def command(
         Optional[list[Path]],
         typer.Option(
             "--machine",
+            metavar="<path>",
             help="Machine file (art-machine/1) or MLC model (art-mlc/1) added to the shipped library (6X, 10X, 6FFF; "
             "Millennium-120- and Agility-like MLCs), replacing its entries of the same energy / leaf boundaries. Repeatable.",
         ),

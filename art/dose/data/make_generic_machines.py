@@ -12,11 +12,12 @@ The machines are **synthetic**: not measured on any linac. Their reference point
 typical published values (central-axis PDD at 5, 10 and 20 cm for square fields from
 3×3 to 40×40 cm², surface doses, output factors, penumbra, off-axis profiles); this
 script interpolates them into full tables (log-TMR interpolation in depth, PCHIP) so
-that the shipped JSON is smooth and self-consistent. Sources:
+that the shipped JSON is smooth and self-consistent. The values are chosen to be typical of
+these sources, not copied from any one table of them:
 
 * 6 MV and 10 MV flattened beams: *Central axis depth dose data for use in radiotherapy*,
   Br J Radiol Supplement 25 (1996), tables for 6 MV and 10 MV (SSD 100 cm); typical
-  Varian Clinac/TrueBeam commissioning values (Beyer GP, JACMP 14(1):4077, 2013;
+  Varian Clinac/TrueBeam commissioning values (Beyer GP, JACMP 14(1), 2013;
   Glide-Hurst C et al., Med Phys 40(3):031719, 2013).
 * 6 MV FFF: Varian *TrueBeam Representative Beam Data* (6X-FFF: d_max ≈ 1.3 cm,
   PDD(10) ≈ 63.5 % for 10×10 at SSD 100 cm); Glide-Hurst et al. 2013 (multi-institutional
@@ -25,7 +26,7 @@ that the shipped JSON is smooth and self-consistent. Sources:
   (off-axis fall-off to ≈ 0.6–0.7 at 15–20 cm, mild off-axis softening).
 * MLCs: Varian Millennium 120 leaf layout (40 central leaves of 5 mm, 20 outer of 10 mm per
   bank); Elekta Agility (160 leaves of 5 mm, transmission ≈ 0.4–0.5 %: Bedford JL et al.,
-  JACMP 14(2):4136, 2013).
+  JACMP 14(2), 2013).
 
 Run ``python make_generic_machines.py`` to rewrite the files; they are committed, the
 script is kept for provenance. A ``ccc`` section (collapsed-cone commissioning, written into

@@ -139,6 +139,9 @@ class Beam:
         ``{"x_edges_mm": (nx+1,), "y_edges_mm": (ny+1,)}`` at the isocentre plane (BEV, IEC b).
     sad_mm : float
         Source-axis distance, mm.
+    leaf_boundaries_mm : ndarray, shape (n_pairs + 1,), optional
+        The MLC's leaf-pair boundaries along Y_b at the isocentre plane (mm, increasing), as an RT Plan
+        states them (set by :func:`art.io.rtplan.read_rtplan`); None (art's own plans): the machine's MLC.
     """
 
     name: str
@@ -151,6 +154,7 @@ class Beam:
     fluence: Optional[np.ndarray] = None
     fluence_grid: Optional[dict] = None
     sad_mm: float = 1000.0
+    leaf_boundaries_mm: Optional[np.ndarray] = None
 
     def __post_init__(self) -> None:
         for attr in ("gantry_deg", "collimator_deg", "couch_deg", "sad_mm"):
@@ -183,6 +187,21 @@ class Beam:
             if np.any(f < 0) or not np.all(np.isfinite(f)):
                 raise InputError(f"beam {self.name!r}: fluence must be finite and non-negative")
             self.fluence = f
+        if self.leaf_boundaries_mm is not None:
+            self.leaf_boundaries_mm = self._checked_boundaries(self.leaf_boundaries_mm)
+
+    def _checked_boundaries(self, value: Any) -> np.ndarray:
+        """``value`` as increasing finite float64 boundaries (at least two) matching the segments' leaf pairs."""
+        try:
+            bnd = np.asarray(value, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"beam {self.name!r}: leaf_boundaries_mm must be numbers") from exc
+        if bnd.size < 2 or not np.all(np.isfinite(bnd)) or np.any(np.diff(bnd) <= 0):
+            raise InputError(f"beam {self.name!r}: leaf_boundaries_mm must be at least two increasing finite values (mm)")
+        for s in self.segments:
+            if s.leaf_positions.shape[1] != bnd.size - 1:
+                raise InputError(f"beam {self.name!r}: a segment has {s.leaf_positions.shape[1]} leaf pairs, leaf_boundaries_mm {bnd.size - 1}")
+        return bnd
 
     @property
     def total_mu(self) -> float:

@@ -2,21 +2,26 @@
 
 :func:`recalculate` reads a CT series, an RT Plan (ours or another system's,
 see :func:`art.io.rtplan.read_rtplan`) and optionally an RTSTRUCT, recomputes the
-course dose with ``art``'s engine (:func:`art.dose.dose`, machine
-:func:`art.dose.load_machine`) and writes, atomically into ``out``:
+course dose with ``art``'s engine (:func:`art.dose.dose`), each beam with the machine
+of the library (:func:`art.dose.load_library`: the shipped 6X, 10X and 6FFF machines
+and MLC models, plus the files given, ``art dose --machine FILE``) that serves its
+energy, TreatmentMachineName and MLC, and writes, atomically into ``out``:
 
 * ``RTDOSE.dcm`` — the dose on the dose grid (Gy, course, summation ``PLAN``,
   referencing the plan);
 * ``summary.json`` — provenance (software version, SHA-256 of every input),
-  plan label, fractions, MU per beam (per fraction), dose maximum and mean (in
+  plan label, fractions, MU per beam (per fraction) and the machine file (and MLC
+  model) each beam was computed with (name, file, SHA-256), dose maximum and mean (in
   the BODY/EXTERNAL structure when given, else over the dose grid) and per
   structure: volume, Dmean, Dmax (D0.03cc), Dmin, D98%, D95%, D50%, D2%
   (Gy), plus V100% of the prescription when the plan has one; timings.
 
 Refused with a clear :class:`~art.errors.ArtError`: a plan whose
 FrameOfReferenceUID differs from the CT's (a plan without one is accepted with
-a warning in the summary), beams whose energy or SAD differ from the machine
-model's or whose MLC is not the model's, plans ``read_rtplan`` cannot represent.
+a warning in the summary), beams of an energy no machine file of the library
+serves (the message names the beam and the plan file and says to give one with
+``--machine FILE``), whose SAD differs from the machine's or whose MLC no machine
+or MLC model has, plans ``read_rtplan`` cannot represent.
 When the structures include a BODY/EXTERNAL ROI the dose is computed inside it
 only (0 outside).
 """
@@ -26,7 +31,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -45,7 +50,7 @@ def _finite(v: float) -> float | None:
 
 
 def recalculate_dose(ct: Any, plan: Any, machine: Any = None, *, structures: Any = None, dose_grid_mm: float | None = 3.0, plan_path: Any = None):
-    """Check a plan against the CT and machine, then compute its course dose.
+    """Check a plan against the CT and machine(s), then compute its course dose.
 
     Parameters
     ----------
@@ -54,8 +59,8 @@ def recalculate_dose(ct: Any, plan: Any, machine: Any = None, *, structures: Any
     plan : Plan
         As returned by :func:`~art.io.rtplan.read_rtplan` (its ``frame_of_reference_uid`` is
         checked when present); its ``patient_position`` must be the CT's PatientPosition.
-    machine : Machine, optional
-        Default :func:`art.dose.load_machine` ().
+    machine : Machine, list of Machine, MachineLibrary or None
+        As :func:`art.dose.resolve_machines` takes it (default: the shipped library).
     structures : StructureSet, optional, keyword-only
         On the CT grid; a BODY/EXTERNAL ROI restricts the calculation to the body.
     dose_grid_mm : float or None, keyword-only
@@ -69,12 +74,10 @@ def recalculate_dose(ct: Any, plan: Any, machine: Any = None, *, structures: Any
         Course dose, Gy, float32, on the dose grid.
     """
     from art.dose import dose as compute_dose
-    from art.dose import load_machine
+    from art.dose import resolve_machines
     from art.dose._setup import body_structure
     from art.io.image_series import check_plan_position
-    from art.io.rtplan import energy_to_dicom
 
-    machine = load_machine() if machine is None else machine
     plan_for = getattr(plan, "frame_of_reference_uid", "") or ""
     if plan_for and ct.frame_of_reference_uid and plan_for != ct.frame_of_reference_uid:
         raise GeometryError(
@@ -82,21 +85,10 @@ def recalculate_dose(ct: Any, plan: Any, machine: Any = None, *, structures: Any
             "the plan was made on another image; register and transfer it first",
             path=plan_path,
         )
-    m_energy = energy_to_dicom(machine.energy)
-    for b in plan.beams:
-        if energy_to_dicom(b.energy) != m_energy:
-            raise InputError(f"beam {b.name!r}: energy {b.energy} is not the machine model's ({machine.energy})", path=plan_path)
-        if abs(float(b.sad_mm) - float(machine.sad_mm)) > 0.5:
-            raise InputError(f"beam {b.name!r}: SAD {b.sad_mm} mm is not the machine model's ({machine.sad_mm} mm)", path=plan_path)
-        for s in b.segments:
-            if s.leaf_positions.shape[1] != machine.mlc.n_pairs:
-                raise InputError(
-                    f"beam {b.name!r}: {s.leaf_positions.shape[1]} leaf pairs, machine model {machine.name!r} has {machine.mlc.n_pairs}",
-                    path=plan_path,
-                )
+    machines = resolve_machines(plan, machine, path=plan_path)
     check_plan_position(plan, ct, plan_path=plan_path)
     use_body = structures is not None and body_structure(structures, None) is not None
-    return compute_dose(ct.volume, plan, machine, dose_grid_mm=dose_grid_mm, structures=structures if use_body else None)
+    return compute_dose(ct.volume, plan, machines, dose_grid_mm=dose_grid_mm, structures=structures if use_body else None)
 
 
 def recalculate(
@@ -105,7 +97,7 @@ def recalculate(
     out: str | Path,
     *,
     structures_path: str | Path | None = None,
-    machine_path: str | Path | None = None,
+    machine_path: str | Path | Sequence[str | Path] | None = None,
     dose_grid_mm: float | None = 3.0,
     show_progress: bool = False,
 ) -> dict:
@@ -121,8 +113,10 @@ def recalculate(
         Result folder, written atomically (nothing left there on failure).
     structures_path : str or Path, optional, keyword-only
         RTSTRUCT on the CT: DVH metrics per structure; its BODY limits the calculation.
-    machine_path : str or Path, optional, keyword-only
-        Machine model file (default: the generic 6 MV machine).
+    machine_path : str or Path, or a sequence of them, optional, keyword-only
+        Machine files and MLC model files added to the shipped library, each replacing the shipped
+        entries of its energy (a machine) or leaf boundaries (an MLC model), see
+        :func:`art.dose.load_library`; default: the shipped library.
     dose_grid_mm : float or None, keyword-only
         Dose grid spacing, mm.
     show_progress : bool, keyword-only
@@ -139,20 +133,24 @@ def recalculate(
     ct_dir, plan_path = Path(ct_dir), Path(plan_path)
     stages = Stages(show=show_progress)
     with stages.stage("read inputs"):
-        machine, ct, plan, structures, warnings_out = _read_inputs(ct_dir, plan_path, structures_path, machine_path)
+        library, ct, plan, structures, warnings_out = _read_inputs(ct_dir, plan_path, structures_path, machine_path)
+        from art.dose import resolve_machines
+
+        machines = resolve_machines(plan, library, path=plan_path)
     with stages.stage("dose"):
-        dose = recalculate_dose(ct, plan, machine, structures=structures, dose_grid_mm=dose_grid_mm, plan_path=plan_path)
+        dose = recalculate_dose(ct, plan, machines, structures=structures, dose_grid_mm=dose_grid_mm, plan_path=plan_path)
     with stages.stage("evaluate"):
         body, dose_mean = _mean_dose(dose, structures)
         per_structure = _structure_metrics(dose, structures, plan.prescription["dose_gy"] if plan.prescription else None)
     inputs = {"ct": sha256_tree(ct.files), "rtplan": sha256_file(plan_path)}
     if structures_path is not None:
         inputs["rtstruct"] = sha256_file(structures_path)
-    inputs["machine"] = machine.digest
+    inputs.update(_machine_inputs(machines))
+    names = ", ".join(dict.fromkeys(m.name for m in machines))
     summary = {
         "command": "dose",
-        "provenance": provenance(inputs=inputs, parameters={"dose_grid_mm": dose_grid_mm, "machine": machine.name}),
-        "plan": _plan_record(plan),
+        "provenance": provenance(inputs=inputs, parameters={"dose_grid_mm": dose_grid_mm, "machine": names}),
+        "plan": _plan_record(plan, machines),
         "dose": {
             "units": "Gy (course)",
             "grid": dose.grid.to_dict(),
@@ -168,19 +166,21 @@ def recalculate(
     return summary
 
 
-def _read_inputs(ct_dir: Path, plan_path: Path, structures_path: str | Path | None, machine_path: str | Path | None) -> tuple:
-    """Machine, CT series, RT Plan and (optional) structures; warnings about the plan's references.
+def _read_inputs(ct_dir: Path, plan_path: Path, structures_path: str | Path | None, machine_path: Any) -> tuple:
+    """Machine library, CT series, RT Plan (each beam checked against the library) and (optional)
+    structures; warnings about the plan's references.
 
-    Returns ``(machine, ct, plan, structures or None, warnings)``.
+    Returns ``(library, ct, plan, structures or None, warnings)``.
     """
-    from art.dose import load_machine
+    from art.dose import load_library
     from art.io import read_image_series, read_rtstruct
     from art.io.rtplan import read_rtplan
 
     warnings_out: list[str] = []
-    machine = load_machine(machine_path)
+    paths = [machine_path] if isinstance(machine_path, (str, Path)) else list(machine_path or [])
+    library = load_library(paths)
     ct = read_image_series(ct_dir)
-    plan = read_rtplan(plan_path, machine=machine)
+    plan = read_rtplan(plan_path, machine=library)
     structures = read_rtstruct(structures_path, ct) if structures_path is not None else None
     if not getattr(plan, "frame_of_reference_uid", ""):
         warnings_out.append("the plan has no FrameOfReferenceUID: assumed to be the CT's")
@@ -191,7 +191,26 @@ def _read_inputs(ct_dir: Path, plan_path: Path, structures_path: str | Path | No
         got = str(read_dataset(Path(structures_path), stop_before_pixels=True).get("SOPInstanceUID", ""))
         if got != rs_uid:
             warnings_out.append("the RTSTRUCT given is not the one the plan references")
-    return machine, ct, plan, structures, warnings_out
+    return library, ct, plan, structures, warnings_out
+
+
+def _machine_record(machine: Any) -> dict:
+    """A beam's machine as summary.json states it: name, energy, file name, SHA-256, and the MLC model
+    that replaced the file's own MLC (None when the file's own MLC was used)."""
+    mlc = machine.mlc
+    model = {"name": mlc.name, "file": Path(mlc.source).name, "sha256": mlc.digest, "n_pairs": mlc.n_pairs} if mlc.source else None
+    return {"name": machine.name, "energy": machine.energy, "file": Path(machine.source).name, "sha256": machine.digest, "mlc_model": model}
+
+
+def _machine_inputs(machines: list) -> dict:
+    """Provenance inputs: ``machine`` (the SHA-256 of the one machine file, or of each, comma-separated)
+    and ``machine_files`` (file name → SHA-256 of every machine file and MLC model used)."""
+    files: dict[str, str] = {}
+    for m in machines:
+        files[Path(m.source).name] = m.digest
+        if m.mlc.source:
+            files[Path(m.mlc.source).name] = m.mlc.digest
+    return {"machine": ",".join(dict.fromkeys(m.digest for m in machines)), "machine_files": files}
 
 
 def _mean_dose(dose: Volume, structures: Any) -> tuple[Any, float]:
@@ -231,8 +250,9 @@ def _structure_metrics(dose: Volume, structures: Any, rx: float | None) -> list[
     return per_structure
 
 
-def _plan_record(plan: Any) -> dict:
-    """The plan as summary.json describes it: label, UID, fractions, prescription, position, beams with MU per fraction."""
+def _plan_record(plan: Any, machines: list) -> dict:
+    """The plan as summary.json describes it: label, UID, fractions, prescription, position, beams with MU per
+    fraction and the machine each was computed with (:func:`_machine_record`)."""
     return {
         "label": plan.label,
         "sop_instance_uid": getattr(plan, "sop_instance_uid", ""),
@@ -248,8 +268,9 @@ def _plan_record(plan: Any) -> dict:
                 "energy": b.energy,
                 "mu": round(b.total_mu, 3),
                 "segments": len(b.segments),
+                "machine": _machine_record(m),
             }
-            for b in plan.beams
+            for b, m in zip(plan.beams, machines)
         ],
         "total_mu": round(sum(b.total_mu for b in plan.beams), 3),
     }

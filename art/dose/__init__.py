@@ -4,6 +4,7 @@ dose-influence matrix and plan recalculation.
 Public API
 ----------
 load_machine, Machine, load_hu_table, hu_to_density
+load_library, MachineLibrary, load_mlc, resolve_machines
 influence_matrix, InfluenceMatrix
 dose, segment_fluence
 BeamFrame, bev_to_lps_matrix
@@ -16,6 +17,7 @@ from art.dose.calc import beam_fluence, dose, segment_fluence
 from art.dose.influence import InfluenceMatrix, influence_matrix
 from art.dose.influence_beam import select_bixels
 from art.dose.kernel import PencilKernel, fit_kernel
+from art.dose.library import MachineLibrary, load_library, load_mlc, resolve_machines
 from art.dose.machine import HUTable, Machine, hu_to_density, load_hu_table, load_machine
 from art.dose.raytrace import radiological_depth
 
@@ -35,5 +37,9 @@ __all__ = [
     "hu_to_density",
     "load_hu_table",
     "load_machine",
+    "MachineLibrary",
+    "load_library",
+    "load_mlc",
+    "resolve_machines",
     "radiological_depth",
 ]

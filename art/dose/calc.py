@@ -4,9 +4,12 @@ Each beam's segments are turned into one fluence map on a fine BEV grid at the
 isocentre plane (``fluence_mm``): the exact open area of every pixel between the
 leaves and inside the jaws, plus MLC transmission (inside the jaws, behind the
 leaves), weighted by the segment's MU and the head-scatter factor of its jaw
-setting. The map is then integrated through the same separable pencil-beam
-kernel as the influence matrix (the broad scatter components on a 4× coarser
-copy of the map). Transmission through the jaws is neglected.
+setting, and by the machine's off-axis fluence ratio at the pixel's radius
+(:func:`beam_fluence`). The map is then integrated through the same separable
+pencil-beam kernel as the influence matrix (the broad scatter components on a 4×
+coarser copy of the map); the machine's off-axis softening is a per-voxel depth
+factor (:func:`art.dose.engine.softening_factor`). Transmission through the jaws
+is neglected. Each beam is computed with its own machine (:func:`art.dose.library.resolve_machines`).
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ import numpy as np
 
 from art.dose._setup import equivalent_square, prepare
 from art.dose.beam_geometry import BeamFrame
-from art.dose.engine import beam_points, kernel_terms
+from art.dose.engine import beam_points, kernel_terms, softening_factor
 from art.dose.kernel import fit_kernel
-from art.dose.machine import HUTable, Machine, load_machine
+from art.dose.library import MachineLibrary, resolve_machines
+from art.dose.machine import HUTable, Machine
 from art.errors import InputError
 from art.geometry import Grid, Volume
 from art.plan import Beam, Plan, Segment
@@ -91,9 +95,31 @@ def _coarsen(flu: np.ndarray, ex: np.ndarray, ey: np.ndarray, f: int):
     return c, ex[::f], ey[::f]
 
 
+def off_axis_fluence(flu: np.ndarray, ex: np.ndarray, ey: np.ndarray, machine: Machine) -> np.ndarray:
+    """A fluence map (ny, nx) on pixel edges ``ex``, ``ey`` (mm, isocentre plane) times the machine's
+    off-axis fluence ratio at each pixel centre's radius (the map itself when the profile is flat)."""
+    if not machine.has_off_axis_fluence:
+        return flu
+    cx, cy = 0.5 * (ex[1:] + ex[:-1]), 0.5 * (ey[1:] + ey[:-1])
+    return flu * machine.off_axis_ratio(np.hypot(cx[None, :], cy[:, None]))
+
+
 def beam_fluence(beam: Beam, machine: Machine, *, fluence_mm: float = 1.25) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The fluence map of a beam: from its segments if any, else from its beamlet fluence
-    (MU-equivalent per bixel; S_c of the fluence grid's bounding box applied)."""
+    """The fluence map of a beam (what the dose engines integrate): from its segments if any
+    (:func:`segment_fluence`), else from its beamlet fluence (MU-equivalent per bixel, upsampled to
+    ``fluence_mm``; S_c of the fluence grid's bounding box applied); both times the machine's off-axis
+    fluence ratio at each pixel's radius (:func:`off_axis_fluence`).
+
+    Returns
+    -------
+    fluence : (ny, nx) float64 ; x_edges, y_edges : (nx + 1,), (ny + 1,) mm at the isocentre plane
+    """
+    flu, ex, ey = _open_fluence(beam, machine, fluence_mm=fluence_mm)
+    return off_axis_fluence(flu, ex, ey, machine), ex, ey
+
+
+def _open_fluence(beam: Beam, machine: Machine, *, fluence_mm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`beam_fluence` without the off-axis ratio."""
     if beam.segments:
         return segment_fluence(beam.segments, machine, fluence_mm=fluence_mm)
     if beam.fluence is not None:
@@ -170,6 +196,9 @@ def beam_dose_at(density: Volume, beam: Beam, machine: Machine, points_lps: np.n
         return out
     pts = beam_points(density, frame, points_lps[ok])
     amp, sig = kernel_terms(kernel, pts)
+    soft = softening_factor(machine, pts)
+    if soft is not None:
+        amp = amp * soft[:, None]
     h = float(ex[1] - ex[0])
     f = max(1, int(round(5.0 / h)))
     coarse = _coarsen(flu, ex, ey, f) if f > 1 else (flu, ex, ey)
@@ -183,8 +212,8 @@ def beam_dose_at(density: Volume, beam: Beam, machine: Machine, points_lps: np.n
     return out
 
 
-def _beam_doses(setup, beams: list[Beam], machine: Machine, *, fluence_mm: float, patient_position: str):
-    """Per-fraction dose of each beam at the setup's points, in beam order.
+def _beam_doses(setup, beams: list[Beam], machines: list[Machine], *, fluence_mm: float, patient_position: str):
+    """Per-fraction dose of each beam (with its machine) at the setup's points, in beam order.
 
     Beams are computed on up to ``min(2, beams, CPUs)`` threads (the heavy parts, SciPy's
     ``map_coordinates`` and ``convolve1d``, release the GIL), BLAS single-threaded meanwhile,
@@ -195,22 +224,23 @@ def _beam_doses(setup, beams: list[Beam], machine: Machine, *, fluence_mm: float
 
     from art.dose._blas import single_threaded_blas
 
-    def one(beam: Beam) -> np.ndarray:
-        return beam_dose_at(setup.density, beam, machine, setup.points, fluence_mm=fluence_mm, patient_position=patient_position)
+    def one(bm: tuple[Beam, Machine]) -> np.ndarray:
+        return beam_dose_at(setup.density, bm[0], bm[1], setup.points, fluence_mm=fluence_mm, patient_position=patient_position)
 
+    pairs = list(zip(beams, machines))
     workers = min(2, len(beams), os.cpu_count() or 1)
     if workers <= 1:
-        return [one(b) for b in beams]
+        return [one(p) for p in pairs]
     from concurrent.futures import ThreadPoolExecutor
 
     with single_threaded_blas(), ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(one, beams))
+        return list(pool.map(one, pairs))
 
 
 def dose(
     ct: Volume,
     plan: Plan,
-    machine: Machine | None = None,
+    machine: Machine | list[Machine] | MachineLibrary | None = None,
     *,
     dose_grid_mm: float | None = 3.0,
     structures: StructureSet | None = None,
@@ -229,8 +259,11 @@ def dose(
         CT in HU.
     plan : Plan
         Beams with MLC segments (MU per fraction) or beamlet fluences.
-    machine : Machine, optional
-        Default :func:`load_machine` ().
+    machine : Machine, list of Machine, MachineLibrary or None
+        The machine of every beam (its energy, SAD and MLC checked against each beam), one per beam,
+        or a library choosing each beam's by energy, TreatmentMachineName and leaf boundaries
+        (:func:`art.dose.library.resolve_machines`); default: the shipped library
+        (:func:`art.dose.library.load_library`), whose 6X machine is :func:`load_machine` ().
     dose_grid_mm : float or None, keyword-only
         Isotropic dose-grid spacing (``Grid.with_spacing`` of the CT grid); None = the CT grid.
         Use :func:`art.geometry.resample` to bring the result to the CT grid.
@@ -259,13 +292,13 @@ def dose(
     if patient_position is not None and patient_position != plan.patient_position:
         raise InputError(f"patient_position {patient_position!r} differs from the plan's ({plan.patient_position})")
     patient_position = plan.patient_position
-    if machine is None:
-        machine = load_machine()
+    machines = resolve_machines(plan, machine)
     setup = prepare(ct, structures, dose_grid_mm=dose_grid_mm, voxels="body" if structures is not None else "all", body=body, hu_table=hu_table,
                     dose_grid=dose_grid)  # fmt: skip
     total = np.zeros(setup.voxel_indices.size, np.float64)
-    fit_kernel(machine)  # fitted once (cached) before the workers share it
-    for beam_dose in _beam_doses(setup, plan.beams, machine, fluence_mm=fluence_mm, patient_position=patient_position):
+    for m in machines:
+        fit_kernel(m)  # fitted once (cached) before the workers share it
+    for beam_dose in _beam_doses(setup, plan.beams, machines, fluence_mm=fluence_mm, patient_position=patient_position):
         total += beam_dose  # in beam order: the sum does not depend on the number of workers
     if not per_fraction:
         total *= plan.fractions
@@ -279,8 +312,8 @@ def segment_doses_at(density: Volume, beam: Beam, machine: Machine, point_lps: n
     """Per-fraction dose (Gy) of each of a beam's segments at one LPS point, by direct kernel summation.
 
     The same pencil-beam model as :func:`beam_dose_at` (kernel amplitudes and widths at the
-    point's radiological depth, each segment's fluence with head scatter and MLC transmission),
-    but each component's Gaussian is integrated exactly over every fluence pixel
+    point's radiological depth, off-axis softening, each segment's fluence with head scatter,
+    MLC transmission and the off-axis ratio), but each component's Gaussian is integrated exactly over every fluence pixel
     (``amp_i · wyᵀ F wx``, error functions) instead of the width ladder and the coarse scatter
     map: fast for one point (no convolution of whole maps), and within about 1 % of
     :func:`beam_dose_at` segment by segment. Used for the segments' shares of a beam's dose at
@@ -314,11 +347,15 @@ def segment_doses_at(density: Volume, beam: Beam, machine: Machine, point_lps: n
         return out
     pts = beam_points(density, frame, p)
     amp, sig = kernel_terms(fit_kernel(machine), pts)
+    soft = softening_factor(machine, pts)
+    if soft is not None:
+        amp = amp * soft[:, None]
     s2 = np.sqrt(2.0) * np.asarray(sig[0], dtype=np.float64)
     for k, s in enumerate(beam.segments):
         if s.mu <= 0:
             continue
         flu, ex, ey = segment_fluence([s], machine, fluence_mm=fluence_mm)
+        flu = off_axis_fluence(flu, ex, ey, machine)
         wx = 0.5 * (erf((ex[1:, None] - float(pts.u[0])) / s2) - erf((ex[:-1, None] - float(pts.u[0])) / s2))  # (nx, nc)
         wy = 0.5 * (erf((ey[1:, None] - float(pts.v[0])) / s2) - erf((ey[:-1, None] - float(pts.v[0])) / s2))  # (ny, nc)
         out[k] = float(np.sum(np.asarray(amp[0], dtype=np.float64) * np.einsum("yc,yx,xc->c", wy, flu, wx)))

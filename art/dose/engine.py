@@ -43,6 +43,20 @@ def beam_points(density: Volume, frame: BeamFrame, points_lps: np.ndarray, *, la
     return BeamPoints(u.astype(f4), v.astype(f4), z.astype(f4), d, rho)
 
 
+def softening_factor(machine, pts: BeamPoints) -> np.ndarray | None:
+    """Off-axis softening of the machine as a per-point depth factor (float32, shape (n,)):
+    ``exp(-(mu_ratio(r) - 1) · mu_eff · (d - d_ref))`` with ``r`` the point's radius at the isocentre
+    plane (mm), ``d`` its radiological depth, ``mu_eff`` the central-axis attenuation of the calibration
+    field (:meth:`~art.dose.machine.Machine.effective_mu_per_mm`) and ``d_ref`` the calibration depth;
+    None when the machine has no off-axis softening (factor 1)."""
+    if not machine.has_off_axis_softening:
+        return None
+    r = np.hypot(pts.u.astype(np.float64), pts.v.astype(np.float64))
+    mu = machine.effective_mu_per_mm()
+    excess = machine.off_axis_mu_ratio(r) - 1.0
+    return np.exp(-excess * mu * (pts.depth.astype(np.float64) - machine.calib_depth_mm)).astype(np.float32)
+
+
 def kernel_terms(kernel: PencilKernel, pts: BeamPoints, xp=np) -> tuple:
     """Amplitudes ``(SAD/z)² w_i(d)`` (Gy/MU) and iso-plane widths ``σ_i(d) SAD/z`` (mm).
 

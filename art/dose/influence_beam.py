@@ -15,7 +15,12 @@ each beam (in a worker thread when there are several workers). Its stages:
    entries chunk by chunk with the block-wise dose accounting of
    :mod:`art.dose.entries` (and, with a cut-off, :func:`dose_outside_reach`);
 5. **CSR assembly** (:func:`_assemble_csr`): the beam's block, rows = the dose voxels,
-   columns = the beam's beamlets (ordered by BEV y, then x).
+   columns = the beam's beamlets (ordered by BEV y, then x); with a machine off-axis
+   profile each column is scaled by the fluence ratio at its beamlet centre's radius
+   (:func:`off_axis_columns`; the dose accounting sums stay those of unit fluence).
+
+The machine's off-axis softening multiplies each voxel's kernel amplitudes
+(:func:`art.dose.engine.softening_factor`), as in the plan dose.
 
 All arrays are NumPy here; with ``xp`` = CuPy the chunks are moved to the device
 for the entries and the results brought back.
@@ -34,7 +39,7 @@ import scipy.sparse as sp
 from art.backend import to_numpy
 from art.dose._setup import DoseSetup, equivalent_square
 from art.dose.beam_geometry import BeamFrame
-from art.dose.engine import BeamPoints, beam_points, fluence_dose, kernel_terms
+from art.dose.engine import BeamPoints, beam_points, fluence_dose, kernel_terms, softening_factor
 from art.dose.entries import BlockLayout, block_layout, chunk_entries, far_entries, nearest_beamlet_map
 from art.dose.kernel import PencilKernel
 from art.dose.machine import Machine
@@ -179,7 +184,7 @@ def beam_columns(k: int, beam: Beam, ctx: BeamContext) -> BeamColumns:
     c0 = time.thread_time()
     geom = beam_geometry(beam, ctx)
     reach = voxel_reach(geom, ctx.setup.points, cutoff_mm=ctx.cutoff_mm, near_mm=ctx.near_mm)
-    samples = kernel_samples(trace_rays(ctx.setup, geom.frame, reach), ctx.kernel, geom.head_scatter, reach.n_near)
+    samples = kernel_samples(trace_rays(ctx.setup, geom.frame, reach), ctx.kernel, geom.head_scatter, reach.n_near, machine=ctx.machine)
     t_trace = time.perf_counter() - t0
     c_trace = time.thread_time() - c0
     thr = entry_threshold(reach, ctx, geom.head_scatter)
@@ -190,7 +195,7 @@ def beam_columns(k: int, beam: Beam, ctx: BeamContext) -> BeamColumns:
                         compensate=ctx.compensate, test_weights=test_w, xp=ctx.xp, chunk=chunk)
     ent.sums["outside"] = dose_outside_reach(reach, geom, ctx)
     c1 = time.thread_time()
-    mat = _assemble_csr(ent.rows, ent.cols, ent.vals, (ctx.setup.voxel_indices.size, nb))
+    mat = off_axis_columns(_assemble_csr(ent.rows, ent.cols, ent.vals, (ctx.setup.voxel_indices.size, nb)), geom, ctx)
     cpu_csr = time.thread_time() - c1
     wall = time.perf_counter() - t0
     stats = {"s": wall, "trace_s": t_trace, "cpu_s": time.thread_time() - c0, "cpu_trace_s": c_trace, "cpu_near_s": ent.cpu_near,
@@ -338,15 +343,19 @@ class KernelSamples:
     n_near: int
 
 
-def kernel_samples(parts: list, kernel: PencilKernel, head_scatter: float, n_near: int) -> KernelSamples:
+def kernel_samples(parts: list, kernel: PencilKernel, head_scatter: float, n_near: int, *, machine: Machine | None = None) -> KernelSamples:
     """Concatenate the traced parts (see :func:`trace_rays`) and evaluate the kernel's
-    amplitudes (× ``head_scatter``) and widths at each voxel."""
+    amplitudes (× ``head_scatter``, × the ``machine``'s off-axis softening factor when it has one)
+    and widths at each voxel."""
     order = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
     pu = np.concatenate([p[1].u for p in parts]) if parts else np.zeros(0, np.float32)
     pv = np.concatenate([p[1].v for p in parts]) if parts else np.zeros(0, np.float32)
     amps, sigs = [], []
     for _, p in parts:
         a_, s_ = kernel_terms(kernel, p)
+        soft = None if machine is None else softening_factor(machine, p)
+        if soft is not None:
+            a_ = a_ * soft[:, None]
         amps.append(a_)
         sigs.append(s_)
     amp = np.concatenate(amps) * np.float32(head_scatter) if parts else np.zeros((0, kernel.n_components), np.float32)
@@ -436,11 +445,26 @@ def dose_outside_reach(reach: VoxelReach, geom: BeamGeometry, ctx: BeamContext) 
             setup, lay = ctx.setup, geom.layout
             opts = beam_points(setup.density, geom.frame, setup.points[oidx], lateral_step_mm=5.0)
             oamp, osig = kernel_terms(ctx.kernel, opts)
+            soft = softening_factor(ctx.machine, opts)
+            if soft is not None:
+                oamp = oamp * soft[:, None]
             return 8.0 * geom.head_scatter * float(fluence_dose(oamp, osig, opts.u, opts.v, lay.x_edges, lay.y_edges, lay.mask).sum(dtype=np.float64))
     return 0.0
 
 
 # -------------------------------------------------------------------- 5. CSR assembly
+def off_axis_columns(mat: sp.csr_matrix, geom: BeamGeometry, ctx: BeamContext) -> sp.csr_matrix:
+    """The beam's block with each column scaled by the machine's off-axis fluence ratio at its beamlet
+    centre's radius (isocentre plane); unchanged when the machine's profile is flat."""
+    if not ctx.machine.has_off_axis_fluence:
+        return mat
+    b = ctx.bixel_mm
+    ratio = ctx.machine.off_axis_ratio(np.hypot((geom.ix + 0.5) * b, (geom.iy + 0.5) * b)).astype(np.float32)
+    mat.data *= ratio[mat.indices]
+    return mat
+
+
+
 def _assemble_csr(rows: list, cols: list, vals: list, shape: tuple[int, int]) -> sp.csr_matrix:
     """Canonical CSR (sorted indices, no duplicates) from per-chunk COO pieces without duplicates.
 

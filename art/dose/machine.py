@@ -1,7 +1,8 @@
 """Machine (beam model) data and CT calibration: loading, validation, look-ups.
 
 The file formats are documented in ``docs/machine_data.md``. Default files live in
-``art/dose/data/``: ``generic_6x.json`` (a generic 6 MV linac, synthetic data) and
+``art/dose/data/``: ``generic_6x.json`` (a generic 6 MV linac, synthetic data; also
+``generic_10x.json`` and ``generic_6fff.json``, used through :mod:`art.dose.library`) and
 ``hu_to_density.json`` (HU → relative electron density).
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,9 @@ class MLCGeometry:
     min_gap_mm: float
     interdigitation: bool
     transmission: float
+    name: str = ""  # the MLC model's name ("" for a machine file's own MLC section)
+    source: str = ""  # the MLC model file it came from, "" for a machine's own MLC
+    digest: str = ""  # SHA-256 of that file
 
     @property
     def n_pairs(self) -> int:
@@ -64,6 +68,16 @@ class Machine:
     min_mu_per_segment, max_mu_per_beam, dose_rate_mu_per_min : float
     source : str
         File it came from; ``digest`` its SHA-256.
+    fluence_mode : {"STANDARD", "FFF"}
+        Flattened or flattening-filter-free beam (with the nominal MV, what a beam's energy must match).
+    aliases : tuple of str
+        TreatmentMachineName values this file serves (besides ``name``).
+    oar_radius_mm, oar_fluence, oar_mu_ratio : (nr,)
+        Off-axis profile: primary fluence relative to the central axis and the effective attenuation
+        coefficient relative to the axis (>1: softer) at radii (mm) in the isocentre plane; flat
+        (one point, 1.0) when the file has no ``off_axis`` section.
+    ccc : dict or None
+        The file's raw ``ccc`` section (collapsed-cone commissioning, read by :mod:`art.dose.ccc`).
     """
 
     name: str
@@ -92,6 +106,12 @@ class Machine:
     dose_rate_mu_per_min: float
     source: str
     digest: str
+    fluence_mode: str = "STANDARD"
+    aliases: tuple[str, ...] = ()
+    oar_radius_mm: np.ndarray = field(default_factory=lambda: np.zeros(1))
+    oar_fluence: np.ndarray = field(default_factory=lambda: np.ones(1))
+    oar_mu_ratio: np.ndarray = field(default_factory=lambda: np.ones(1))
+    ccc: dict | None = None
 
     # ----------------------------------------------------------- look-ups
     def pdd(self, depth_mm: Any, field_mm: float) -> np.ndarray:
@@ -125,6 +145,34 @@ class Machine:
         out = np.where(lo, y[0] + (d - x[0]) * (y[1] - y[0]) / (x[1] - x[0]), out)
         out = np.where(hi, y[-1] + (d - x[-1]) * (y[-1] - y[-2]) / (x[-1] - x[-2]), out)
         return out
+
+    # ------------------------------------------------------------ off-axis profile
+    def off_axis_ratio(self, r_mm: Any) -> np.ndarray:
+        """Primary fluence relative to the central axis at radii ``r_mm`` (mm, isocentre plane);
+        linear in the table, constant beyond its last radius; 1.0 for a machine without ``off_axis``."""
+        return np.interp(np.abs(np.asarray(r_mm, dtype=np.float64)), self.oar_radius_mm, self.oar_fluence)
+
+    def off_axis_mu_ratio(self, r_mm: Any) -> np.ndarray:
+        """Effective attenuation coefficient relative to the central axis at radii ``r_mm`` (mm,
+        isocentre plane; >1 = softer off axis); 1.0 without ``off_axis.mu_ratio``."""
+        return np.interp(np.abs(np.asarray(r_mm, dtype=np.float64)), self.oar_radius_mm, self.oar_mu_ratio)
+
+    @property
+    def has_off_axis_fluence(self) -> bool:
+        """True when the off-axis fluence ratio is not 1 everywhere."""
+        return bool(np.any(self.oar_fluence != 1.0))
+
+    @property
+    def has_off_axis_softening(self) -> bool:
+        """True when the off-axis attenuation ratio is not 1 everywhere."""
+        return bool(np.any(self.oar_mu_ratio != 1.0))
+
+    def effective_mu_per_mm(self) -> float:
+        """Effective attenuation coefficient (1/mm) of the calibration field on the central axis:
+        the slope of ln(PDD × inverse square) between 100 and 200 mm depth."""
+        d = np.array([100.0, 200.0])
+        t = self.pdd(d, self.calib_field_mm) * ((self.pdd_ssd_mm + d) / (self.pdd_ssd_mm + self.calib_depth_mm)) ** 2
+        return float(np.log(t[0] / t[1]) / (d[1] - d[0]))
 
 
 # ------------------------------------------------------------------ loading
@@ -226,7 +274,9 @@ def load_machine(path: str | Path | None = None) -> Machine:
     mlc = _read_mlc(r)
     jaws = _read_jaws(r)
     mu = _read_mu(r)
-    return Machine(**identity, **calibration, **depth_dose, **output_factors, **profile, mlc=mlc, **jaws, **mu, source=str(p), digest=digest)
+    options = _read_options(r, identity["energy"])
+    return Machine(**identity, **calibration, **depth_dose, **output_factors, **profile, mlc=mlc, **jaws, **mu, source=str(p), digest=digest,
+                   **options)  # fmt: skip
 
 
 def _read_identity(r: _Reader) -> dict[str, Any]:
@@ -331,28 +381,29 @@ def _read_profile(r: _Reader) -> dict[str, Any]:
     return {"penumbra_field_mm": pf, "penumbra_depth_mm": pdep, "penumbra_mm": pen}
 
 
-def _read_mlc(r: _Reader) -> MLCGeometry:
-    """The ``mlc`` section: leaf widths (mm) from the first boundary (mm), leaf position limits,
-    maximum leaf span, minimum gap (0–20 mm), interdigitation and transmission (0–0.2)."""
-    widths = r.array("mlc.leaf_widths_mm", positive=True)
-    npairs = r.number("mlc.n_pairs", positive=True)
+def _read_mlc(r: _Reader, prefix: str = "mlc.") -> MLCGeometry:
+    """The ``mlc`` section (``prefix`` "" for an MLC model file's top level): leaf widths (mm) from the
+    first boundary (mm), leaf position limits, maximum leaf span, minimum gap (0–20 mm),
+    interdigitation and transmission (0–0.2)."""
+    widths = r.array(f"{prefix}leaf_widths_mm", positive=True)
+    npairs = r.number(f"{prefix}n_pairs", positive=True)
     if int(npairs) != widths.size:
-        raise r.fail("mlc.leaf_widths_mm", f"has {widths.size} widths but mlc.n_pairs is {int(npairs)}")
-    b0 = r.number("mlc.first_boundary_mm")
+        raise r.fail(f"{prefix}leaf_widths_mm", f"has {widths.size} widths but {prefix}n_pairs is {int(npairs)}")
+    b0 = r.number(f"{prefix}first_boundary_mm")
     bounds = b0 + np.concatenate([[0.0], np.cumsum(widths)])
-    lim = r.array("mlc.position_limits_mm", increasing=True)
+    lim = r.array(f"{prefix}position_limits_mm", increasing=True)
     if lim.size != 2:
-        raise r.fail("mlc.position_limits_mm", "must be [min, max]")
-    mlc_interdig = r.get("mlc.interdigitation")
+        raise r.fail(f"{prefix}position_limits_mm", "must be [min, max]")
+    mlc_interdig = r.get(f"{prefix}interdigitation")
     if not isinstance(mlc_interdig, bool):
-        raise r.fail("mlc.interdigitation", "must be true or false")
+        raise r.fail(f"{prefix}interdigitation", "must be true or false")
     return MLCGeometry(
         boundaries_mm=bounds,
         position_limits_mm=(float(lim[0]), float(lim[1])),
-        max_leaf_span_mm=r.number("mlc.max_leaf_span_mm", positive=True),
-        min_gap_mm=r.number("mlc.min_gap_mm", lo=0.0, hi=20.0),
+        max_leaf_span_mm=r.number(f"{prefix}max_leaf_span_mm", positive=True),
+        min_gap_mm=r.number(f"{prefix}min_gap_mm", lo=0.0, hi=20.0),
         interdigitation=mlc_interdig,
-        transmission=r.number("mlc.transmission", lo=0.0, hi=0.2),
+        transmission=r.number(f"{prefix}transmission", lo=0.0, hi=0.2),
     )
 
 
@@ -377,6 +428,54 @@ def _read_mu(r: _Reader) -> dict[str, float]:
         "max_mu_per_beam": r.number("mu.max_per_beam", positive=True),
         "dose_rate_mu_per_min": r.number("mu.dose_rate_mu_per_min", positive=True),
     }
+
+
+FLUENCE_MODES = ("STANDARD", "FFF")
+
+
+def _read_options(r: _Reader, energy: str) -> dict[str, Any]:
+    """The optional fields: ``fluence_mode`` (default "FFF" when the energy ends with FFF, else
+    "STANDARD"), ``aliases`` (strings), ``off_axis`` (:func:`_read_off_axis`) and the raw ``ccc`` dict."""
+    fff = energy.upper().endswith("FFF")
+    mode = r.data.get("fluence_mode", "FFF" if fff else "STANDARD")
+    if mode not in FLUENCE_MODES:
+        raise r.fail("fluence_mode", f"must be one of {', '.join(FLUENCE_MODES)}, got {mode!r}")
+    if fff and mode != "FFF":
+        raise r.fail("fluence_mode", f"is {mode!r} but the energy {energy!r} is a flattening-filter-free beam")
+    aliases = r.data.get("aliases", [])
+    if not isinstance(aliases, list) or not all(isinstance(a, str) and a.strip() for a in aliases):
+        raise r.fail("aliases", "must be a list of non-empty strings (TreatmentMachineName values)")
+    ccc = r.data.get("ccc", None)
+    if ccc is not None and not isinstance(ccc, dict):
+        raise r.fail("ccc", "must be an object/table")
+    return {"fluence_mode": mode, "aliases": tuple(a.strip() for a in aliases), **_read_off_axis(r), "ccc": ccc}
+
+
+def _read_off_axis(r: _Reader) -> dict[str, np.ndarray]:
+    """The optional ``off_axis`` section: radii (mm, increasing from 0), the fluence ratio (0.2–2, 1 at 0)
+    and optionally ``mu_ratio`` (0.5–2, 1 at 0), as the Machine fields ``oar_radius_mm``, ``oar_fluence``,
+    ``oar_mu_ratio``; flat one-point tables without the section."""
+    if "off_axis" not in r.data:
+        return {"oar_radius_mm": np.zeros(1), "oar_fluence": np.ones(1), "oar_mu_ratio": np.ones(1)}
+    if not isinstance(r.data["off_axis"], dict):
+        raise r.fail("off_axis", "must be an object/table with radii_mm, fluence_ratio and optionally mu_ratio")
+    rad = r.array("off_axis.radii_mm", increasing=True, nonneg=True, min_len=2)
+    if rad[0] != 0.0:
+        raise r.fail("off_axis.radii_mm", "must start at 0 (the central axis)")
+    out = {"oar_radius_mm": rad}
+    for fld, key, lo, hi in (("fluence_ratio", "oar_fluence", 0.2, 2.0), ("mu_ratio", "oar_mu_ratio", 0.5, 2.0)):
+        if fld == "mu_ratio" and fld not in r.data["off_axis"]:
+            out[key] = np.ones_like(rad)
+            continue
+        a = r.array(f"off_axis.{fld}", positive=True)
+        if a.shape != rad.shape:
+            raise r.fail(f"off_axis.{fld}", f"must have one value per radius ({rad.size})")
+        if abs(a[0] - 1.0) > 1e-6:
+            raise r.fail(f"off_axis.{fld}", f"must be 1.0 on the central axis (radius 0), got {a[0]}")
+        if np.any(a < lo) or np.any(a > hi):
+            raise r.fail(f"off_axis.{fld}", f"values must lie between {lo} and {hi}")
+        out[key] = a
+    return out
 
 
 # ------------------------------------------------------------ CT calibration

@@ -24,8 +24,12 @@ Jaws: ``ASYMX``/``X`` and ``ASYMY``/``Y``; a machine without X jaws (``ASYMY``
 only, e.g. Agility-type heads) gets X "jaws" just outside the leaf envelope,
 one without Y jaws gets the MLC's outer boundaries.  Without an MLC the leaves
 are put at the X jaws (the open field is the jaw rectangle) on the machine's
-leaf boundaries, which needs ``machine``.  With ``machine`` the plan's leaf
-boundaries must equal the machine's.  Refused with a :class:`~art.errors.DicomError`
+leaf boundaries, which needs ``machine``.  Each beam keeps its MLC's leaf
+boundaries (``Beam.leaf_boundaries_mm``).  With a ``machine`` (an
+:class:`art.dose.Machine`) the plan's leaf boundaries must equal the machine's;
+with a machine library (:class:`art.dose.MachineLibrary`) every beam is checked
+by the library (a machine of its energy and fluence mode, preferring the beam's
+TreatmentMachineName, and an MLC of its leaf boundaries), beam by beam.  Refused with a :class:`~art.errors.DicomError`
 naming the file and beam: non-photon beams, MLCY, non-monotonic meterset
 weights, a leaf beyond its opposite leaf, a jaw pair crossed, missing
 BeamMeterset, and beams with no MU.
@@ -48,12 +52,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from art.errors import DicomError
 from art.io.dicom_common import read_dataset, sequence_items
 from art.io.rtplan_common import RT_PLAN_STORAGE
-from art.io.rtplan_read_beam import _read_beam
+from art.io.rtplan_read_beam import _read_beam, machine_boundaries
 from art.plan import Beam, Plan, check_patient_position
 
 __all__ = ["read_rtplan"]
@@ -66,9 +69,14 @@ def read_rtplan(path: str | Path, *, machine: Any = None) -> Plan:
     ----------
     path : str or Path
         The RTPLAN file.
-    machine : art.dose.Machine, optional, keyword-only
-        When given, the plan's MLC boundaries must be the machine's, and plans
-        without an MLC get the machine's leaves opened to the jaws.
+    machine : art.dose.Machine or art.dose.MachineLibrary, optional, keyword-only
+        A machine: the plan's MLC boundaries must be the machine's, and beams
+        without an MLC get the machine's leaves opened to the jaws. A library:
+        each beam must be one the library can compute
+        (:meth:`~art.dose.MachineLibrary.for_beam`, :class:`~art.errors.InputError`
+        naming the beam and the file otherwise); beams without an MLC get the
+        leaves of the library's machine for their energy. None: each beam keeps
+        its MLC; beams without one are refused.
 
     Returns
     -------
@@ -102,8 +110,7 @@ def _read_rtplan(path: str | Path, *, machine: Any = None) -> Plan:
     meterset = _beam_metersets(fg, path)
     setups = _patient_setups(ds, path)
 
-    bnd_machine = None if machine is None else np.asarray(machine.mlc.boundaries_mm, dtype=np.float64)
-    beams, machine_names, positions = _read_beams(beams_ds, fg, meterset, setups, path, bnd_machine)
+    beams, machine_names, positions = _read_beams(beams_ds, fg, meterset, setups, path, machine)
 
     label = str(ds.get("RTPlanLabel", "") or "")
     rx = _prescription(ds)
@@ -195,7 +202,7 @@ def _setup_of(item: Any, name: str, setups: dict[int, str], path: Path) -> str:
 
 
 def _read_beams(
-    beams_ds: list, fg: Any, meterset: dict[int, float], setups: dict[int, str], path: Path, bnd_machine: np.ndarray | None
+    beams_ds: list, fg: Any, meterset: dict[int, float], setups: dict[int, str], path: Path, machine: Any
 ) -> tuple[list[Beam], set[str], set[str]]:
     """The treatment beams of the fraction group, read into :class:`~art.plan.Beam` objects.
 
@@ -211,8 +218,8 @@ def _read_beams(
         PatientPosition by PatientSetupNumber.
     path : Path
         The file (named in the errors).
-    bnd_machine : ndarray of shape (n_pairs + 1,), or None
-        The machine's MLC leaf boundaries (mm) when a machine was given.
+    machine : Machine, MachineLibrary or None
+        What the beams are checked against (see :func:`read_rtplan`).
 
     Returns
     -------
@@ -242,9 +249,13 @@ def _read_beams(
         if not _is_treatment_beam(item, name, number, meterset, fg, path):
             continue
         _check_beam_kind(item, name, path)
-        machine_names.add(str(item.get("TreatmentMachineName", "") or ""))
+        tmn = str(item.get("TreatmentMachineName", "") or "")
+        machine_names.add(tmn)
         positions.add(_setup_of(item, name, setups, path))
-        beams.append(_read_beam(item, name, meterset[number], path, bnd_machine))
+        beam = _read_beam(item, name, meterset[number], path, *machine_boundaries(machine, item, name, tmn, path))
+        if hasattr(machine, "for_beam"):
+            machine.for_beam(beam, machine_name=tmn, path=path)  # the library can compute it, or a clear error
+        beams.append(beam)
     if not beams:
         raise DicomError("RT Plan has no treatment beam in its fraction group", path=path)
     if len(positions) > 1:

@@ -82,7 +82,52 @@ def _segment(lp: np.ndarray, x: np.ndarray, y: np.ndarray, mu: float, name: str,
         raise DicomError(f"beam {name!r} control points {i}-{i + 1}: {exc}", path=path) from exc
 
 
-def _read_beam(item: Any, name: str, beam_mu: float, path: Path, bnd_machine: np.ndarray | None) -> Beam:
+def machine_boundaries(machine: Any, item: Any, name: str, machine_name: str, path: Path) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The leaf boundaries (mm) a beam's MLC is checked against and those its leaves get without an MLC.
+
+    Parameters
+    ----------
+    machine : Machine, MachineLibrary or None
+        A machine (``mlc.boundaries_mm``) or a library (duck-typed by ``for_beam``: the beam's own
+        MLC is checked after reading, and a beam without an MLC gets the boundaries of the library's
+        machine for its energy, fluence mode, SAD and ``machine_name``).
+    item : pydicom Dataset
+        The BeamSequence item.
+    name, machine_name : str
+        The beam's name and its TreatmentMachineName.
+    path : Path
+        The file (named in the errors).
+
+    Returns
+    -------
+    check, default : ndarray of shape (n_pairs + 1,), or None
+        ``check``: the boundaries a declared MLCX must have (None: not checked here);
+        ``default``: the boundaries of a beam without an MLC (None: refused).
+    """
+    if machine is None:
+        return None, None
+    if not hasattr(machine, "for_beam"):
+        bnd = np.asarray(machine.mlc.boundaries_mm, dtype=np.float64)
+        return bnd, bnd
+    devices = [str(d.get("RTBeamLimitingDeviceType", "")) for d in sequence_items(item, "BeamLimitingDeviceSequence")]
+    cps = sequence_items(item, "ControlPointSequence")
+    energy = _number(cps[0], "NominalBeamEnergy", path, name, None) if cps else None
+    if "MLCX" in devices or energy is None:
+        return None, None  # a missing energy is refused when the control points are read
+    sad = _number(item, "SourceAxisDistance", path, name, 1000.0)
+    probe = Beam(name=name, gantry_deg=0.0, energy=energy_from_dicom(energy, _fluence_mode_id(item)), sad_mm=sad)
+    return None, np.asarray(machine.for_beam(probe, machine_name=machine_name, path=path).mlc.boundaries_mm, dtype=np.float64)
+
+
+def _fluence_mode_id(item: Any) -> str | None:
+    """The beam's fluence mode ID (``"FFF"``, ``"SRS"``, ...) from PrimaryFluenceModeSequence; None when STANDARD."""
+    for fm in sequence_items(item, "PrimaryFluenceModeSequence")[:1]:
+        if str(fm.get("FluenceMode", "")) == "NON_STANDARD":
+            return str(fm.get("FluenceModeID", "") or "FFF")
+    return None
+
+
+def _read_beam(item: Any, name: str, beam_mu: float, path: Path, bnd_machine: np.ndarray | None, bnd_default: np.ndarray | None = None) -> Beam:
     """One BeamSequence item as a :class:`~art.plan.Beam` with step-and-shoot segments.
 
     Parameters
@@ -96,15 +141,18 @@ def _read_beam(item: Any, name: str, beam_mu: float, path: Path, bnd_machine: np
     path : Path
         The file (named in the errors).
     bnd_machine : ndarray of shape (n_pairs + 1,), or None
-        The machine's MLC leaf boundaries (mm), when a machine was given.
+        The leaf boundaries (mm) the beam's MLC must have, when a machine was given.
+    bnd_default : ndarray of shape (n_pairs + 1,), or None
+        The leaf boundaries (mm) of a beam without an MLC (its leaves are put at the X jaws); None: such
+        a beam is refused.
 
     Returns
     -------
     Beam
-        Angles (degrees), isocentre (LPS mm), energy, SAD (mm, default 1000)
-        and segments (MU per fraction) of the beam.
+        Angles (degrees), isocentre (LPS mm), energy, SAD (mm, default 1000), segments (MU per
+        fraction) and ``leaf_boundaries_mm`` (the plan's MLC, or ``bnd_default``) of the beam.
     """
-    dev = _beam_devices(item, name, path, bnd_machine)
+    dev = _beam_devices(item, name, path, bnd_machine, bnd_default)
     cps = sequence_items(item, "ControlPointSequence")
     if len(cps) < 2:
         raise DicomError(f"beam {name!r}: needs at least two control points, has {len(cps)}", path=path)
@@ -124,10 +172,11 @@ def _read_beam(item: Any, name: str, beam_mu: float, path: Path, bnd_machine: np
         energy=energy_from_dicom(st0["energy"], st0.get("mode")),
         segments=segments,
         sad_mm=sad,
+        leaf_boundaries_mm=dev.bnd,
     )
 
 
-def _beam_devices(item: Any, name: str, path: Path, bnd_machine: np.ndarray | None) -> _BeamDevices:
+def _beam_devices(item: Any, name: str, path: Path, bnd_machine: np.ndarray | None, bnd_default: np.ndarray | None) -> _BeamDevices:
     """The beam's MLC and leaf boundaries (BeamLimitingDeviceSequence).
 
     Parameters
@@ -139,7 +188,9 @@ def _beam_devices(item: Any, name: str, path: Path, bnd_machine: np.ndarray | No
     path : Path
         The file.
     bnd_machine : ndarray of shape (n_pairs + 1,), or None
-        The machine's MLC leaf boundaries (mm), when a machine was given.
+        The leaf boundaries (mm) a declared MLC must have.
+    bnd_default : ndarray of shape (n_pairs + 1,), or None
+        The leaf boundaries (mm) of a beam without an MLC.
 
     Returns
     -------
@@ -148,8 +199,8 @@ def _beam_devices(item: Any, name: str, path: Path, bnd_machine: np.ndarray | No
     Raises
     ------
     DicomError
-        MLCY, an MLCX without increasing LeafPositionBoundaries or unlike the
-        machine's, or no MLC and no machine.
+        MLCY, an MLCX without increasing LeafPositionBoundaries or unlike
+        ``bnd_machine``, or no MLC and no ``bnd_default``.
     """
     devices = {}
     for d in sequence_items(item, "BeamLimitingDeviceSequence"):
@@ -170,10 +221,10 @@ def _beam_devices(item: Any, name: str, path: Path, bnd_machine: np.ndarray | No
                 f"({bnd_machine.size - 1} pairs); the dose cannot be computed with this machine",
                 path=path,
             )
-    elif bnd_machine is None:
+    elif bnd_default is None:
         raise DicomError(f"beam {name!r} has no MLC: give the machine (its leaves are opened to the jaws)", path=path)
     else:
-        bnd = bnd_machine
+        bnd = bnd_default
     return _BeamDevices(name, path, mlc_kw, bnd)
 
 
@@ -214,9 +265,8 @@ def _control_point_states(item: Any, cps: list, dev: _BeamDevices) -> tuple[list
             if iso.size != 3:
                 raise DicomError(f"beam {name!r} {where}: IsocenterPosition must have 3 values", path=path)
             state["iso"] = iso
-        for fm in sequence_items(item, "PrimaryFluenceModeSequence")[:1]:
-            if str(fm.get("FluenceMode", "")) == "NON_STANDARD":
-                state["mode"] = str(fm.get("FluenceModeID", "") or "FFF")
+        if _fluence_mode_id(item) is not None:
+            state["mode"] = _fluence_mode_id(item)
         _update_device_positions(state, cp, where, dev)
         w = _number(cp, "CumulativeMetersetWeight", path, name, None)
         if w is None:

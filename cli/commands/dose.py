@@ -19,12 +19,24 @@ def command(
     out: Out,
     structures: Annotated[Optional[Path], typer.Option(help="RTSTRUCT file (optional): DVH metrics per structure.")] = None,
     grid_mm: Annotated[float, typer.Option("--grid-mm", min=0.5, max=10.0, help="Dose grid spacing in mm.")] = 3.0,
+    machine: Annotated[
+        Optional[list[Path]],
+        typer.Option(
+            "--machine",
+            metavar="<path>",
+            help="Machine file (art-machine/1) or MLC model (art-mlc/1) added to the shipped library (6X, 10X, 6FFF; "
+            "Millennium-120- and Agility-like MLCs), replacing its entries of the same energy / leaf boundaries. Repeatable.",
+        ),
+    ] = None,
     json: Json = False,
 ) -> None:
-    """Recompute the dose of a given RT Plan on a CT (independent check): RTDOSE.dcm, summary.json."""
+    """Recompute the dose of a given RT Plan on a CT (independent check): RTDOSE.dcm, summary.json.
+
+    Each beam is computed with the library's machine of its energy (and fluence mode), preferring the plan's
+    TreatmentMachineName, and the MLC model of its leaf boundaries (docs/machine_data.md)."""
     from art.recalculate import recalculate
 
-    summary = recalculate(ct, plan, out, structures_path=structures, dose_grid_mm=grid_mm, show_progress=True)
+    summary = recalculate(ct, plan, out, structures_path=structures, machine_path=machine or None, dose_grid_mm=grid_mm, show_progress=True)
     if json:
         typer.echo(_json.dumps(summary, indent=2))
     typer.echo(

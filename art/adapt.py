@@ -5,7 +5,7 @@
     rigid registration → AI contours on the CBCT → deformable registration (guided by the AI organs)
     → contour propagation → synthetic CT of the day → scheduled plan (reference segments and MU on
     today's anatomy) → adapted plan (re-optimised, warm-started, sequenced) → evaluation of both
-    → independent recalculation and gamma
+    → independent check (the adapted plan recomputed by a second algorithm: gamma and dose differences)
 
 Units: dose in Gy (course totals), MU per fraction, lengths in mm, LPS, arrays (z, y, x).
 
@@ -50,10 +50,19 @@ class AdaptResult:
     scheduled_dose: Volume
     scheduled_goals: list
     adapted: Any  # PlanResult
-    independent_dose: Volume
-    gamma: Any
+    check: Any  # art.independent_check.DoseCheck
     contour_qa: list = field(default_factory=list)
     flagged: list = field(default_factory=list)
+
+    @property
+    def independent_dose(self) -> Volume:
+        """The independent check's dose of the adapted plan (course, Gy, on the export grid)."""
+        return self.check.dose
+
+    @property
+    def gamma(self) -> Any:
+        """The independent check's gamma (:class:`art.evaluate.gamma.GammaResult`)."""
+        return self.check.gamma
 
 
 def _mapped_point(matrix_cbct_to_ct: np.ndarray, point_ct: np.ndarray) -> np.ndarray:
@@ -166,6 +175,7 @@ def adapt(
     optimizer_options: dict | None = None,
     final_grid_mm: float | None = None,
     frame_link: np.ndarray | None = None,
+    final_engine: str = "pb", check_engine: str | None = None,
 ) -> AdaptResult:
     """Re-plan today's fraction.
 
@@ -187,6 +197,9 @@ def adapt(
     frame_link : ndarray (4, 4), optional, keyword-only
         A CBCT in its own frame: the imaging system's rigid link CBCT LPS → planning-CT LPS (mm),
         the rigid registration's start; today's objects are then in the CBCT's frame.
+    final_engine, check_engine : {"pb", "ccc"}, keyword-only
+        The dose engine of the scheduled and adapted final doses; the one of the adapted plan's
+        independent check (default None: the other algorithm, :mod:`art.independent_check`).
 
     Returns
     -------
@@ -194,14 +207,15 @@ def adapt(
     """
     from art.contouring import CONFIDENCE_THRESHOLD, segment
     from art.dose import load_machine
+    from art.independent_check import checked_engines
     from art.io.series_write import stored_image
     from art.registration import propagate_structures, register_rigid, synthetic_ct
     from art.registration.rigid import field_of_view
-    from art.workflow import make_plan
 
     stages = stages if stages is not None else Stages(show=False)
     confidence_threshold = CONFIDENCE_THRESHOLD if confidence_threshold is None else float(confidence_threshold)
     machine = machine if machine is not None else load_machine()
+    engines = checked_engines(final_engine, check_engine)
     position = check_daily_position(reference.plan, cbct)
     ct, ref_ss, protocol = reference.ct.volume, reference.structures, reference.protocol
     cbct_vol = cbct.volume
@@ -223,18 +237,13 @@ def adapt(
         sct = stored_image(synthetic_ct(ct, cbct_vol, deformable))
 
     iso_today = _mapped_point(rigid.matrix_4x4, np.asarray(reference.plan.beams[0].isocenter_lps, dtype=np.float64))
-    scheduled, scheduled_dose, scheduled_goals, evaluated, grid = _scheduled_plan(reference.plan, iso_today, sct, daily, protocol, machine, final_grid_mm, stages)
-    adapted = make_plan(sct, evaluated, protocol, machine=machine, isocenter_lps=iso_today, stages=stages.child("adapted: "),
-                        optimizer_options=optimizer_options, warm_start=scheduled, final_grid_mm=grid.spacing[0],
-                        patient_position=position)  # fmt: skip
-    with stages.stage("independent check"):
-        independent, gamma = _independent_check(sct, adapted, daily, machine)
-        stages.note(f"gamma 3 %/2 mm pass rate {gamma.pass_rate:.1f} %")
-
+    scheduled, scheduled_dose, scheduled_goals, adapted, check = _todays_plans(
+        reference.plan, iso_today, sct, daily, protocol, machine, position, stages, optimizer_options, final_grid_mm, engines
+    )
     return AdaptResult(rigid=rigid, deformable=deformable, contours=contours, daily_structures=daily, structure_sources=sources,
                        propagated=propagated, synthetic_ct=sct, isocenter_lps=iso_today, scheduled_plan=scheduled,
-                       scheduled_dose=scheduled_dose, scheduled_goals=scheduled_goals, adapted=adapted, independent_dose=independent,
-                       gamma=gamma, contour_qa=qa, flagged=flagged)  # fmt: skip
+                       scheduled_dose=scheduled_dose, scheduled_goals=scheduled_goals, adapted=adapted, check=check,
+                       contour_qa=qa, flagged=flagged)  # fmt: skip
 
 
 def _guide_structures(ref_ss: StructureSet, contours: Any, confidence_threshold: float, field_of_view: np.ndarray | None = None) -> dict:
@@ -297,9 +306,28 @@ def _register_deformable(ct: Any, cbct_vol: Any, rigid: Any, ref_ss: StructureSe
     return deformable
 
 
+def _todays_plans(plan: Plan, iso_today: np.ndarray, sct: Any, daily: StructureSet, protocol: Any, machine: Any, position: str, stages: Stages,
+                  optimizer_options: dict | None, final_grid_mm: float | None, engines: tuple[str, str | None]) -> tuple:  # fmt: skip
+    """The scheduled plan and its goals, the adapted plan (warm-started from it) and the adapted plan's independent check.
+
+    ``engines``: the final doses' engine and the check's (None: the other algorithm).
+    Returns ``(scheduled plan, its final dose, its goals, adapted PlanResult, DoseCheck)``.
+    """
+    from art.independent_check import staged_check
+    from art.workflow import make_plan
+
+    scheduled, scheduled_dose, goals, evaluated, grid = _scheduled_plan(plan, iso_today, sct, daily, protocol, machine, final_grid_mm, stages,
+                                                                        engines[0])  # fmt: skip
+    adapted = make_plan(sct, evaluated, protocol, machine=machine, isocenter_lps=iso_today, stages=stages.child("adapted: "),
+                        optimizer_options=optimizer_options, warm_start=scheduled, final_grid_mm=grid.spacing[0],
+                        patient_position=position, final_engine=engines[0])  # fmt: skip
+    check = staged_check(sct, adapted, evaluated, protocol, machine, engine=engines[1], stages=stages)
+    return scheduled, scheduled_dose, goals, adapted, check
+
+
 def _scheduled_plan(plan: Plan, iso_today: np.ndarray, sct: Any, daily: StructureSet, protocol: Any, machine: Any, final_grid_mm: float | None,
-                    stages: Stages) -> tuple[Plan, Any, list, StructureSet, Any]:  # fmt: skip
-    """The reference plan moved to today's isocentre (LPS mm), its final dose (course, Gy) on the export grid and its goals.
+                    stages: Stages, engine: str = "pb") -> tuple[Plan, Any, list, StructureSet, Any]:  # fmt: skip
+    """The reference plan moved to today's isocentre (LPS mm), its final dose (course, Gy, by ``engine``) on the export grid and its goals.
 
     Also returns today's structures as the daily RTSTRUCT will draw them (polygons traced
     from the masks, on which every goal of today is evaluated) and the export grid.
@@ -312,18 +340,7 @@ def _scheduled_plan(plan: Plan, iso_today: np.ndarray, sct: Any, daily: Structur
     with stages.stage("scheduled plan dose"):
         scheduled = _shift_plan(plan, iso_today)
         scheduled.fractions = int(protocol.prescription.fractions)
-        scheduled_dose = final_dose(sct, scheduled, machine, evaluated, grid)
+        scheduled_dose = final_dose(sct, scheduled, machine, evaluated, grid, engine=engine)
         goals = evaluate(scheduled_dose, evaluated, protocol)
     return scheduled, scheduled_dose, goals, evaluated, grid
 
-
-def _independent_check(sct: Any, adapted: Any, daily: StructureSet, machine: Any) -> tuple[Any, Any]:
-    """The adapted plan recomputed on the CT grid with 1 mm fluence, and gamma 3 %/2 mm (10 % threshold) against the engine's dose."""
-    from art.dose import dose as plan_dose
-    from art.evaluate.gamma import gamma_index
-    from art.geometry import resample
-
-    independent = plan_dose(sct, adapted.plan, machine, dose_grid_mm=None, structures=daily, fluence_mm=1.0)
-    engine_on_ct = resample(adapted.dose, independent.grid, order=1)
-    gamma = gamma_index(independent, engine_on_ct, dose_percent=3.0, distance_mm=2.0, threshold_percent=10.0)
-    return independent, gamma

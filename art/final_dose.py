@@ -100,11 +100,16 @@ def evaluation_structures(structures: StructureSet) -> StructureSet:
     return StructureSet(structures.grid, out)
 
 
-def final_dose(ct: Volume, plan: Plan, machine: Any, structures: StructureSet, grid: Grid) -> Volume:
-    """Course dose (Gy, float32) of the plan's segments on ``grid``, inside the BODY/EXTERNAL (0 outside), as RT Dose stores it."""
-    from art.dose import dose as plan_dose
+def final_dose(ct: Volume, plan: Plan, machine: Any, structures: StructureSet, grid: Grid, *, engine: str = "pb") -> Volume:
+    """Course dose (Gy, float32) of the plan's segments on ``grid``, inside the BODY/EXTERNAL (0 outside), as RT Dose stores it.
+
+    ``engine`` names the dose engine (:data:`art.dose.engines.ENGINES`: ``"pb"`` pencil beam,
+    ``"ccc"`` collapsed-cone convolution/superposition); an unknown name is an InputError listing them.
+    """
+    from art.dose.engines import get_engine
     from art.io.rtdose import stored_dose
 
+    plan_dose = get_engine(engine, parameter="final engine")
     return stored_dose(plan_dose(ct, plan, machine, dose_grid=grid, structures=structures))
 
 
@@ -323,11 +328,12 @@ def _normalised(plan: Plan, dose: Volume, structures: StructureSet, protocol: An
     return scale_plan(plan, norm.factor), scaled_dose(dose, norm.factor), norm
 
 
-def normalise_deliverable(ct: Volume, plan: Plan, dose: Volume, structures: StructureSet, protocol: Any, machine: Any) -> tuple[Plan, Volume, dict]:
+def normalise_deliverable(ct: Volume, plan: Plan, dose: Volume, structures: StructureSet, protocol: Any, machine: Any, *,
+                          engine: str = "pb") -> tuple[Plan, Volume, dict]:  # fmt: skip
     """:func:`normalise`, then every segment the scaling left below the machine's minimum MU lifted to it.
 
     Lifting only adds dose; when any segment was lifted the final dose is computed again by
-    the engine for the lifted plan (so the reported dose is the dose of the exported MU).
+    the engine (``engine``, the one of ``dose``) for the lifted plan (so the reported dose is the dose of the exported MU).
     Returns the plan, its final dose and a record ``{"normalisation_factor",
     "normalisation": {goal, needed_factor, limited_by, clamped, warnings},
     "segments_lifted_to_min_mu"}`` (:meth:`Normalisation.record`).
@@ -337,7 +343,7 @@ def normalise_deliverable(ct: Volume, plan: Plan, dose: Volume, structures: Stru
     lifted = sum(1 for b in plan.beams for s in b.segments if 0 < s.mu < mu_min)
     if lifted:
         plan = _with_mu(plan, lambda mu: max(mu, mu_min))
-        dose = final_dose(ct, plan, machine, structures, dose.grid)
+        dose = final_dose(ct, plan, machine, structures, dose.grid, engine=engine)
     return plan, dose, {**norm.record(), "segments_lifted_to_min_mu": lifted}
 
 
@@ -368,7 +374,7 @@ def goals_key(goals: list) -> tuple:
 
 def correct_segment_mu(
     ct: Volume, plan: Plan, dose: Volume, goals: list, structures: StructureSet, protocol: Any, *, machine: Any, influence: Any,
-    time_limit_s: float = 30.0,
+    time_limit_s: float = 30.0, engine: str = "pb",
 ) -> tuple[Plan, Volume, list, dict]:  # fmt: skip
     """The correction stage: segment MU re-optimised against the goals on the final grid.
 
@@ -389,6 +395,8 @@ def correct_segment_mu(
         The protocol, the machine and the plan's :class:`~art.dose.influence.InfluenceMatrix`.
     time_limit_s : float, keyword-only
         Solver time limit of the segment-MU stage.
+    engine : str, keyword-only
+        The dose engine of ``dose`` (:func:`final_dose`), which recomputes the new MU's final dose.
 
     Returns
     -------
@@ -401,8 +409,8 @@ def correct_segment_mu(
     matrix, svs = _segment_model(plan, dose, structures, protocol, machine=machine, influence=influence,
                                  segment_beamlets=segment_beamlet_matrix(plan, influence, machine))  # fmt: skip
     new_plan, res = optimize_plan_segment_mu(plan, matrix, svs, protocol, machine=machine, time_limit_s=time_limit_s)
-    new_dose = final_dose(ct, new_plan, machine, structures, dose.grid)
-    new_plan, new_dose, norm = normalise_deliverable(ct, new_plan, new_dose, structures, protocol, machine)
+    new_dose = final_dose(ct, new_plan, machine, structures, dose.grid, engine=engine)
+    new_plan, new_dose, norm = normalise_deliverable(ct, new_plan, new_dose, structures, protocol, machine, engine=engine)
     new_goals = evaluate(new_dose, structures, protocol)
     kept = goals_key(new_goals) > goals_key(goals)
     record = {

@@ -67,8 +67,11 @@ def plan_job(
     machine_path: Path | None = None,
     optimizer_options: dict | None = None,
     final_grid_mm: float | None = None,
+    final_engine: str = "pb", check_engine: str | None = None,
 ) -> dict:
     """``art plan``: planning CT + RTSTRUCT + protocol → RTPLAN, RTDOSE, RTSTRUCT, report.html, summary.json.
+
+    ``final_engine`` computes the final dose; ``check_engine`` its independent check (default: the other algorithm).
 
     Returns
     -------
@@ -76,6 +79,7 @@ def plan_job(
         The summary (also written as ``summary.json``).
     """
     from art.dose import load_machine
+    from art.independent_check import checked_engines, staged_check
     from art.io import read_image_series, read_rtstruct
     from art.protocol import load_protocol
     from art.outputs import atomic_output_dir
@@ -86,6 +90,7 @@ def plan_job(
 
     stages = Stages(show=show)
     check_output_dir(out)
+    final_engine, check_engine = checked_engines(final_engine, check_engine)
     with stages.stage("read inputs"):
         protocol = load_protocol(protocol_path)
         ct = read_image_series(ct_dir)
@@ -96,7 +101,8 @@ def plan_job(
         machine = load_machine(machine_path)
         hashes = hash_inputs(ct=ct_dir, structures=structures_path, protocol=protocol_path, machine=machine_path)
     result = make_plan(ct.volume, structures, protocol, machine=machine, stages=stages, optimizer_options=optimizer_options,
-                       final_grid_mm=final_grid_mm, patient_position=position)  # fmt: skip
+                       final_grid_mm=final_grid_mm, patient_position=position, final_engine=final_engine)  # fmt: skip
+    check = staged_check(ct.volume, result, result.structures or structures, protocol, machine, engine=check_engine, stages=stages)
     with atomic_output_dir(out) as tmp:
         with stages.stage("export"):
             write_plan_files(tmp, plan=result.plan, dose=result.dose, ct=ct, structures=structures, protocol=protocol, machine=machine, label="REFERENCE")
@@ -106,11 +112,12 @@ def plan_job(
             "provenance": provenance(inputs=hashes, parameters={**result.parameters, "machine": _machine_record(machine)}),
             "protocol": {"name": protocol.name, "source": Path(protocol_path).name, "text": Path(protocol_path).read_text(encoding="utf-8")},
             "plans": {"reference": {"goals": goal_table(result.goals), "fluence_goals": goal_table(result.fluence_goals), "delivery": delivery_table(result.plan)}},
-            "evaluation": evaluation_record(result.dose),
+            "evaluation": evaluation_record(result.dose, result.engine),
+            "independent_check": check.record(),
             "priority1_met": result.priority1_met,
             "optimization": result.optimization.to_dict() if hasattr(result.optimization, "to_dict") else {},
             "sequencing": result.sequencing,
-            "warnings": plan_warnings(result),
+            "warnings": plan_warnings(result) + ([check.warning] if check.warning else []),
             "timings_s": dict(stages.timings),
         }
         with stages.stage("report"):
@@ -120,10 +127,10 @@ def plan_job(
             model = plan_report_model(
                 ct.volume, result.structures or structures, result.dose, result.goals, plan=result.plan, title="Reference plan QA report",
                 identifiers={**identifiers(ct.patient), "Patient position": position_text(result.plan)},
-                provenance=summary["provenance"], timings=stages.timings,
-                warnings=summary["warnings"],
+                provenance=summary["provenance"], timings=stages.timings, warnings=summary["warnings"],
+                check_dose=check.dose, gamma=check.gamma, independent_check=check.table(), check_label=check.label,
             )
-            model.evaluation = evaluation_text(result.dose)
+            model.evaluation = evaluation_text(result.dose, result.engine)
             write_report(model, tmp / "report.html")
             _pdf(tmp / "report.html", stages)
         summary["timings_s"] = dict(stages.timings)
@@ -132,26 +139,30 @@ def plan_job(
 
 
 def replan_job(reference_dir: Path, cbct_dir: Path, out: Path, *, show: bool = True, contour_model: Path | None = None,
-               final_grid_mm: float | None = None, registration: Path | None = None) -> dict:  # fmt: skip
+               final_grid_mm: float | None = None, registration: Path | None = None, final_engine: str = "pb",
+               check_engine: str | None = None) -> dict:  # fmt: skip
     """``art replan``: reference folder + today's CBCT → adapted RTPLAN, RTDOSE, daily RTSTRUCT, REG, report, summary.
 
     The summary compares the scheduled plan (the reference segments and MU on today's
     anatomy) with the adapted plan goal by goal and recommends one. A CBCT in its own
     frame of reference needs the Spatial Registration linking it to the planning CT
     (``registration``, or the one REG file in the CBCT folder); every daily object is
-    then in the CBCT's frame.
+    then in the CBCT's frame. ``final_engine`` computes the scheduled and adapted final doses,
+    ``check_engine`` the independent check (default: the other algorithm).
     """
     from art.adapt import adapt
+    from art.independent_check import checked_engines
     from art.outputs import atomic_output_dir
     from art.results import write_plan_files
     from art.summary import recommend, write_summary
 
     stages = Stages(show=show)
     check_output_dir(out)
+    final_engine, check_engine = checked_engines(final_engine, check_engine)
     with stages.stage("read inputs"):
         reference, cbct, link, machine, model, hashes = _read_replan_inputs(reference_dir, cbct_dir, contour_model, stages, registration)
     result = adapt(reference, cbct, machine=machine, stages=stages, contour_model=model, final_grid_mm=final_grid_mm,
-                   frame_link=None if link is None else link.matrix_4x4)  # fmt: skip
+                   frame_link=None if link is None else link.matrix_4x4, final_engine=final_engine, check_engine=check_engine)  # fmt: skip
     rec = recommend(result.scheduled_goals, result.adapted.goals)
     with atomic_output_dir(out) as tmp:
         with stages.stage("export"):
@@ -225,17 +236,13 @@ def _replan_summary(result: Any, reference: Any, machine: Any, hashes: dict, rec
         },
         "recommendation": rec,
         "priority1_met": rec["adapted_priority1_met"],
-        "evaluation": evaluation_record(result.adapted.dose),
+        "evaluation": evaluation_record(result.adapted.dose, result.adapted.engine),
         "registration": _registration_record(result),
         "contours": {"structures": result.contour_qa, "flagged": result.flagged,
                      "truncated": [r["structure"] for r in result.contour_qa if r.get("truncated")]},
-        "independent_check": {
-            "gamma_3pct_2mm_pass_percent": round(float(result.gamma.pass_rate), 2),
-            "gamma_voxels_evaluated": int(result.gamma.n_evaluated),
-            "method": "segment dose recomputed on the image grid with 1 mm fluence pixels vs the final dose on the export grid (same beam model)",
-        },
+        "independent_check": result.check.record(),
         "sequencing": result.adapted.sequencing,
-        "warnings": plan_warnings(result.adapted, "adapted plan: "),
+        "warnings": plan_warnings(result.adapted, "adapted plan: ") + ([result.check.warning] if result.check.warning else []),
         "timings_s": dict(stages.timings),
     }  # fmt: skip
 
@@ -259,12 +266,12 @@ def _write_replan_report(tmp: Path, result: Any, summary: dict, reference: Any, 
         result.scheduled_goals, result.adapted.goals, scheduled_plan=result.scheduled_plan, adapted_plan=result.adapted.plan,
         point_lps=result.isocenter_lps, fixed_image=cbct.volume, moving_resampled=result.synthetic_ct,
         registration=_registration_display(summary["registration"]), contour_qa=_contour_rows(result.contour_qa),
-        check_dose=result.independent_dose, gamma=result.gamma.gamma,
+        check_dose=result.check.dose, gamma=result.check.gamma, independent_check=result.check.table(), check_label=result.check.label,
         recommendation=f"{rec['plan']} plan: {rec['reason']}", provenance=summary["provenance"],
         identifiers={**identifiers(reference.ct.patient), "Patient position": position_text(result.adapted.plan)},
         timings=stages.timings, warnings=warnings,
     )  # fmt: skip
-    model.evaluation = evaluation_text(result.adapted.dose)
+    model.evaluation = evaluation_text(result.adapted.dose, result.adapted.engine)
     sct = summary.get("synthetic_ct")
     if sct:
         model.evaluation += (
@@ -299,22 +306,27 @@ def _contour_rows(qa: list) -> list[dict]:
     return rows
 
 
-def evaluation_record(dose: Any) -> dict:
-    """summary.json's record of how the goals were evaluated: the final dose's grid and the method."""
+def evaluation_record(dose: Any, engine: str = "pb") -> dict:
+    """summary.json's record of how the goals were evaluated: the final dose's engine, grid and the method."""
+    from art.dose.engines import ENGINE_LABELS
+
     g = dose.grid
     return {
-        "dose": "final dose computed by the engine on the export grid (the RTDOSE written)",
+        "dose": f"final dose computed by the {ENGINE_LABELS[engine]} engine on the export grid (the RTDOSE written)",
+        "engine": engine, "engine_name": ENGINE_LABELS[engine],
         "grid_spacing_mm": [round(float(v), 4) for v in g.spacing], "grid_shape_zyx": list(g.shape),
         "structures": "RTSTRUCT polygons (given, or traced as exported), 0.25 mm in-plane sub-cells, half-slice end caps",
         "dose_sampling": "trilinear at the sample points",
     }  # fmt: skip
 
 
-def evaluation_text(dose: Any) -> str:
-    """The report's line on how every goal and DVH was computed."""
+def evaluation_text(dose: Any, engine: str = "pb") -> str:
+    """The report's line on how every goal and DVH was computed (by which engine, on which grid)."""
+    from art.dose.engines import ENGINE_LABELS
+
     sp = dose.grid.spacing
     return (
-        f"Every goal and DVH is computed on the exported RT Dose: the final dose computed by the engine on a "
+        f"Every goal and DVH is computed on the exported RT Dose: the final dose computed by the {ENGINE_LABELS[engine]} engine ({engine}) on a "
         f"{sp[2]:g} × {sp[1]:g} × {sp[0]:g} mm grid (x × y × z, {dose.grid.shape[2]} × {dose.grid.shape[1]} × {dose.grid.shape[0]} voxels), "
         "structures from their RTSTRUCT polygons (0.25 mm in-plane sub-cells, half-slice end caps), dose interpolated trilinearly. "
         "Dmax is the near-maximum D0.03cc. `art check` on the exported files gives the same values."
@@ -431,12 +443,13 @@ DEMO_FRACTION = {
 
 
 def demo_job(out: Path, *, seed: int = 0, show: bool = True, fraction_options: dict | None = None, spacing: tuple | None = None,
-             final_grid_mm: float | None = None) -> dict:  # fmt: skip
+             final_grid_mm: float | None = None, final_engine: str = "pb", check_engine: str | None = None) -> dict:  # fmt: skip
     """``art demo``: digital patient → reference plan → daily CBCT → adapted plan.
 
     Writes ``patient/`` (the phantom with ground truth), ``reference/`` (planning CT,
     RTSTRUCT, RTPLAN, RTDOSE, protocol, report, summary) and ``adapted/`` (the
-    ``art replan`` result) into ``out``, atomically.
+    ``art replan`` result) into ``out``, atomically. ``final_engine`` and ``check_engine``
+    are passed to both (:func:`plan_job`, :func:`replan_job`).
     """
     import shutil
 
@@ -444,6 +457,9 @@ def demo_job(out: Path, *, seed: int = 0, show: bool = True, fraction_options: d
     from art.summary import write_summary
     from art_phantoms.write import write_phantom
 
+    from art.independent_check import checked_engines
+
+    final_engine, check_engine = checked_engines(final_engine, check_engine)  # before any work
     stages = Stages(show=show)
     options = dict(DEMO_FRACTION)
     options.update(fraction_options or {})
@@ -452,17 +468,18 @@ def demo_job(out: Path, *, seed: int = 0, show: bool = True, fraction_options: d
             kw = {"spacing": tuple(spacing)} if spacing is not None else {}
             write_phantom(tmp / "patient", seed=seed, fractions=1, fraction_options={1: options}, **kw)
         patient = tmp / "patient"
+        engines = {"final_engine": final_engine, "check_engine": check_engine}
         plan_summary = plan_job(patient / "CT", patient / "RTSTRUCT.dcm", patient / "protocol.toml", tmp / "reference", show=show,
-                                final_grid_mm=final_grid_mm)  # fmt: skip
+                                final_grid_mm=final_grid_mm, **engines)  # fmt: skip
         shutil.copytree(patient / "CT", tmp / "reference" / "CT")
         shutil.copy2(patient / "protocol.toml", tmp / "reference" / "protocol.toml")
         cbct = sorted(p for p in patient.iterdir() if p.name.startswith("CBCT"))[0]
-        replan_summary = replan_job(tmp / "reference", cbct, tmp / "adapted", show=show, final_grid_mm=final_grid_mm)
+        replan_summary = replan_job(tmp / "reference", cbct, tmp / "adapted", show=show, final_grid_mm=final_grid_mm, **engines)
         summary = {
             "kind": "demo",
             "seed": seed,
             "fraction": options,
-            "reference": {k: plan_summary[k] for k in ("plans", "priority1_met", "timings_s")},
+            "reference": {k: plan_summary[k] for k in ("plans", "priority1_met", "timings_s", "independent_check")},
             "adaptive": {k: replan_summary[k] for k in ("plans", "recommendation", "priority1_met", "timings_s", "registration", "contours", "independent_check")},
             "outputs": {"patient": "patient", "reference": "reference", "adapted": "adapted"},
             "written": {name: written_files(tmp / name) for name in ("reference", "adapted")},

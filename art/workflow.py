@@ -53,6 +53,8 @@ class PlanResult:
     isocenter_lps : ndarray, shape (3,)
     structures : StructureSet
         The structures as evaluated (and as the RTSTRUCT export draws them): polygons given or traced.
+    engine : str
+        The dose engine that computed ``dose`` (:data:`art.dose.engines.ENGINES`, e.g. ``"pb"``).
     """
 
     plan: Plan
@@ -67,6 +69,7 @@ class PlanResult:
     isocenter_lps: np.ndarray
     parameters: dict = field(default_factory=dict)
     structures: StructureSet | None = None
+    engine: str = "pb"
 
     @property
     def priority1_met(self) -> bool:
@@ -168,7 +171,7 @@ def weights_from_segments(plan: Plan, influence: Any, machine: Any) -> np.ndarra
 
 def make_plan(
     ct: Volume, structures: StructureSet, protocol: Any, *, machine: Any = None, isocenter_lps: Any = None,
-    warm_start: PlanResult | None = None, stages: Stages | None = None, optimizer_options: dict | None = None,
+    warm_start: PlanResult | None = None, stages: Stages | None = None, optimizer_options: dict | None = None, final_engine: str = "pb",
     sequencing_options: dict | None = None, final_grid_mm: float | None = None, correction: bool = True, patient_position: str = "HFS",
 ) -> PlanResult:  # fmt: skip
     """Make a deliverable plan for a CT, its structures and a protocol.
@@ -202,6 +205,8 @@ def make_plan(
         priority-1 goal is missed on the final dose.
     patient_position : {"HFS", "FFS", "HFP", "FFP"}, keyword-only
         The CT's PatientPosition: the beams' geometry in the dose engine, and the plan's.
+    final_engine : {"pb", "ccc"}, keyword-only
+        The dose engine of the final dose (:data:`art.dose.engines.ENGINES`); the optimiser's matrix is the pencil beam's.
 
     Returns
     -------
@@ -213,7 +218,7 @@ def make_plan(
 
     stages = stages if stages is not None else Stages(show=False)
     machine = machine if machine is not None else load_machine()
-    position = _checked_inputs(protocol, structures, patient_position, warm_start)
+    position, engine = _checked_inputs(protocol, structures, patient_position, warm_start, final_engine)
     grid = final_grid(ct.grid, DEFAULT_FINAL_GRID_MM if final_grid_mm is None else final_grid_mm)
     fractions = int(protocol.prescription.fractions)
     sequencing = {**DEFAULT_SEQUENCING, **(sequencing_options or {})}
@@ -231,44 +236,49 @@ def make_plan(
     plan, seq = _deliverable(beams, im, weights, machine, fractions, sequencing, stages, position)
     with stages.stage("structure polygons"):
         evaluated = evaluation_structures(structures)
-    plan, delivered, goals, seq = _final(ct, plan, evaluated, protocol, machine, im, grid, seq, fluence_dose, stages)
+    plan, delivered, goals, seq = _final(ct, plan, evaluated, protocol, machine, im, grid, seq, fluence_dose, stages, engine)
     if correction and _missed(goals):
-        plan, delivered, goals, seq, weights, fluence_dose = _correct(
-            ct, plan, delivered, goals, evaluated, protocol, machine, im, grid, seq, weights, fluence_dose, stages, sequencing
-        )
+        plan, delivered, goals, seq, weights, fluence_dose = _correct(ct, plan, delivered, goals, evaluated, protocol, machine, im, grid, seq,
+                                                                     weights, fluence_dose, stages, sequencing, engine)  # fmt: skip
     fluence_goals = _optimiser_goals(fluence_dose, structures, protocol)
     parameters = {
-        "dose_grid_mm": protocol.dose_grid_mm, "bixel_mm": protocol.beams.bixel_mm, "machine": machine.name,
-        "final_grid": {"spacing_mm": float(grid.spacing[0]), "shape_zyx": list(grid.shape)},
+        "dose_grid_mm": protocol.dose_grid_mm, "bixel_mm": protocol.beams.bixel_mm, "machine": machine.name, "sequencing": sequencing,
+        "final_grid": {"spacing_mm": float(grid.spacing[0]), "shape_zyx": list(grid.shape)}, "final_engine": engine,
         "optimizer": {"method": getattr(opt, "method", None), "seed": int(opts.get("seed", 0)), "warm_start": warm_start is not None, "cold_start_fallback": fallback},
-        "sequencing": sequencing,
     }  # fmt: skip
     return PlanResult(plan=plan, dose=delivered, fluence_dose=fluence_dose, goals=goals, fluence_goals=fluence_goals, influence=im,
                       weights=weights, optimization=opt, sequencing=seq, isocenter_lps=iso, parameters=parameters,
-                      structures=evaluated)  # fmt: skip
+                      structures=evaluated, engine=engine)  # fmt: skip
 
 
-def _checked_inputs(protocol: Any, structures: StructureSet, patient_position: str, warm_start: Any) -> str:
-    """:func:`check_structures`, and the patient position (returned) checked and the same as a warm-start plan's."""
+def _checked_inputs(protocol: Any, structures: StructureSet, patient_position: str, warm_start: Any, final_engine: str = "pb") -> tuple[str, str]:
+    """:func:`check_structures`; the patient position checked and the same as a warm-start plan's; the final engine's name checked.
+
+    Returns ``(patient position, final engine)``.
+    """
+    from art.dose.engines import engine_name
+
+    engine = engine_name(final_engine, parameter="final_engine")
     check_structures(protocol, structures)
     position = check_patient_position(patient_position)
     if isinstance(warm_start, Plan) and warm_start.patient_position != position:
         raise InputError(f"warm start: the plan is for patient position {warm_start.patient_position}, today's image is {position}")
-    return position
+    return position, engine
 
 
 def _final(ct: Volume, plan: Plan, structures: StructureSet, protocol: Any, machine: Any, im: Any, grid: Any, seq: dict,
-           fluence_dose: Volume, stages: Stages) -> tuple[Plan, Volume, list, dict]:  # fmt: skip
-    """Final dose on the export grid, sequencing check, normalisation (deliverable MU) and the goals on it."""
+           fluence_dose: Volume, stages: Stages, engine: str = "pb") -> tuple[Plan, Volume, list, dict]:  # fmt: skip
+    """Final dose on the export grid (by ``engine``), sequencing check, normalisation (deliverable MU) and the goals on it."""
+    from art.dose.engines import ENGINE_LABELS
     from art.final_dose import evaluate, final_dose, normalise_deliverable
 
     with stages.stage("final dose"):
-        delivered = final_dose(ct, plan, machine, structures, grid)
-        stages.note(f"final dose on a {grid.spacing[0]:g} mm grid {tuple(grid.shape)}")
+        delivered = final_dose(ct, plan, machine, structures, grid, engine=engine)
+        stages.note(f"final dose ({ENGINE_LABELS[engine]}) on a {grid.spacing[0]:g} mm grid {tuple(grid.shape)}")
     with stages.stage("sequencing check"):
         seq = _sequencing_check(fluence_dose, delivered, seq, stages)
     with stages.stage("normalisation and evaluation"):
-        plan, delivered, norm = normalise_deliverable(ct, plan, delivered, structures, protocol, machine)
+        plan, delivered, norm = normalise_deliverable(ct, plan, delivered, structures, protocol, machine, engine=engine)
         seq = dict(seq, **norm)
         goals = evaluate(delivered, structures, protocol)
     return plan, delivered, goals, seq
@@ -298,7 +308,7 @@ FLUENCE_CORRECTIONS = 2
 
 
 def _correct(ct: Volume, plan: Plan, delivered: Volume, goals: list, structures: StructureSet, protocol: Any, machine: Any, im: Any,
-             grid: Any, seq: dict, weights: np.ndarray, fluence_dose: Volume, stages: Stages, sequencing: dict) -> tuple:  # fmt: skip
+             grid: Any, seq: dict, weights: np.ndarray, fluence_dose: Volume, stages: Stages, sequencing: dict, engine: str = "pb") -> tuple:  # fmt: skip
     """The correction stage, when a priority-1 goal is missed on the final dose.
 
     1. Segment MU (apertures fixed) re-optimised on the final grid (:func:`art.final_dose.correct_segment_mu`),
@@ -316,7 +326,8 @@ def _correct(ct: Volume, plan: Plan, delivered: Volume, goals: list, structures:
     with stages.stage("correction"):
         stages.note(f"priority-1 goal(s) missed on the final dose: {', '.join(record['missed'])}")
         if n_segments <= SEGMENT_MU_MAX_SEGMENTS:
-            plan, delivered, goals, record["segment_mu"] = correct_segment_mu(ct, plan, delivered, goals, structures, protocol, machine=machine, influence=im)
+            plan, delivered, goals, record["segment_mu"] = correct_segment_mu(ct, plan, delivered, goals, structures, protocol, machine=machine,
+                                                                              influence=im, engine=engine)  # fmt: skip
             stages.note(f"segment MU: {'kept' if record['segment_mu']['kept'] else 'not better, discarded'}")
             if record["segment_mu"]["kept"]:  # the plan's normalisation is now that of the corrected MU
                 seq = dict(seq, **{k: record["segment_mu"][k] for k in ("normalisation_factor", "normalisation", "segments_lifted_to_min_mu")})
@@ -329,7 +340,7 @@ def _correct(ct: Volume, plan: Plan, delivered: Volume, goals: list, structures:
             w2 = np.asarray(opt.weights, dtype=np.float64)
             flu2 = im.dose(w2, fractions=int(plan.fractions))
             plan2, seq2 = _deliverable(_bare(plan.beams), im, w2, machine, int(plan.fractions), sequencing, stages, plan.patient_position)
-            plan2, dose2, goals2, seq2 = _final(ct, plan2, structures, protocol, machine, im, grid, seq2, flu2, stages)
+            plan2, dose2, goals2, seq2 = _final(ct, plan2, structures, protocol, machine, im, grid, seq2, flu2, stages, engine)
             kept = goals_key(goals2) > goals_key(goals)
             record["fluence"].append({"kept": bool(kept), "missed_after": _missed(goals2), "levels": {
                 f"{g.structure} {g.metric.text}": g.at_most if g.at_most is not None else g.at_least for g in shifted.goals if g.priority == 1}})  # fmt: skip

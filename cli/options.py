@@ -19,6 +19,36 @@ FinalGrid = Annotated[
         help="Spacing (mm, isotropic) of the export grid: the final dose is computed, written as RTDOSE and evaluated on it (default 2.5).",
     ),
 ]  # fmt: skip
+FinalEngine = Annotated[
+    str,
+    typer.Option(
+        "--final-engine", metavar="{pb,ccc}",
+        help="Dose engine of the final dose (the RTDOSE written and evaluated): pb (pencil beam, default) or ccc "
+        "(collapsed-cone convolution/superposition).",
+    ),
+]  # fmt: skip
+CheckEngine = Annotated[
+    Optional[str],
+    typer.Option(
+        "--check-engine", metavar="{pb,ccc}",
+        help="Dose engine of the independent check in the report and summary.json (default: the other algorithm than "
+        "--final-engine, a second-algorithm check: ccc checks pb, pb checks ccc).",
+    ),
+]  # fmt: skip
+
+
+def engines(final_engine: str, check_engine: Optional[str]) -> tuple[str, Optional[str]]:
+    """``--final-engine`` and ``--check-engine`` checked against the dose engines (usage error, exit 2, naming the option)."""
+    from art.dose.engines import ENGINE_LABELS, ENGINES
+
+    out = []
+    for value, option in ((final_engine, "--final-engine"), (check_engine, "--check-engine")):
+        key = None if value is None else value.strip().lower()
+        if key is not None and key not in ENGINES:
+            listed = ", ".join(f"{k} ({ENGINE_LABELS[k]})" for k in ENGINES)
+            raise typer.BadParameter(f"unknown dose engine {value!r}; choose one of {listed}", param_hint=option)
+        out.append(key)
+    return out[0], out[1]
 
 
 def not_built(command: str, issue: str) -> None:

@@ -35,8 +35,8 @@ LAYERS: list[set[str]] = [
     {"optimize", "delivery", "report"},
     # the evaluated dose: the final dose on the export grid, its normalisation, goals and correction stage
     {"final_dose"},
-    # the pipeline: the stages in order, and writing/recalculating/checking their results
-    {"workflow", "reference", "results", "recalculate", "check"},
+    # the pipeline: the stages in order, and writing/recalculating/checking their results (incl. the independent dose check)
+    {"workflow", "reference", "results", "recalculate", "check", "independent_check"},
     # the daily adaptation (uses the planning pipeline), and the course: each fraction's dose accumulated on the planning CT
     {"adapt", "course"},
     # jobs: what a command does, with inputs, outputs, provenance and the report

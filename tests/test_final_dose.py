@@ -114,3 +114,30 @@ def test_the_evaluated_dose_is_the_dose_read_back_from_the_exported_file(tmp_pat
     back = read_rtdose(tmp_path / "RD.dcm")
     assert back.grid.same_as(g)
     np.testing.assert_array_equal(back.array, stored.array)
+
+
+def test_the_final_dose_is_computed_by_the_engine_named():
+    """Issue 19: ``final_dose(..., engine=...)`` picks the engine from the registry; pencil beam by default."""
+    from art.dose.calc import dose
+    from art.final_dose import final_dose
+    from tests.engine_case import engine_case
+
+    c = engine_case()
+    expected = stored_dose(dose(c.ct, c.plan, c.machine, dose_grid=c.grid, structures=c.structures))
+    for kwargs in ({}, {"engine": "pb"}, {"engine": "PB"}):
+        got = final_dose(c.ct, c.plan, c.machine, c.structures, c.grid, **kwargs)
+        assert got.grid.same_as(c.grid)
+        np.testing.assert_array_equal(got.array, expected.array)
+    with pytest.raises(InputError, match="final engine: unknown dose engine 'monte-carlo'; choose one of pb .pencil beam., ccc"):
+        final_dose(c.ct, c.plan, c.machine, c.structures, c.grid, engine="monte-carlo")
+
+
+def test_the_final_dose_by_the_collapsed_cone_engine():
+    ccc = pytest.importorskip("art.dose.ccc")
+    from art.final_dose import final_dose
+    from tests.engine_case import engine_case
+
+    c = engine_case()
+    got = final_dose(c.ct, c.plan, c.machine, c.structures, c.grid, engine="ccc")
+    expected = stored_dose(ccc.dose(c.ct, c.plan, c.machine, dose_grid=c.grid, structures=c.structures))
+    np.testing.assert_array_equal(got.array, expected.array)

@@ -210,16 +210,17 @@ def accumulate(reference: Any, fractions: list, *, method: str = "pull", grid_mm
     return course
 
 
-def planned_dose(reference: Any, grid: Grid, *, machine: Any = None) -> Volume:
+def planned_dose(reference: Any, grid: Grid, *, machine: Any = None, engine: str = "pb") -> Volume:
     """The reference plan's dose on the planning CT on ``grid``, over the protocol's number of fractions (Gy).
 
-    Computed by :func:`art.final_dose.final_dose` (inside the BODY) for the plan's own fractions and
-    scaled to the protocol's prescription fractions when the two differ.
+    Computed by :func:`art.final_dose.final_dose` (dose engine ``engine``, inside the BODY) for the plan's
+    own fractions and scaled to the protocol's prescription fractions when the two differ.
     """
     from art.dose import load_machine
     from art.final_dose import final_dose
 
-    dose = final_dose(reference.ct.volume, reference.plan, load_machine() if machine is None else machine, reference.structures, grid)
+    dose = final_dose(reference.ct.volume, reference.plan, load_machine() if machine is None else machine, reference.structures, grid,
+                      engine=engine)  # fmt: skip
     n_protocol, n_plan = int(reference.protocol.prescription.fractions), int(reference.plan.fractions)
     return dose if n_protocol == n_plan else Volume((dose.array * np.float32(n_protocol / n_plan)).astype(np.float32), grid)
 

@@ -12,7 +12,8 @@ was delivered is ``summary.json``'s ``recommendation.plan`` unless given. The sc
 dose is not stored by ``art replan``: it is computed again as ``art replan`` computed it — the
 reference RTPLAN moved to today's isocentre (the reference isocentre mapped by the inverse of
 the rigid CBCT → CT matrix), on the synthetic CT, inside today's BODY, on the adapted RTDOSE's
-grid (:func:`scheduled_dose`).
+grid, by the dose engine of the re-plan's final doses (``summary.json`` ``evaluation.engine``,
+pencil beam for summaries without one; :func:`scheduled_dose`, :func:`fraction_engine`).
 
 Checks (:class:`~art.errors.InputError` naming the folder or its file): a missing file, a
 summary that is not an ``art replan`` summary, another patient than the reference's (PatientID
@@ -37,7 +38,7 @@ from art.errors import InputError
 from art.geometry import Volume
 from art.privacy import patient_key
 
-__all__ = ["Fraction", "read_fraction", "scheduled_dose", "check_folders", "check_course", "patient_key", "DELIVERED", "FRACTION_FILES"]
+__all__ = ["Fraction", "read_fraction", "scheduled_dose", "fraction_engine", "check_folders", "check_course", "patient_key", "DELIVERED", "FRACTION_FILES"]
 
 #: The plans a fraction may have delivered.
 DELIVERED = ("adapted", "scheduled")
@@ -185,13 +186,21 @@ def _rigid(folder: Path, summary: dict) -> np.ndarray:
     return m
 
 
-def scheduled_dose(reference: Any, sct: Any, structures: Any, grid: Any, rigid_cbct_to_ct: np.ndarray, *, machine: Any = None) -> tuple[Volume, Any]:
+def fraction_engine(summary: dict) -> str:
+    """The dose engine of a re-plan's final doses: its ``summary.json`` ``evaluation.engine`` (``"pb"`` when it names none)."""
+    from art.dose.engines import DEFAULT_ENGINE
+
+    return str((summary.get("evaluation") or {}).get("engine") or DEFAULT_ENGINE)
+
+
+def scheduled_dose(reference: Any, sct: Any, structures: Any, grid: Any, rigid_cbct_to_ct: np.ndarray, *, machine: Any = None,
+                   engine: str = "pb") -> tuple[Volume, Any]:  # fmt: skip
     """The scheduled plan's course dose of a day, as ``art replan`` computed it.
 
     The reference plan's beams (segments, MU) about today's isocentre — the reference
     isocentre mapped by the inverse of ``rigid_cbct_to_ct`` — for the protocol's number of
-    fractions, computed by :func:`art.final_dose.final_dose` on ``sct`` (HU) inside today's
-    BODY (``structures``) on ``grid`` (the adapted RTDOSE's).
+    fractions, computed by :func:`art.final_dose.final_dose` (dose engine ``engine``, the
+    re-plan's) on ``sct`` (HU) inside today's BODY (``structures``) on ``grid`` (the adapted RTDOSE's).
 
     Returns
     -------
@@ -208,7 +217,7 @@ def scheduled_dose(reference: Any, sct: Any, structures: Any, grid: Any, rigid_c
     today = tuple(float(v) for v in (np.linalg.inv(np.asarray(rigid_cbct_to_ct, dtype=np.float64)) @ iso)[:3])
     beams = [dataclasses.replace(b, isocenter_lps=today, fluence=None, fluence_grid=None) for b in reference.plan.beams]
     plan = dataclasses.replace(reference.plan, beams=beams, fractions=int(reference.protocol.prescription.fractions))
-    return final_dose(sct.volume, plan, machine, structures, grid), plan
+    return final_dose(sct.volume, plan, machine, structures, grid, engine=engine), plan
 
 
 def read_fraction(folder: str | Path, reference: Any, *, index: int, delivered: str | None = None, machine: Any = None) -> Fraction:
@@ -258,7 +267,7 @@ def read_fraction(folder: str | Path, reference: Any, *, index: int, delivered: 
         plan = read_rtplan(folder / "RTPLAN.dcm")
         uid, label = folder_plan_uid, plan.label
     else:
-        course, plan = scheduled_dose(reference, sct, structures, course.grid, rigid, machine=machine)
+        course, plan = scheduled_dose(reference, sct, structures, course.grid, rigid, machine=machine, engine=fraction_engine(summary))
         uid, label = str(getattr(reference.plan, "sop_instance_uid", "") or ""), reference.plan.label
     dose = Volume((np.asarray(course.array, np.float32) / np.float32(plan.fractions)).astype(np.float32), course.grid)
     density = density_volume(sct.volume, dose.grid)

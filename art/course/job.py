@@ -161,6 +161,15 @@ def _summary(course: Any, goals: dict, *, hashes: dict, parameters: dict, n_plan
     }  # fmt: skip
 
 
+def _planned_engine(fractions: list) -> str:
+    """The dose engine of the planned dose: the one of every fraction's final doses, pencil beam when they differ or none is given."""
+    from art.course.fraction import fraction_engine
+    from art.dose.engines import DEFAULT_ENGINE
+
+    found = {fraction_engine(f.summary) for f in fractions}
+    return found.pop() if len(found) == 1 else DEFAULT_ENGINE
+
+
 def _rounded(v: float, nd: int) -> float | None:
     return None if v != v else round(float(v), nd)
 
@@ -208,11 +217,13 @@ def course_job(reference_dir: str | Path, fraction_dirs: list, out: str | Path, 
     with stages.stage("accumulate"):
         course = accumulate(reference, fractions, method=method, grid_mm=grid_mm)
     n_planned = int(reference.protocol.prescription.fractions)
+    engine = _planned_engine(fractions)
     with stages.stage("planned dose"):
-        planned = planned_dose(reference, course.grid, machine=machine)
+        planned = planned_dose(reference, course.grid, machine=machine, engine=engine)
     with stages.stage("goals"):
         goals = course_goals(course, fractions_planned=n_planned, projection=projection, planned=planned)
-    parameters = {"method": method, "projection": projection, "grid_mm": float(grid_mm), "delivered": {str(k): v for k, v in which.items()}}
+    parameters = {"method": method, "projection": projection, "grid_mm": float(grid_mm), "delivered": {str(k): v for k, v in which.items()},
+                  "planned_dose_engine": engine}  # fmt: skip
     summary = _summary(course, goals, hashes=hashes, parameters=parameters, n_planned=n_planned)
     with atomic_output_dir(out) as tmp:
         with stages.stage("export"):

@@ -159,6 +159,7 @@ def _common(
     gamma: Volume | None,
     gamma_criteria: str | None,
     dvh_structures: Sequence[str] | None,
+    check_label: str | None = None,
 ) -> np.ndarray:
     curves = {}
     for label, d in doses.items():
@@ -187,10 +188,11 @@ def _common(
             F.difference_figure(image, doses[a], doses[b], structures, p, labels=(a, b)),
             f"{b} minus {a} dose (Gy) on {where}; red where the {b} dose is higher.",
         )
+    by = f" by the {check_label}" if check_label else ""
     if check_dose is not None:
         model.figures[f"Independent dose check: {check_of}"] = ReportFigure(
-            F.difference_figure(image, doses[check_of], check_dose, structures, p, labels=(check_of, "recalculation")),
-            f"Independent recalculation minus the {check_of} dose (Gy) on {where}.",
+            F.difference_figure(image, doses[check_of], check_dose, structures, p, labels=(check_of, "check")),
+            f"Independent recalculation{by} minus the {check_of} dose (Gy) on {where}.",
         )
     if gamma is not None and not isinstance(gamma, Volume) and isinstance(getattr(gamma, "gamma", None), Volume):
         gamma_criteria = _criteria(getattr(gamma, "parameters", None)) or gamma_criteria  # an art.evaluate.gamma.GammaResult
@@ -200,7 +202,7 @@ def _common(
             raise InputError(f"gamma must be a Volume or a GammaResult, got {type(gamma).__name__}")
         model.figures["Gamma"] = ReportFigure(
             F.gamma_figure(image, gamma, structures, criteria=gamma_criteria),
-            f"Gamma index of the {check_of} dose against the independent recalculation"
+            f"Gamma index of the {check_of} dose against the independent recalculation{by}"
             + (f" ({gamma_criteria})" if gamma_criteria else "")
             + "; planes through the worst voxel; pass rate over evaluated voxels.",
         )
@@ -277,6 +279,8 @@ def plan_report_model(
     timings: Mapping[str, float] | None = None,
     warnings: Sequence[str] | None = None,
     dvh_structures: Sequence[str] | None = None,
+    independent_check: Mapping[str, Any] | None = None,
+    check_label: str | None = None,
 ) -> ReportModel:
     """The report of one plan (``art plan``).
 
@@ -316,6 +320,11 @@ def plan_report_model(
     warnings : sequence of str, optional, keyword-only
     dvh_structures : sequence of str, optional, keyword-only
         Structures in the DVH (default: all but EXTERNAL).
+    independent_check : mapping, optional, keyword-only
+        The independent check's table (:meth:`art.independent_check.DoseCheck.table`): its own section.
+    check_label : str, optional, keyword-only
+        Which algorithm computed ``check_dose``, e.g. ``"second algorithm (collapsed-cone
+        convolution/superposition)"`` (:attr:`art.independent_check.DoseCheck.label`): named in the check's captions.
 
     Returns
     -------
@@ -323,9 +332,11 @@ def plan_report_model(
     """
     _check_inputs(image, structures, {"dose": dose})
     model = _plan_model(goal_results, label, title, identifiers, provenance, recommendation, timings, warnings)
+    model.independent_check = dict(independent_check) if independent_check else None
     _common(
         model, image=image, structures=structures, doses={label: dose}, plans={label: plan}, point_lps=point_lps,
         check_dose=check_dose, check_of=label, gamma=gamma, gamma_criteria=gamma_criteria, dvh_structures=dvh_structures,
+        check_label=check_label,
     )  # fmt: skip
     return model
 
@@ -391,6 +402,8 @@ def adaptive_report_model(
     timings: Mapping[str, float] | None = None,
     warnings: Sequence[str] | None = None,
     dvh_structures: Sequence[str] | None = None,
+    independent_check: Mapping[str, Any] | None = None,
+    check_label: str | None = None,
 ) -> ReportModel:
     """The report of a daily adaptive re-plan (``art replan``): scheduled vs adapted.
 
@@ -422,7 +435,7 @@ def adaptive_report_model(
     gamma : Volume or art.evaluate.gamma.GammaResult, optional, keyword-only
         Gamma of the adapted dose against ``check_dose``.
     gamma_criteria : str, optional, keyword-only
-    title, identifiers, provenance, timings, warnings, dvh_structures : keyword-only
+    title, identifiers, provenance, timings, warnings, dvh_structures, independent_check, check_label : keyword-only
         See :func:`plan_report_model`.
     recommendation : str, optional, keyword-only
         Default: :func:`recommend` on the two goal tables.
@@ -435,10 +448,11 @@ def adaptive_report_model(
     model = _adaptive_model(
         scheduled_goals, adapted_goals, title, identifiers, provenance, recommendation, registration, contour_qa, timings, warnings
     )
+    model.independent_check = dict(independent_check) if independent_check else None
     p = _common(
         model, image=image, structures=structures, doses={"scheduled": scheduled_dose, "adapted": adapted_dose},
         plans={"scheduled": scheduled_plan, "adapted": adapted_plan}, point_lps=point_lps, check_dose=check_dose,
-        check_of="adapted", gamma=gamma, gamma_criteria=gamma_criteria, dvh_structures=dvh_structures,
+        check_of="adapted", gamma=gamma, gamma_criteria=gamma_criteria, dvh_structures=dvh_structures, check_label=check_label,
     )  # fmt: skip
     if fixed_image is not None and moving_resampled is not None:
         _add_checkerboard(model, fixed_image, moving_resampled, structures, p)

@@ -273,6 +273,8 @@ def render_report(model: ReportModel) -> str:
     if model.goals:
         how = f'<p class="evaluation">{_e(model.evaluation)}</p>' if model.evaluation else ""
         sections.append(("goals", "Clinical goals", how + _goal_table(model.goals) + _priority_summary(model.goals)))
+    if model.independent_check:
+        sections.append(("independent-check", "Independent dose check", _kv_table(model.independent_check)))
     if model.figures:
         sections.append(("figures", "Figures", "".join(_figure(n, f) for n, f in model.figures.items())))
     if model.registration:

@@ -108,8 +108,11 @@ class ReportModel:
     timings : dict stage -> seconds
     warnings : list of str
     evaluation : str or None
-        How the goals and DVHs were computed (the dose grid, the structure sampling),
-        shown above the goal table.
+        How the goals and DVHs were computed (the dose engine, the dose grid, the structure
+        sampling), shown above the goal table.
+    independent_check : dict or None
+        The independent dose check as shown (e.g. :meth:`art.independent_check.DoseCheck.table`):
+        which algorithm checked the evaluated dose, gamma pass rate, dose-difference statistics.
     """
 
     title: str
@@ -127,6 +130,7 @@ class ReportModel:
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     evaluation: str | None = None
+    independent_check: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.title, str) or not self.title.strip():

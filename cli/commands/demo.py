@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from typer.exceptions import Exit
 
-from art_cli.options import EXIT_GOAL_NOT_MET, FinalGrid, Json, Out
+from art_cli.options import EXIT_GOAL_NOT_MET, CheckEngine, FinalEngine, FinalGrid, Json, Out, engines
 
 NAME = "demo"
 
@@ -17,13 +17,16 @@ def command(
     out: Out = Path("art-demo"),
     seed: Annotated[int, typer.Option(min=0, help="Seed of the demo patient.")] = 0,
     final_grid_mm: FinalGrid = None,
+    final_engine: FinalEngine = "pb",
+    check_engine: CheckEngine = None,
     json: Json = False,
 ) -> None:
     """Make the demo patient, plan it, and adapt the plan to one daily CBCT (full bladder, rectal gas, prostate shift)."""
     from art.jobs import demo_job, goal_comparison_table
     from art.summary import dumps
 
-    summary = demo_job(out, seed=seed, show=True, final_grid_mm=final_grid_mm)
+    final_engine, check_engine = engines(final_engine, check_engine)
+    summary = demo_job(out, seed=seed, show=True, final_grid_mm=final_grid_mm, final_engine=final_engine, check_engine=check_engine)
     if json:
         typer.echo(dumps(summary))
     typer.echo("", err=True)

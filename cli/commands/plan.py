@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from typer.exceptions import Exit
 
-from art_cli.options import EXIT_GOAL_NOT_MET, FinalGrid, Json, Out
+from art_cli.options import EXIT_GOAL_NOT_MET, CheckEngine, FinalEngine, FinalGrid, Json, Out, engines
 
 NAME = "plan"
 
@@ -30,9 +30,14 @@ def command(
     ] = "lbfgs",
     solver: Annotated[str, typer.Option(help="cvxpy solver with --optimizer cvxpy: CLARABEL (default), OSQP or SCS.")] = "CLARABEL",
     final_grid_mm: FinalGrid = None,
+    final_engine: FinalEngine = "pb",
+    check_engine: CheckEngine = None,
     json: Json = False,
 ) -> None:
     """Make the reference plan: RTPLAN, RTDOSE, RTSTRUCT, report.html, summary.json.
+
+    The report and summary.json carry an independent dose check of the plan, by default by the
+    other dose algorithm than the final dose's (--check-engine).
 
     Exit code 3 when a priority-1 goal is not met by the delivered (sequenced) plan.
     """
@@ -43,8 +48,10 @@ def command(
         raise typer.BadParameter(f"unknown optimizer {optimizer!r}; choose lbfgs or cvxpy", param_hint="--optimizer")
     if solver.upper() not in ("CLARABEL", "OSQP", "SCS"):
         raise typer.BadParameter(f"unknown solver {solver!r}; choose CLARABEL, OSQP or SCS", param_hint="--solver")
+    final_engine, check_engine = engines(final_engine, check_engine)
     options = {"method": optimizer, "solver": solver.upper()} if optimizer == "cvxpy" else {"method": optimizer}
-    summary = plan_job(ct, structures, protocol, out, show=True, machine_path=machine, optimizer_options=options, final_grid_mm=final_grid_mm)
+    summary = plan_job(ct, structures, protocol, out, show=True, machine_path=machine, optimizer_options=options, final_grid_mm=final_grid_mm,
+                       final_engine=final_engine, check_engine=check_engine)  # fmt: skip
     if json:
         typer.echo(dumps(summary))
     typer.echo(f"reference plan written to {out}", err=True)

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from art.dose.engines import ENGINE_LABELS, engine_name
 from art.geometry import Volume
 from art.plan import Plan
 from art.structures import StructureSet
@@ -45,8 +46,6 @@ GAMMA_CRITERIA = {"dose_percent": 3.0, "distance_mm": 2.0, "threshold_percent": 
 
 def check_label(engine: str, final_engine: str) -> str:
     """``"second algorithm (collapsed-cone convolution/superposition)"`` or ``"same algorithm (pencil beam)"``."""
-    from art.dose.engines import ENGINE_LABELS, engine_name
-
     e = engine_name(engine, parameter="check engine")
     kind = "same algorithm" if e == engine_name(final_engine, parameter="final engine") else "second algorithm"
     return f"{kind} ({ENGINE_LABELS[e]})"
@@ -96,7 +95,7 @@ class DoseCheck:
         """A sentence for the report's warnings when the second algorithm was not available (else None)."""
         if not self.fallback:
             return None
-        from art.dose.engines import ENGINE_LABELS, other_engine
+        from art.dose.engines import other_engine
 
         other = other_engine(self.final_engine)
         return (f"independent check by the same algorithm ({ENGINE_LABELS[self.engine]}): the {ENGINE_LABELS[other]} engine is not "
@@ -104,8 +103,6 @@ class DoseCheck:
 
     def record(self) -> dict:
         """summary.json's ``independent_check``."""
-        from art.dose.engines import ENGINE_LABELS
-
         d = self.difference
         return {
             "check": self.label, "algorithm": "second" if self.second_algorithm else "same",
@@ -126,8 +123,6 @@ class DoseCheck:
 
     def table(self) -> dict:
         """The report's table of the check (plain numbers and text)."""
-        from art.dose.engines import ENGINE_LABELS
-
         d = self.difference
         sp = self.dose.grid.spacing
         return {
@@ -223,7 +218,7 @@ def check_plan(ct: Volume, plan: Plan, machine: Any, structures: StructureSet, e
     -------
     DoseCheck
     """
-    from art.dose.engines import default_check_engine, engine_name, get_engine, other_engine
+    from art.dose.engines import default_check_engine, get_engine, other_engine
     from art.evaluate.gamma import gamma_index
 
     final_engine = engine_name(final_engine, parameter="final engine")
@@ -239,10 +234,16 @@ def check_plan(ct: Volume, plan: Plan, machine: Any, structures: StructureSet, e
 
 
 def checked_engines(final_engine: str, check_engine: str | None) -> tuple[str, str | None]:
-    """The final and check engines' registry names (the check's None kept: the default); InputError listing the engines."""
-    from art.dose.engines import engine_name
+    """The final and check engines' registry names (the check's None kept: the default), checked before any work.
 
-    return engine_name(final_engine, parameter="final_engine"), None if check_engine is None else engine_name(check_engine, parameter="check_engine")
+    InputError listing the engines for an unknown name, or saying that a named engine is not installed.
+    """
+    from art.dose.engines import get_engine
+
+    get_engine(final_engine, parameter="final_engine")
+    if check_engine is not None:
+        get_engine(check_engine, parameter="check_engine")
+    return engine_name(final_engine), None if check_engine is None else engine_name(check_engine)
 
 
 def staged_check(ct: Volume, result: Any, structures: StructureSet, protocol: Any, machine: Any, *, engine: str | None, stages: Any) -> DoseCheck:

@@ -37,7 +37,7 @@ def test_the_label_says_which_algorithm_checked(check, evaluated, label):
 
 
 def test_checked_engines_keep_the_default_and_refuse_unknown_names():
-    assert checked_engines("PB", None) == ("pb", None) and checked_engines("ccc", "pb") == ("ccc", "pb")
+    assert checked_engines("PB", None) == ("pb", None) and checked_engines("pb", " Pb ") == ("pb", "pb")
     with pytest.raises(InputError, match="^check_engine: unknown dose engine 'mc'"):
         checked_engines("pb", "mc")
     with pytest.raises(InputError, match="^final_engine: unknown dose engine"):

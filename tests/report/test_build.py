@@ -181,3 +181,27 @@ def test_plan_report_takes_a_gamma_result(case):
     assert "3 %/2 mm, 10 % threshold, global" in model.figures["Gamma"].caption
     with pytest.raises(InputError, match="gamma"):
         plan_report_model(case.ct, case.structures, case.dose, goals, gamma=np.zeros(3))
+
+
+def test_the_independent_check_section_names_the_algorithm_and_the_evaluated_dose_engine(case):
+    """Issue 19: the report says which algorithm checked the evaluated dose, and with what result."""
+    from art.evaluate.gamma import gamma_index
+
+    check = Volume(case.dose.array * np.float32(1.01), case.grid)
+    result = gamma_index(check, case.dose, dose_percent=3.0, distance_mm=2.0, threshold_percent=10.0)
+    goals = evaluate_goals(case.dose, case.structures, parse_protocol(PROTOCOL))
+    label = "second algorithm (collapsed-cone convolution/superposition)"
+    table = {"check": label, "evaluated dose computed by": "pencil beam (pb)", "gamma 3 %/2 mm pass rate (%)": 99.5, "95th percentile |ΔD| (%)": 1.2}
+    for build in (
+        lambda **kw: plan_report_model(case.ct, case.structures, case.dose, goals, **kw),
+        lambda **kw: adaptive_report_model(case.ct, case.structures, case.dose, case.dose, goals, goals, **kw),
+    ):
+        model = build(check_dose=check, gamma=result, independent_check=table, check_label=label)
+        assert model.independent_check == table
+        assert f"by the {label}" in model.figures["Gamma"].caption
+        assert any(f"Independent recalculation by the {label} minus" in f.caption for n, f in model.figures.items() if n.startswith("Independent"))
+        page = render_report(model)
+        assert '<section id="independent-check"><h2>Independent dose check</h2>' in page
+        assert label in page and "pencil beam (pb)" in page and "99.5" in page
+    bare = plan_report_model(case.ct, case.structures, case.dose, goals)
+    assert bare.independent_check is None and "Independent dose check" not in render_report(bare)

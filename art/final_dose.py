@@ -1,6 +1,7 @@
 """The evaluated dose of a plan: one dose, on the export grid, from which every reported number comes.
 
-A plan's *final dose* is computed by the dose engine from its MLC segments directly on
+A plan's *final dose* is computed by the dose engine named by ``engine`` (pencil beam ``"pb"`` by
+default, collapsed cone ``"ccc"``: :mod:`art.dose.engines`) from its MLC segments directly on
 the **export grid** (:func:`final_grid`: isotropic, ``DEFAULT_FINAL_GRID_MM`` = 2.5 mm by
 default, covering the CT to its outer voxel edges), never interpolated from the coarser
 optimisation grid. That same dose is written as RT Dose, and every goal, DVH,

@@ -212,6 +212,69 @@ def test_adapted_plan_recomputed_on_the_exported_sct_reproduces_the_rtdose(e2e, 
     assert np.max(np.abs(on_export - exported.array)[high]) <= 0.005 * exported.array.max()
 
 
+@pytest.mark.parametrize("folder", ["reference", "adapted"])
+def test_summary_and_report_state_the_dose_engine_and_the_independent_check(e2e, folder):
+    """Issue 19: the evaluated dose's engine, and the check by the other algorithm (the same one where it is not installed), labelled."""
+    from art.dose.engines import ENGINE_LABELS, default_check_engine
+    from art.independent_check import check_label
+
+    s = json.loads((e2e[folder] / "summary.json").read_text())
+    assert s["evaluation"]["engine"] == "pb" and s["evaluation"]["engine_name"] == "pencil beam"
+    assert s["provenance"]["parameters"]["final_engine"] == "pb"
+    check, expected = s["independent_check"], default_check_engine("pb")
+    assert check["engine"] == expected and check["evaluated_dose_engine"] == "pb"
+    assert check["check"] == check_label(expected, "pb")
+    assert check["algorithm"] == ("second" if expected != "pb" else "same")
+    assert (check["warning"] is not None) == (expected == "pb") and (check["warning"] in s["warnings"] if check["warning"] else True)
+    assert check["gamma_3pct_2mm_pass_percent"] >= 90.0 and check["gamma_voxels_evaluated"] > 1000
+    assert check["grid_spacing_mm"] == [4.0, 4.0, 4.0] == s["evaluation"]["grid_spacing_mm"]
+    diff = check["dose_difference_percent_of_prescription"]
+    assert 0.0 <= diff["mean_abs_percent"] <= diff["p95_abs_percent"] <= diff["max_abs_percent"] and check["dose_difference_voxels"] > 1000
+    report = (e2e[folder] / "report.html").read_text(encoding="utf-8")
+    assert "Independent dose check" in report and check["check"] in report
+    assert "the final dose computed by the pencil beam engine (pb)" in report and ENGINE_LABELS[expected] in report
+
+
+def _replan(e2e, out, *options):
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        code = run(["replan", "--reference", str(e2e["reference"]), "--cbct", str(e2e["patient"] / "CBCT_01"), "--out", str(out),
+                    "--final-grid-mm", "4", *options])  # fmt: skip
+    assert code in (0, 3), err.getvalue()[-2000:]
+    return json.loads((out / "summary.json").read_text())
+
+
+@pytest.mark.slow
+def test_replan_computes_the_final_doses_and_the_check_by_the_engines_named(e2e, tmp_path, monkeypatch):
+    """The pencil beam registered under the name "ccc" (tests/engine_spy.py) records which doses went through that name."""
+    from art.dose import engines
+    from tests import engine_spy
+
+    monkeypatch.setitem(engines.ENGINES, "ccc", "tests.engine_spy:dose")
+    monkeypatch.setattr(engine_spy, "CALLS", [])
+    s = _replan(e2e, tmp_path / "day", "--final-engine", "ccc", "--check-engine", "pb")
+    assert s["evaluation"]["engine"] == "ccc" and s["provenance"]["parameters"]["final_engine"] == "ccc"
+    check = s["independent_check"]
+    assert (check["engine"], check["evaluated_dose_engine"], check["check"]) == ("pb", "ccc", "second algorithm (pencil beam)")
+    calls = engine_spy.CALLS
+    assert len(calls) >= 2  # the scheduled plan's final dose and the adapted plan's (and any recomputed after lifting or correcting)
+    assert all(c["dose_grid"].spacing == (4.0, 4.0, 4.0) and "fluence_mm" not in c for c in calls)  # final doses only: not the check
+
+
+@pytest.mark.slow
+def test_replan_with_the_collapsed_cone_final_dose_is_checked_by_the_pencil_beam(e2e, tmp_path):
+    pytest.importorskip("art.dose.ccc")
+    s = _replan(e2e, tmp_path / "day", "--final-engine", "ccc")
+    assert s["evaluation"]["engine"] == "ccc"
+    check = s["independent_check"]
+    assert (check["engine"], check["algorithm"], check["check"]) == ("pb", "second", "second algorithm (pencil beam)")
+    assert check["gamma_3pct_2mm_pass_percent"] >= 90.0
+    assert "the final dose computed by the collapsed-cone convolution/superposition engine (ccc)" in (tmp_path / "day" / "report.html").read_text(encoding="utf-8")
+
+
 def test_no_patient_name_in_any_output_without_verbose_phi(e2e):
     for name, (_, stdout, stderr) in e2e["logs"].items():
         assert PATIENT_NAME not in stdout + stderr, name

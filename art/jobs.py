@@ -454,10 +454,9 @@ def demo_job(out: Path, *, seed: int = 0, show: bool = True, fraction_options: d
     import shutil
 
     from art.outputs import atomic_output_dir
+    from art.independent_check import checked_engines
     from art.summary import write_summary
     from art_phantoms.write import write_phantom
-
-    from art.independent_check import checked_engines
 
     final_engine, check_engine = checked_engines(final_engine, check_engine)  # before any work
     stages = Stages(show=show)

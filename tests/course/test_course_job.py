@@ -68,6 +68,7 @@ def test_summary_holds_fractions_cumulative_projection_and_uncertainty(case, res
     assert on_disk["projection"]["priority1_met"] is True and on_disk["projection"]["missed_priority1"] == []
     assert np.isfinite(on_disk["uncertainty"]["integral_dose_difference_percent"])
     assert set(on_disk["provenance"]["inputs"]) >= {"ct", "plan", "protocol", "fraction_01", "fraction_02"}
+    assert on_disk["provenance"]["parameters"]["planned_dose_engine"] == "pb"  # the fractions name no engine: the pencil beam
     for name in ("summary.json", "report.html"):
         text = (out / name).read_text(encoding="utf-8")
         assert PATIENT_ID not in text and "Course^Test" not in text

@@ -130,3 +130,30 @@ def test_the_same_fraction_twice_is_refused_naming_the_second(case, tmp_path):
         check_folders([case["day"], again])
     with pytest.raises(InputError, match="no fractions"):
         check_folders([])
+
+
+def test_the_scheduled_dose_is_recomputed_by_the_engine_of_the_days_final_doses(case, tmp_path, monkeypatch):
+    """Issue 19: ``evaluation.engine`` of the day's summary.json (pencil beam when absent) recomputes the scheduled plan.
+
+    The pencil beam registered under the name "ccc" (tests/engine_spy.py) shows which name computed it.
+    """
+    from art.course.fraction import fraction_engine, read_fraction
+    from art.dose import engines
+    from tests import engine_spy
+
+    assert fraction_engine({}) == "pb" and fraction_engine({"evaluation": {"engine": "ccc"}}) == "ccc"
+    monkeypatch.setitem(engines.ENGINES, "ccc", "tests.engine_spy:dose")
+    monkeypatch.setattr(engine_spy, "CALLS", [])
+    day = tmp_path / "day1"
+    shutil.copytree(case["day"], day)
+    read_fraction(day, case["reference"], index=1, delivered="scheduled")
+    assert engine_spy.CALLS == []  # no engine named: the pencil beam
+    summary = json.loads((day / "summary.json").read_text())
+    summary["evaluation"] = {"engine": "ccc"}
+    (day / "summary.json").write_text(json.dumps(summary))
+    f = read_fraction(day, case["reference"], index=1, delivered="scheduled")
+    assert len(engine_spy.CALLS) == 1 and engine_spy.CALLS[0]["dose_grid"].same_as(f.dose.grid)
+    summary["evaluation"] = {"engine": "montecarlo"}
+    (day / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(InputError, match="unknown dose engine 'montecarlo'"):
+        read_fraction(day, case["reference"], index=1, delivered="scheduled")

@@ -68,8 +68,10 @@ class DoseCheck:
         ``max_abs_percent`` (of the prescription) and ``n_voxels``.
     prescription_gy : float
         The course prescription the differences are relative to.
-    fallback : bool
-        No check engine was asked for and the other algorithm is not installed: the same algorithm checked.
+    fallback : str or None
+        Why the same algorithm checked when no check engine was asked for: the other algorithm ``"is not
+        installed"`` or ``"cannot compute this plan (…)"`` (e.g. a machine file without its beam model);
+        None when the check engine is the one chosen.
     """
 
     engine: str
@@ -78,7 +80,7 @@ class DoseCheck:
     gamma: Any
     difference: dict
     prescription_gy: float
-    fallback: bool = False
+    fallback: str | None = None
 
     @property
     def second_algorithm(self) -> bool:
@@ -93,13 +95,13 @@ class DoseCheck:
     @property
     def warning(self) -> str | None:
         """A sentence for the report's warnings when the second algorithm was not available (else None)."""
-        if not self.fallback:
+        if self.fallback is None:
             return None
         from art.dose.engines import other_engine
 
         other = other_engine(self.final_engine)
-        return (f"independent check by the same algorithm ({ENGINE_LABELS[self.engine]}): the {ENGINE_LABELS[other]} engine is not "
-                "installed, so the check does not test the beam model")  # fmt: skip
+        return (f"independent check by the same algorithm ({ENGINE_LABELS[self.engine]}): the {ENGINE_LABELS[other]} engine "
+                f"{self.fallback}, so the check does not test the beam model")  # fmt: skip
 
     def record(self) -> dict:
         """summary.json's ``independent_check``."""
@@ -217,15 +219,33 @@ def check_plan(ct: Volume, plan: Plan, machine: Any, structures: StructureSet, e
     Returns
     -------
     DoseCheck
+
+    Notes
+    -----
+    With no ``engine`` asked for, the other algorithm checks; where it is not installed, or refuses
+    the plan's machine (:class:`~art.errors.MachineDataError`, e.g. a machine file without the
+    collapsed-cone beam model), the same algorithm checks and :attr:`DoseCheck.warning` says why.
+    An engine asked for by name that fails raises.
     """
     from art.dose.engines import default_check_engine, get_engine, other_engine
+    from art.errors import MachineDataError
     from art.evaluate.gamma import gamma_index
 
     final_engine = engine_name(final_engine, parameter="final engine")
     chosen = default_check_engine(final_engine) if engine is None else engine_name(engine, parameter="check engine")
-    fallback = engine is None and chosen != other_engine(final_engine)
-    dose = get_engine(chosen, parameter="check engine")(ct, plan, machine, dose_grid=evaluated.grid, structures=structures,
-                                                        fluence_mm=CHECK_FLUENCE_MM)  # fmt: skip
+    fallback = "is not installed" if engine is None and chosen != other_engine(final_engine) else None
+
+    def compute(name: str) -> Volume:
+        return get_engine(name, parameter="check engine")(ct, plan, machine, dose_grid=evaluated.grid, structures=structures,
+                                                          fluence_mm=CHECK_FLUENCE_MM)  # fmt: skip
+
+    try:
+        dose = compute(chosen)
+    except MachineDataError as exc:
+        if engine is not None or chosen == final_engine:
+            raise
+        chosen, fallback = final_engine, f"cannot compute this plan ({exc})"
+        dose = compute(chosen)
     mask = body_mask(structures, evaluated.grid)
     gamma = gamma_index(dose, evaluated, mask=mask, **GAMMA_CRITERIA)
     diff = dose_difference(dose, evaluated, mask, prescription_gy=prescription_gy)

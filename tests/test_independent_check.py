@@ -78,7 +78,7 @@ def test_the_check_is_the_named_engine_on_the_export_grid_compared_to_the_evalua
     from art.dose.calc import dose
 
     c = check_plan(case.ct, case.plan, case.machine, case.structures, final, prescription_gy=PRESCRIPTION_GY, final_engine="pb", engine="pb")
-    assert (c.engine, c.final_engine, c.fallback, c.second_algorithm) == ("pb", "pb", False, False)
+    assert (c.engine, c.final_engine, c.fallback, c.second_algorithm) == ("pb", "pb", None, False)
     assert c.dose.grid.same_as(final.grid)
     direct = dose(case.ct, case.plan, case.machine, dose_grid=final.grid, structures=case.structures, fluence_mm=CHECK_FLUENCE_MM)
     np.testing.assert_array_equal(c.dose.array, direct.array)
@@ -97,8 +97,9 @@ def test_the_check_is_the_named_engine_on_the_export_grid_compared_to_the_evalua
 def test_without_the_second_engine_the_default_check_is_the_same_algorithm_and_says_so(case, final, monkeypatch):
     monkeypatch.setitem(engines.ENGINES, "ccc", "art.dose.no_such_engine:dose")
     c = check_plan(case.ct, case.plan, case.machine, case.structures, final, prescription_gy=PRESCRIPTION_GY, final_engine="pb")
-    assert c.engine == "pb" and c.fallback
-    assert "not installed" in c.warning and "does not test the beam model" in c.warning
+    assert c.engine == "pb" and c.fallback == "is not installed"
+    assert c.warning == ("independent check by the same algorithm (pencil beam): the collapsed-cone convolution/superposition engine "
+                         "is not installed, so the check does not test the beam model")
     assert c.record()["warning"] == c.warning and c.record()["algorithm"] == "same"
     with pytest.raises(InputError, match="check engine: the collapsed-cone convolution/superposition engine"):
         check_plan(case.ct, case.plan, case.machine, case.structures, final, prescription_gy=PRESCRIPTION_GY, engine="ccc")
@@ -107,7 +108,7 @@ def test_without_the_second_engine_the_default_check_is_the_same_algorithm_and_s
 def test_by_default_the_collapsed_cone_engine_checks_a_pencil_beam_dose(case, final):
     pytest.importorskip("art.dose.ccc")
     c = check_plan(case.ct, case.plan, case.machine, case.structures, final, prescription_gy=PRESCRIPTION_GY, final_engine="pb")
-    assert (c.engine, c.fallback, c.second_algorithm) == ("ccc", False, True)
+    assert (c.engine, c.fallback, c.second_algorithm) == ("ccc", None, True)
     assert c.label == "second algorithm (collapsed-cone convolution/superposition)"
     assert c.record()["algorithm"] == "second" and c.record()["warning"] is None
     assert c.dose.grid.same_as(final.grid)
@@ -123,3 +124,18 @@ def test_by_default_the_pencil_beam_checks_a_collapsed_cone_dose(case):
     c = check_plan(case.ct, case.plan, case.machine, case.structures, ccc_final, prescription_gy=PRESCRIPTION_GY, final_engine="ccc")
     assert (c.engine, c.final_engine) == ("pb", "ccc") and c.label == "second algorithm (pencil beam)"
     assert c.record()["evaluated_dose_engine_name"] == "collapsed-cone convolution/superposition"
+
+
+def test_a_machine_the_collapsed_cone_engine_cannot_model_is_checked_by_the_same_algorithm_by_default(case, final):
+    """A machine file without the collapsed-cone beam model (no ``ccc`` section): the default check says so; asked for, it is an error."""
+    import dataclasses
+
+    from art.errors import MachineDataError
+
+    pytest.importorskip("art.dose.ccc")
+    bare = dataclasses.replace(case.machine, ccc=None)
+    c = check_plan(case.ct, case.plan, bare, case.structures, final, prescription_gy=PRESCRIPTION_GY, final_engine="pb")
+    assert c.engine == "pb" and c.fallback.startswith("cannot compute this plan (") and "ccc" in c.fallback
+    assert c.record()["algorithm"] == "same" and c.warning in c.record()["warning"]
+    with pytest.raises(MachineDataError, match="ccc"):
+        check_plan(case.ct, case.plan, bare, case.structures, final, prescription_gy=PRESCRIPTION_GY, engine="ccc")

@@ -62,7 +62,7 @@ def test_every_final_dose_of_the_plan_comes_from_the_engine_named_and_the_other_
     stages = Stages(show=False)
     check = staged_check(c.ct, r, r.structures, parse_protocol(PROTOCOL), c.machine, engine=None, stages=stages)
     assert len(engine_spy.CALLS) == n_final  # the check did not go through the final dose's engine
-    assert (check.engine, check.final_engine, check.fallback) == ("pb", "ccc", False)
+    assert (check.engine, check.final_engine, check.fallback) == ("pb", "ccc", None)
     assert check.label == "second algorithm (pencil beam)" and "independent check" in stages.timings
     assert check.gamma.pass_rate >= 99.0  # here both names compute the pencil beam
 

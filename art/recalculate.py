@@ -49,8 +49,9 @@ def _finite(v: float) -> float | None:
     return round(float(v), 4) if math.isfinite(float(v)) else None
 
 
-def recalculate_dose(ct: Any, plan: Any, machine: Any = None, *, structures: Any = None, dose_grid_mm: float | None = 3.0, plan_path: Any = None):
-    """Check a plan against the CT and machine(s), then compute its course dose.
+def recalculate_dose(ct: Any, plan: Any, machine: Any = None, *, structures: Any = None, dose_grid_mm: float | None = 3.0, plan_path: Any = None,
+                     engine: str = "pb"):  # fmt: skip
+    """Check a plan against the CT and machine(s), then compute its course dose with ``engine``.
 
     Parameters
     ----------
@@ -67,14 +68,16 @@ def recalculate_dose(ct: Any, plan: Any, machine: Any = None, *, structures: Any
         Dose grid spacing (mm); None = the CT grid.
     plan_path : path, optional, keyword-only
         Named in error messages.
+    engine : {"pb", "ccc"}, keyword-only
+        Dose engine (:mod:`art.dose.engines`): pencil beam or collapsed cone.
 
     Returns
     -------
     Volume
         Course dose, Gy, float32, on the dose grid.
     """
-    from art.dose import dose as compute_dose
     from art.dose import resolve_machines
+    from art.dose.engines import get_engine
     from art.dose._setup import body_structure
     from art.io.image_series import check_plan_position
 
@@ -85,6 +88,7 @@ def recalculate_dose(ct: Any, plan: Any, machine: Any = None, *, structures: Any
             "the plan was made on another image; register and transfer it first",
             path=plan_path,
         )
+    compute_dose = get_engine(engine)
     machines = resolve_machines(plan, machine, path=plan_path)
     check_plan_position(plan, ct, plan_path=plan_path)
     use_body = structures is not None and body_structure(structures, None) is not None
@@ -99,6 +103,7 @@ def recalculate(
     structures_path: str | Path | None = None,
     machine_path: str | Path | Sequence[str | Path] | None = None,
     dose_grid_mm: float | None = 3.0,
+    engine: str = "pb",
     show_progress: bool = False,
 ) -> dict:
     """``art dose``: recompute the dose of an RT Plan on a CT; write ``RTDOSE.dcm`` and ``summary.json``.
@@ -119,6 +124,8 @@ def recalculate(
         :func:`art.dose.load_library`; default: the shipped library.
     dose_grid_mm : float or None, keyword-only
         Dose grid spacing, mm.
+    engine : {"pb", "ccc"}, keyword-only
+        Dose engine: ``"pb"`` pencil beam (default), ``"ccc"`` collapsed-cone convolution/superposition.
     show_progress : bool, keyword-only
         Stage progress on stderr.
 
@@ -130,7 +137,11 @@ def recalculate(
     from art.progress import Stages
     from art.provenance import provenance, sha256_file, sha256_tree
 
+    from art.dose.engines import ENGINE_LABELS, engine_name, get_engine
+
     ct_dir, plan_path = Path(ct_dir), Path(plan_path)
+    engine = engine_name(engine)
+    get_engine(engine)  # an engine that cannot be imported stops before any reading
     stages = Stages(show=show_progress)
     with stages.stage("read inputs"):
         library, ct, plan, structures, warnings_out = _read_inputs(ct_dir, plan_path, structures_path, machine_path)
@@ -138,7 +149,7 @@ def recalculate(
 
         machines = resolve_machines(plan, library, path=plan_path)
     with stages.stage("dose"):
-        dose = recalculate_dose(ct, plan, machines, structures=structures, dose_grid_mm=dose_grid_mm, plan_path=plan_path)
+        dose = recalculate_dose(ct, plan, machines, structures=structures, dose_grid_mm=dose_grid_mm, plan_path=plan_path, engine=engine)
     with stages.stage("evaluate"):
         body, dose_mean = _mean_dose(dose, structures)
         per_structure = _structure_metrics(dose, structures, plan.prescription["dose_gy"] if plan.prescription else None)
@@ -149,7 +160,8 @@ def recalculate(
     names = ", ".join(dict.fromkeys(m.name for m in machines))
     summary = {
         "command": "dose",
-        "provenance": provenance(inputs=inputs, parameters={"dose_grid_mm": dose_grid_mm, "machine": names}),
+        "provenance": provenance(inputs=inputs, parameters={"dose_grid_mm": dose_grid_mm, "machine": names, "engine": engine}),
+        "engine": {"name": engine, "label": ENGINE_LABELS[engine]},
         "plan": _plan_record(plan, machines),
         "dose": {
             "units": "Gy (course)",
@@ -286,7 +298,7 @@ def _write_outputs(out: str | Path, dose: Volume, ct: Any, plan: Any, plan_path:
         plan_uid = getattr(plan, "sop_instance_uid", "")
         if not is_valid_uid(plan_uid):
             raise InputError(f"the plan's SOPInstanceUID {plan_uid!r} is not a valid UID: the RT Dose cannot reference it", path=plan_path)
-        write_rtdose(dose, ct, tmp / "RTDOSE.dcm", plan_ds_or_uid=plan_uid, summation="PLAN", comment="art dose: independent recalculation")
+        write_rtdose(dose, ct, tmp / "RTDOSE.dcm", plan_ds_or_uid=plan_uid, summation="PLAN", comment=f"art dose: independent recalculation ({summary['engine']['label']})")
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
 
 

@@ -37,12 +37,13 @@ CheckEngine = Annotated[
 ]  # fmt: skip
 
 
-def engines(final_engine: str, check_engine: Optional[str]) -> tuple[str, Optional[str]]:
-    """``--final-engine`` and ``--check-engine`` checked against the dose engines (usage error, exit 2, naming the option)."""
+def engines(final_engine: str, check_engine: Optional[str], *, final_option: str = "--final-engine") -> tuple[str, Optional[str]]:
+    """``--final-engine`` (or ``final_option``) and ``--check-engine`` checked against the dose engines (usage error, exit 2,
+    naming the option)."""
     from art.dose.engines import ENGINE_LABELS, ENGINES
 
     out = []
-    for value, option in ((final_engine, "--final-engine"), (check_engine, "--check-engine")):
+    for value, option in ((final_engine, final_option), (check_engine, "--check-engine")):
         key = None if value is None else value.strip().lower()
         if key is not None and key not in ENGINES:
             listed = ", ".join(f"{k} ({ENGINE_LABELS[k]})" for k in ENGINES)

@@ -28,6 +28,13 @@ def command(
             "Millennium-120- and Agility-like MLCs), replacing its entries of the same energy / leaf boundaries. Repeatable.",
         ),
     ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine", metavar="{pb,ccc}",
+            help="Dose engine: pb (pencil beam, default) or ccc (collapsed-cone convolution/superposition, a second algorithm).",
+        ),
+    ] = "pb",
     json: Json = False,
 ) -> None:
     """Recompute the dose of a given RT Plan on a CT (independent check): RTDOSE.dcm, summary.json.
@@ -35,10 +42,13 @@ def command(
     Each beam is computed with the library's machine of its energy (and fluence mode), preferring the plan's
     TreatmentMachineName, and the MLC model of its leaf boundaries (docs/machine_data.md)."""
     from art.recalculate import recalculate
+    from art_cli.options import engines
 
-    summary = recalculate(ct, plan, out, structures_path=structures, machine_path=machine or None, dose_grid_mm=grid_mm, show_progress=True)
+    engine, _ = engines(engine, None, final_option="--engine")
+    summary = recalculate(ct, plan, out, structures_path=structures, machine_path=machine or None, dose_grid_mm=grid_mm, engine=engine,
+                          show_progress=True)  # fmt: skip
     if json:
         typer.echo(_json.dumps(summary, indent=2))
     typer.echo(
-        f"dose written to {out} (max {summary['dose']['max_gy']:.2f} Gy, {len(summary['plan']['beams'])} beams)", err=True
+        f"dose ({summary['engine']['name']}) written to {out} (max {summary['dose']['max_gy']:.2f} Gy, {len(summary['plan']['beams'])} beams)", err=True
     )

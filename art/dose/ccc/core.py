@@ -1,0 +1,119 @@
+"""The collapsed-cone calculation on a prepared density: sources of all beams → transport.
+
+Shared by the public :func:`art.dose.ccc.dose`, the water-phantom calibration and the
+commissioning fit. Everything here works on densities (no HU): ``density_ct`` (on the CT
+grid, for the radiological depths) and ``rho`` (on the dose grid, for the transport).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from types import ModuleType
+
+import numpy as np
+
+from art.backend import to_backend, to_numpy
+from art.dose.beam_geometry import BeamFrame
+from art.dose.ccc.directions import cone_weights, lattice_vectors, physical_vectors
+from art.dose.ccc.kernels import SCALES_MM, PolyKernel, poly_kernel
+from art.dose.ccc.model import CCCModel
+from art.dose.ccc.terma import beam_terma
+from art.dose.machine import Machine
+from art.geometry import Grid, Volume
+from art.plan import Beam
+
+#: density (relative to water) below which a dose-grid voxel counts as vacuum for the transport box
+MATERIAL_DENSITY = 0.05
+
+
+@dataclass(frozen=True)
+class BeamSource:
+    """One beam with its machine, collapsed-cone model, kernel and calibration (Gy per TERMA unit)."""
+
+    beam: Beam
+    machine: Machine
+    model: CCCModel
+    kernel: PolyKernel
+    factor: float = 1.0
+
+
+def source_for(beam: Beam, machine: Machine, model: CCCModel, factor: float = 1.0) -> BeamSource:
+    """A :class:`BeamSource` (the model's polyenergetic kernel fitted once per spectrum)."""
+    return BeamSource(beam, machine, model, poly_kernel(model.energies_mev, model.fluence), float(factor))
+
+
+def transport_box(rho: np.ndarray, keep: np.ndarray | None = None) -> tuple[slice, slice, slice]:
+    """The bounding box (slices of the dose grid) of the voxels with material or to be kept.
+
+    Flux that leaves this box crosses only vacuum-like voxels and can never come back (the box
+    is convex), so the transport inside it loses nothing.
+    """
+    mask = rho >= MATERIAL_DENSITY
+    if keep is not None:
+        mask = mask | keep
+    if not mask.any():
+        return tuple(slice(0, 1) for _ in range(3))
+    out = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        nz = np.flatnonzero(mask.any(axis=other))
+        out.append(slice(int(nz[0]), int(nz[-1]) + 1))
+    return tuple(out)
+
+
+def _weights(sources: list[BeamSource], grid: Grid, patient_position: str) -> np.ndarray:
+    """Cone weights c_mbj (M, B, J), each beam's calibration factor applied."""
+    out = []
+    for s in sources:
+        d = BeamFrame.of(s.beam, patient_position=patient_position).direction
+        out.append(cone_weights(s.kernel, d, grid.spacing, grid.direction_matrix))
+    return np.stack(out, axis=1).astype(np.float32)
+
+
+def box_dose(sources: list[BeamSource], density_ct: Volume, grid: Grid, rho: np.ndarray, box: tuple[slice, slice, slice], *,
+             patient_position: str, fluence_mm: float = 1.25, xp: ModuleType = np, workers: int | None = None) -> np.ndarray:  # fmt: skip
+    """Dose (Gy per fraction, once calibrated) of the beams inside the transport box.
+
+    Parameters
+    ----------
+    sources : list of BeamSource
+    density_ct : Volume
+        Density on the CT grid (radiological depths).
+    grid : Grid
+        The dose grid; ``rho`` (its shape) the density on it.
+    box : slices
+        The transport box (:func:`transport_box`).
+    patient_position : str, keyword-only
+    fluence_mm : float, keyword-only
+    xp : module, keyword-only
+        NumPy or CuPy for the transport.
+    workers : int, keyword-only
+        Transport threads (NumPy); default min(2, CPUs).
+
+    Returns
+    -------
+    (nz, ny, nx) float32 NumPy array: the dose in the box.
+    """
+    from art.dose.ccc.transport import transport
+
+    sub = grid.crop(box)
+    rho_box = np.ascontiguousarray(rho[box], dtype=np.float32)
+    kji = np.indices(sub.shape).reshape(3, -1).T.astype(np.float64)
+    points = sub.index_to_lps(kji)
+    voxel_mm = float(np.mean(grid.spacing))
+    terma = np.empty((len(sources),) + sub.shape, np.float32)
+    direct = np.zeros(sub.shape, np.float32)
+    for b, s in enumerate(sources):
+        t, c = beam_terma(s.beam, s.machine, s.model, s.kernel, density_ct, points, fluence_mm=fluence_mm, voxel_mm=voxel_mm,
+                          patient_position=patient_position)  # fmt: skip
+        terma[b] = (t * np.float32(s.factor)).reshape(sub.shape)
+        direct += (c * np.float32(s.factor)).reshape(sub.shape)
+    del points
+    weights = _weights(sources, grid, patient_position)
+    lengths = np.linalg.norm(physical_vectors(grid.spacing, grid.direction_matrix), axis=1)
+    a = 1.0 / np.asarray(SCALES_MM)
+    if workers is None:
+        workers = min(2, os.cpu_count() or 1)
+    d = transport(to_backend(terma, xp), to_backend(rho_box, xp), weights, a, lattice_vectors(), lengths, workers=workers)
+    return np.asarray(to_numpy(d), dtype=np.float32) + direct

@@ -1,0 +1,205 @@
+"""Point-spread kernels of the collapsed-cone engine: tables, polyenergetic kernel, exponential fit.
+
+The tables (``art/dose/data/ccc_kernels.npz``, converted by ``make_ccc_kernels.py`` from the
+opentps-core 2.0.0 ``Kernels_6MV`` data, Apache-2.0, OpenTPS consortium) give, for
+mono-energetic photons interacting at the origin of an infinite water medium, the fraction
+of their energy deposited in each (zenith bin, radial shell) voxel: 48 zenith bins of 3.75°
+(0 = the photon's direction), 24 shells out to 60 cm; energies 0.2–6 MeV tabulated,
+8–20 MeV extrapolated (see the script).
+
+A spectrum ``φ_E`` (relative photon fluence per energy) gives the polyenergetic kernel as
+the mono kernels weighted by ``φ_E · E · μ_E`` (the energy each energy releases, as
+opentps' ``make_poly``). For each zenith bin ``i`` the cumulative fraction deposited within
+radiological radius ``r`` is fitted by non-negative sums of a FIXED set of exponentials,
+
+    C_i(r) ≈ Σ_j A_ij (1 − exp(−a_j r)),      a_j = 1 / SCALES_MM[j]   (per radiological mm),
+
+so that the transport along each cone line is one first-order recurrence per exponent, and,
+because the exponents are the same for every spectrum and beam, the sources of all beams
+(and all machines) add before the transport.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from art.dose.machine import DATA_DIR
+
+KERNEL_FILE = DATA_DIR / "ccc_kernels.npz"
+#: 1/a_j, radiological mm: log-spaced from the primary electrons' range to the scatter's
+SCALES_MM = (1.0, 4.0, 15.0, 60.0, 250.0)
+
+
+@dataclass(frozen=True)
+class KernelTables:
+    """The kernel tables as stored (see the module docstring).
+
+    Attributes
+    ----------
+    energies_mev, mu_per_mm, mu_en_per_mm : (ne,)
+        Energies; μ and μ_en in water per radiological mm (cm²/g / 10).
+    extrapolated : (ne,) bool
+        Energies whose kernel is the stretched 6 MeV kernel.
+    fluence_6mv : (14,)
+        The reference 6 MV spectrum on the first 14 energies.
+    radii_mm : (nr,) outer radii of the shells; angle_edges_deg : (na + 1,) from 0 to 180.
+    total : (ne, na, nr) fraction of the energy deposited per (zenith bin, shell).
+    """
+
+    energies_mev: np.ndarray
+    mu_per_mm: np.ndarray
+    mu_en_per_mm: np.ndarray
+    extrapolated: np.ndarray
+    fluence_6mv: np.ndarray
+    radii_mm: np.ndarray
+    angle_edges_deg: np.ndarray
+    total: np.ndarray
+
+    def energy_index(self, energies_mev) -> np.ndarray:
+        """Indices of tabulated energies (each must match one within 1 keV), else ValueError."""
+        e = np.asarray(energies_mev, dtype=np.float64).reshape(-1)
+        idx = np.abs(e[:, None] - self.energies_mev[None, :]).argmin(axis=1)
+        bad = np.abs(self.energies_mev[idx] - e) > 1e-3
+        if np.any(bad):
+            raise ValueError(f"energies {e[bad].tolist()} MeV are not in the kernel table ({self.energies_mev.tolist()})")
+        return idx
+
+
+@functools.lru_cache(maxsize=1)
+def load_tables() -> KernelTables:
+    """The shipped kernel tables (read once)."""
+    with np.load(KERNEL_FILE) as d:
+        return KernelTables(
+            energies_mev=d["energies_mev"].astype(np.float64),
+            mu_per_mm=d["mu_cm2_g"].astype(np.float64) / 10.0,
+            mu_en_per_mm=d["mu_en_cm2_g"].astype(np.float64) / 10.0,
+            extrapolated=d["extrapolated"].astype(bool),
+            fluence_6mv=d["fluence_6mv"].astype(np.float64),
+            radii_mm=d["radii_cm"].astype(np.float64) * 10.0,
+            angle_edges_deg=np.concatenate([[0.0], d["angles_deg"].astype(np.float64)]),
+            total=d["total"].astype(np.float64),
+        )
+
+
+@dataclass(frozen=True)
+class PolyKernel:
+    """A polyenergetic kernel and its exponential fit.
+
+    Attributes
+    ----------
+    energies_mev, fluence, mu_per_mm, mu_en_per_mm : (n,)
+        The spectrum (fluence normalised to sum 1) and its attenuation coefficients.
+    angle_edges_deg : (na + 1,)
+    radii_mm : (nr,)
+    cumulative : (na, nr)
+        Tabulated cumulative fraction per zenith bin at the shells' outer radii.
+    a_per_mm : (J,)
+        The fixed exponents (per radiological mm).
+    amplitudes : (na, J)
+        A_ij ≥ 0; the fit's total per bin is ``amplitudes.sum(1)``.
+    fit_max_error : float
+        Largest |fit − table| of the cumulative fractions (absolute, out of the whole kernel).
+    fit_max_rel_error : float
+        The same per bin relative to that bin's total, worst bin of those holding ≥ 1 % of the energy.
+    """
+
+    energies_mev: np.ndarray
+    fluence: np.ndarray
+    mu_per_mm: np.ndarray
+    mu_en_per_mm: np.ndarray
+    angle_edges_deg: np.ndarray
+    radii_mm: np.ndarray
+    cumulative: np.ndarray
+    a_per_mm: np.ndarray
+    amplitudes: np.ndarray
+    fit_max_error: float
+    fit_max_rel_error: float
+
+    @property
+    def solid_angles(self) -> np.ndarray:
+        """Solid angle (sr) of each zenith bin, (na,)."""
+        c = np.cos(np.deg2rad(self.angle_edges_deg))
+        return 2.0 * np.pi * (c[:-1] - c[1:])
+
+    def per_steradian(self) -> np.ndarray:
+        """κ_ij = A_ij / Ω_i: the fitted kernel per steradian in each zenith bin, (na, J)."""
+        return self.amplitudes / self.solid_angles[:, None]
+
+    def terma_weights(self) -> np.ndarray:
+        """φ_E · E · μ_E of each energy (per mm), (n,): TERMA = Σ_E w_E exp(−μ_E d)."""
+        return self.fluence * self.energies_mev * self.mu_per_mm
+
+    def fitted_cumulative(self, r_mm) -> np.ndarray:
+        """Σ_j A_ij (1 − exp(−a_j r)) at radii r (mm), shape (na, len(r))."""
+        r = np.asarray(r_mm, dtype=np.float64).reshape(-1)
+        return self.amplitudes @ (1.0 - np.exp(-np.outer(self.a_per_mm, r)))
+
+
+def fit_exponentials(cumulative: np.ndarray, radii_mm: np.ndarray, a_per_mm: np.ndarray) -> np.ndarray:
+    """Non-negative A (na, J) with Σ_j A_ij (1 − e^{−a_j r_k}) ≈ cumulative[i, k].
+
+    Least squares on the tabulated radii plus a weak condition (weight 0.3) that the fit's
+    total equals the table's total at 60 cm (no energy invented beyond the table).
+    """
+    from scipy.optimize import nnls
+
+    rr = np.concatenate([radii_mm, [1e7]])
+    basis = 1.0 - np.exp(-np.outer(rr, a_per_mm))
+    basis[-1] *= 0.3
+    out = np.empty((cumulative.shape[0], a_per_mm.size))
+    for i, c in enumerate(cumulative):
+        out[i], _ = nnls(basis, np.concatenate([c, [0.3 * c[-1]]]))
+    return out
+
+
+@functools.lru_cache(maxsize=16)
+def _poly_cached(energies: tuple, fluence: tuple) -> PolyKernel:
+    t = load_tables()
+    idx = t.energy_index(energies)
+    phi = np.asarray(fluence, dtype=np.float64)
+    phi = phi / phi.sum()
+    w = phi * t.energies_mev[idx] * t.mu_per_mm[idx]
+    kern = np.einsum("e,eak->ak", w / w.sum(), t.total[idx])
+    cum = np.cumsum(kern, axis=1)
+    a = 1.0 / np.asarray(SCALES_MM)
+    amps = fit_exponentials(cum, t.radii_mm, a)
+    fitted = amps @ (1.0 - np.exp(-np.outer(a, t.radii_mm)))
+    err = np.abs(fitted - cum)
+    big = cum[:, -1] >= 0.01 * cum[:, -1].sum()
+    return PolyKernel(
+        energies_mev=t.energies_mev[idx], fluence=phi, mu_per_mm=t.mu_per_mm[idx], mu_en_per_mm=t.mu_en_per_mm[idx],
+        angle_edges_deg=t.angle_edges_deg, radii_mm=t.radii_mm, cumulative=cum, a_per_mm=a, amplitudes=amps,
+        fit_max_error=float(err.max()), fit_max_rel_error=float((err[big].max(axis=1) / cum[big, -1]).max()),
+    )  # fmt: skip
+
+
+def poly_kernel(energies_mev, fluence) -> PolyKernel:
+    """The polyenergetic kernel of a spectrum (cached per spectrum).
+
+    Parameters
+    ----------
+    energies_mev : sequence of float
+        Energies of the spectrum; each must be a tabulated kernel energy.
+    fluence : sequence of float
+        Relative photon fluence per energy (≥ 0, not all 0).
+
+    Returns
+    -------
+    PolyKernel
+    """
+    e = tuple(float(v) for v in np.asarray(energies_mev, dtype=np.float64).reshape(-1))
+    f = tuple(float(v) for v in np.asarray(fluence, dtype=np.float64).reshape(-1))
+    if len(e) != len(f) or not e:
+        raise ValueError("energies and fluence must be non-empty and of the same length")
+    if min(f) < 0 or sum(f) <= 0:
+        raise ValueError("the fluence must be non-negative and not all zero")
+    return _poly_cached(e, f)
+
+
+def reference_spectrum() -> tuple[np.ndarray, np.ndarray]:
+    """The opentps 6 MV spectrum: (energies MeV, relative fluence), 14 values."""
+    t = load_tables()
+    return t.energies_mev[:14].copy(), t.fluence_6mv.copy()

@@ -1,0 +1,113 @@
+"""TERMA of one beam on the dose grid (the energy released per unit mass, before transport).
+
+For a voxel at BEV ``(u, v)`` (isocentre plane, mm), axial distance ``z`` from the source
+and radiological depth ``d`` (water-equivalent mm, :func:`art.dose.raytrace.radiological_depth`):
+
+    T = Ψ(u, v) · (SAD / z)² · Σ_E w_E exp(−μ_E d'),     w_E = φ_E E μ_E  (normalised spectrum)
+
+* ``Ψ``: the beam's fluence map (:func:`art.dose.calc.beam_fluence`: MU, head scatter S_c, MLC
+  transmission, and the machine's off-axis ratio where the fluence map carries it), blurred by
+  the source (``source_sigma_mm``) and by the voxel (a Gaussian of the voxel's σ, h/√12, so that
+  the voxel average is sampled), plus the optional extra-focal part;
+* off-axis softening: where the machine gives ``off_axis_mu_ratio(r)`` (μ relative to the
+  axis at radius r in the isocentre plane), ``d' = d + (ratio − 1)(d − d_ref)`` with d_ref the
+  calibration depth, so the ratio leaves the fluence at d_ref unchanged;
+* the spectrum's kernel is not hardened with depth (one polyenergetic kernel per beam).
+
+The electron contamination of the model (when given) is a dose added without transport:
+``C = f · Ψ (SAD/z)² Σ_E w_E · exp(−d / λ)``, in the same units as T.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from art.dose.beam_geometry import BeamFrame
+from art.dose.calc import beam_fluence
+from art.dose.ccc.kernels import PolyKernel
+from art.dose.ccc.model import CCCModel
+from art.dose.machine import Machine
+from art.dose.raytrace import radiological_depth
+from art.geometry import Volume
+from art.plan import Beam
+
+
+def blurred_fluence(beam: Beam, machine: Machine, model: CCCModel, *, fluence_mm: float, voxel_mm: float):
+    """The beam's fluence map blurred by the source, the voxel and the extra-focal source.
+
+    Returns
+    -------
+    flu : (ny, nx) float64 ; x0, y0 : float, centre of pixel [0, 0] (mm) ; h : float, pixel size (mm)
+    """
+    flu, ex, ey = beam_fluence(beam, machine, fluence_mm=fluence_mm)
+    h = float(ex[1] - ex[0])
+    sigma = float(np.hypot(model.source_sigma_mm, voxel_mm / np.sqrt(12.0)))
+    wide = model.extra_focal_sigma_mm if model.extra_focal_fraction > 0 else 0.0
+    pad = int(np.ceil(4.0 * max(sigma, wide) / h)) + 2
+    f = np.pad(np.asarray(flu, np.float64), pad)
+    out = ndimage.gaussian_filter(f, sigma / h, mode="constant", truncate=4.0)
+    if wide > 0:
+        frac = model.extra_focal_fraction
+        out = (1.0 - frac) * out + frac * ndimage.gaussian_filter(f, wide / h, mode="constant", truncate=4.0)
+    return out, float(ex[0]) + 0.5 * h - pad * h, float(ey[0]) + 0.5 * h - pad * h, h
+
+
+def _softening(machine: Machine, u: np.ndarray, v: np.ndarray) -> np.ndarray | None:
+    """μ ratio (off-axis / axis) at the voxels' iso-plane radius, or None when the machine has none."""
+    fn = getattr(machine, "off_axis_mu_ratio", None)  # added with the machine library (issue 19, part A)
+    if fn is None:
+        return None
+    ratio = np.asarray(fn(np.hypot(u, v)), dtype=np.float64)
+    return None if np.allclose(ratio, 1.0) else ratio
+
+
+def beam_terma(beam: Beam, machine: Machine, model: CCCModel, kernel: PolyKernel, density_ct: Volume, points_lps: np.ndarray, *,
+               fluence_mm: float = 1.25, voxel_mm: float, patient_position: str = "HFS") -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """TERMA and electron-contamination dose of one beam at LPS points (units ∝ MU, calibrated by the caller).
+
+    Parameters
+    ----------
+    beam : Beam
+    machine : Machine
+    model : CCCModel
+    kernel : PolyKernel
+        The spectrum's kernel (its energies, μ and weights).
+    density_ct : Volume
+        Relative density on the CT grid (for the radiological depth).
+    points_lps : (n, 3)
+        Voxel centres, LPS mm.
+    fluence_mm : float, keyword-only
+        Pixel size of the fluence map (isocentre plane), mm.
+    voxel_mm : float, keyword-only
+        Dose-grid voxel size (mean), mm.
+    patient_position : str, keyword-only
+
+    Returns
+    -------
+    terma, contamination : (n,) float32
+    """
+    out = np.zeros(points_lps.shape[0], np.float32)
+    cont = np.zeros(points_lps.shape[0], np.float32)
+    flu, x0, y0, h = blurred_fluence(beam, machine, model, fluence_mm=fluence_mm, voxel_mm=voxel_mm)
+    frame = BeamFrame.of(beam, patient_position=patient_position)
+    u, v, z = frame.to_bev(points_lps)
+    front = np.isfinite(u) & (z > 1.0)
+    psi = np.zeros(points_lps.shape[0], np.float64)
+    idx = np.flatnonzero(front)
+    psi[idx] = ndimage.map_coordinates(flu, np.stack([(v[idx] - y0) / h, (u[idx] - x0) / h]), order=1, mode="constant", cval=0.0, prefilter=False)
+    sel = np.flatnonzero(psi > 1e-9 * max(float(flu.max()), 1e-30))
+    if sel.size == 0:
+        return out, cont
+    bev = (u[sel], v[sel], z[sel])
+    depth = radiological_depth(density_ct, frame, points_lps[sel], bev=bev).astype(np.float64)
+    ratio = _softening(machine, u[sel], v[sel])
+    if ratio is not None:
+        depth = np.maximum(depth + (ratio - 1.0) * (depth - machine.calib_depth_mm), 0.0)
+    w = kernel.terma_weights()
+    fluence = psi[sel] * (frame.sad / z[sel]) ** 2
+    out[sel] = (fluence * (np.exp(-np.outer(depth, kernel.mu_per_mm)) @ w)).astype(np.float32)
+    if model.contamination_fraction > 0:
+        surface = fluence * (model.contamination_fraction * float(w.sum()))
+        cont[sel] = (surface * np.exp(-depth / model.contamination_depth_mm)).astype(np.float32)
+    return out, cont

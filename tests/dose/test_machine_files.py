@@ -94,7 +94,8 @@ def test_mlc_models():
 
 def test_machine_defaults_without_optional_fields():
     m = load_machine()
-    assert m.fluence_mode == "STANDARD" and m.aliases == () and m.ccc is None
+    assert m.fluence_mode == "STANDARD" and m.aliases == ()
+    assert isinstance(m.ccc, dict) and "spectrum" in m.ccc  # the collapsed-cone commissioning (art.dose.ccc.commission)
     assert not m.has_off_axis_fluence and not m.has_off_axis_softening
     np.testing.assert_array_equal(m.off_axis_ratio([0.0, 100.0, 300.0]), 1.0)
     # mu_eff from the 10x10 PDD slope (inverse square removed) between 100 and 200 mm

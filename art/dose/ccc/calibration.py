@@ -87,7 +87,7 @@ def _factor(digest, source, model_key, spacing, fluence_mm, xp_name, ref: _Ref) 
     field = m.calib_field_mm
     iso_depth = m.sad_mm - m.calib_ssd_mm  # the isocentre below the surface
     beam = open_field_beam(m, field * m.sad_mm / m.calib_ssd_mm, mu=1.0, isocenter_lps=(0.0, iso_depth, 0.0))
-    grid = water_grid(spacing, half_width_mm=0.5 * field + 25.0, depth_mm=max(150.0, 4.0 * m.calib_depth_mm))
+    grid = water_grid(spacing, half_width_mm=0.5 * field + 25.0, depth_mm=max(300.0, 4.0 * m.calib_depth_mm))
     dose = water_dose(m, model, beam, grid, fluence_mm=fluence_mm, xp=ref.xp)
     depths, cax = central_axis(dose, grid)
     at = float(np.interp(m.calib_depth_mm, depths, cax))

@@ -25,6 +25,8 @@ from art.plan import Beam
 
 #: density (relative to water) below which a dose-grid voxel counts as vacuum for the transport box
 MATERIAL_DENSITY = 0.05
+#: the transport directions: primitive vectors of {−REACH..REACH}³ (2: 98 directions, 3: 290)
+REACH = 3
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,7 @@ def _weights(sources: list[BeamSource], grid: Grid, patient_position: str) -> np
     out = []
     for s in sources:
         d = BeamFrame.of(s.beam, patient_position=patient_position).direction
-        out.append(cone_weights(s.kernel, d, grid.spacing, grid.direction_matrix))
+        out.append(cone_weights(s.kernel, d, grid.spacing, grid.direction_matrix, REACH))
     return np.stack(out, axis=1).astype(np.float32)
 
 
@@ -111,9 +113,9 @@ def box_dose(sources: list[BeamSource], density_ct: Volume, grid: Grid, rho: np.
         direct += (c * np.float32(s.factor)).reshape(sub.shape)
     del points
     weights = _weights(sources, grid, patient_position)
-    lengths = np.linalg.norm(physical_vectors(grid.spacing, grid.direction_matrix), axis=1)
+    lengths = np.linalg.norm(physical_vectors(grid.spacing, grid.direction_matrix, REACH), axis=1)
     a = 1.0 / np.asarray(SCALES_MM)
     if workers is None:
         workers = min(2, os.cpu_count() or 1)
-    d = transport(to_backend(terma, xp), to_backend(rho_box, xp), weights, a, lattice_vectors(), lengths, workers=workers)
+    d = transport(to_backend(terma, xp), to_backend(rho_box, xp), weights, a, lattice_vectors(REACH), lengths, workers=workers)
     return np.asarray(to_numpy(d), dtype=np.float32) + direct

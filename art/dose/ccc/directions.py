@@ -28,13 +28,13 @@ from art.dose.ccc.kernels import PolyKernel
 N_SPHERE = 1 << 17
 
 
-@functools.lru_cache(maxsize=1)
-def lattice_vectors() -> np.ndarray:
-    """The 98 primitive integer vectors of {−2..2}³ (gcd of the components 1), (98, 3) int64,
-    in array order (dk, dj, di); each ``v`` is followed by ``−v``."""
+@functools.lru_cache(maxsize=4)
+def lattice_vectors(reach: int = 2) -> np.ndarray:
+    """The primitive integer vectors of {−reach..reach}³ (gcd of the components 1), in array
+    order (dk, dj, di); each ``v`` is followed by ``−v``. ``reach`` 2: 98 vectors, 3: 290."""
     out = []
     seen = set()
-    r = range(-2, 3)
+    r = range(-reach, reach + 1)
     for k in r:
         for j in r:
             for i in r:
@@ -47,9 +47,9 @@ def lattice_vectors() -> np.ndarray:
     return np.asarray(out, dtype=np.int64)
 
 
-def physical_vectors(spacing_zyx, direction_matrix) -> np.ndarray:
-    """The lattice vectors in LPS mm, (98, 3): ``D @ (di dx, dj dy, dk dz)``."""
-    v = lattice_vectors().astype(np.float64)
+def physical_vectors(spacing_zyx, direction_matrix, reach: int = 2) -> np.ndarray:
+    """The lattice vectors in LPS mm, (M, 3): ``D @ (di dx, dj dy, dk dz)``."""
+    v = lattice_vectors(reach).astype(np.float64)
     dz, dy, dx = (float(s) for s in spacing_zyx)
     xyz = np.stack([v[:, 2] * dx, v[:, 1] * dy, v[:, 0] * dz], axis=1)
     return xyz @ np.asarray(direction_matrix, dtype=np.float64).T
@@ -67,8 +67,8 @@ def sphere_samples() -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=8)
-def _cells(spacing: tuple, direction: tuple) -> np.ndarray:
-    units = physical_vectors(spacing, np.asarray(direction).reshape(3, 3))
+def _cells(spacing: tuple, direction: tuple, reach: int) -> np.ndarray:
+    units = physical_vectors(spacing, np.asarray(direction).reshape(3, 3), reach)
     units /= np.linalg.norm(units, axis=1, keepdims=True)
     samples = sphere_samples()
     out = np.empty(samples.shape[0], np.int64)
@@ -77,14 +77,14 @@ def _cells(spacing: tuple, direction: tuple) -> np.ndarray:
     return out
 
 
-def voronoi_cells(spacing_zyx, direction_matrix) -> np.ndarray:
+def voronoi_cells(spacing_zyx, direction_matrix, reach: int = 2) -> np.ndarray:
     """Index of the lattice direction nearest to each sphere sample, (N,) int64."""
     spacing = tuple(round(float(s), 9) for s in spacing_zyx)
     direction = tuple(round(float(v), 12) for v in np.asarray(direction_matrix, dtype=np.float64).reshape(-1))
-    return _cells(spacing, direction)
+    return _cells(spacing, direction, int(reach))
 
 
-def cone_weights(kernel: PolyKernel, beam_direction, spacing_zyx, direction_matrix) -> np.ndarray:
+def cone_weights(kernel: PolyKernel, beam_direction, spacing_zyx, direction_matrix, reach: int = 2) -> np.ndarray:
     """Kernel weights ``c_mj`` of the 98 cones for one beam, (98, J) float64.
 
     Parameters
@@ -106,8 +106,8 @@ def cone_weights(kernel: PolyKernel, beam_direction, spacing_zyx, direction_matr
     theta = np.degrees(np.arccos(np.clip(sphere_samples() @ d, -1.0, 1.0)))
     nbin = kernel.angle_edges_deg.size - 1
     zbin = np.clip(np.searchsorted(kernel.angle_edges_deg, theta, side="right") - 1, 0, nbin - 1)
-    cells = voronoi_cells(spacing_zyx, direction_matrix)
-    m = lattice_vectors().shape[0]
+    cells = voronoi_cells(spacing_zyx, direction_matrix, reach)
+    m = lattice_vectors(reach).shape[0]
     counts = np.bincount(cells * nbin + zbin, minlength=m * nbin).reshape(m, nbin).astype(np.float64)
     per_bin = counts.sum(axis=0)
     if np.any(per_bin == 0):  # cannot happen with N_SPHERE samples; guard against edits

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from art.backend import backend_name, get_namespace
@@ -11,33 +9,12 @@ from art.dose._setup import body_structure, prepare
 from art.dose.ccc.calibration import calibration_factor
 from art.dose.ccc.core import box_dose, source_for, transport_box
 from art.dose.ccc.model import ccc_model
-from art.dose.machine import HUTable, Machine, load_hu_table, load_machine
+from art.dose.library import MachineLibrary, resolve_machines
+from art.dose.machine import HUTable, Machine, load_hu_table
 from art.errors import GeometryError, InputError
 from art.geometry import Grid, Volume, resample, resample_mask
 from art.plan import Plan
 from art.structures import StructureSet
-
-
-def machines_for(plan: Plan, machine: Any) -> list[Machine]:
-    """One Machine per beam: through ``art.dose.library.resolve_machines`` when the machine
-    library is installed, else from a Machine (all beams), a sequence (one per beam) or None
-    (the default machine)."""
-    try:
-        from art.dose.library import resolve_machines  # the machine library (issue 19, part A)
-    except ImportError:
-        resolve_machines = None
-    if resolve_machines is not None:
-        return list(resolve_machines(plan, machine))
-    n = len(plan.beams)
-    if machine is None:
-        machine = load_machine()
-    if isinstance(machine, Machine):
-        return [machine] * n
-    if isinstance(machine, (list, tuple)):
-        if len(machine) != n or not all(isinstance(m, Machine) for m in machine):
-            raise InputError(f"machine: a list needs one Machine per beam ({n}), got {len(machine)} items")
-        return list(machine)
-    raise InputError(f"machine must be a Machine or a list of Machines (one per beam), got {type(machine).__name__}")
 
 
 def check_hu_range(ct: Volume, table: HUTable, structures: StructureSet | None, body: str | None) -> None:
@@ -84,7 +61,7 @@ def density_on_grid(density: Volume, grid: Grid) -> np.ndarray:
     return np.asarray(resample(Volume(arr, density.grid), grid, order=1, fill_value=0.0).array, np.float32)
 
 
-def dose(ct: Volume, plan: Plan, machine: Any = None, *, dose_grid_mm: float | None = 3.0, structures: StructureSet | None = None,
+def dose(ct: Volume, plan: Plan, machine: Machine | list[Machine] | MachineLibrary | None = None, *, dose_grid_mm: float | None = 3.0, structures: StructureSet | None = None,
          body: str | None = None, hu_table: HUTable | None = None, patient_position: str | None = None, per_fraction: bool = False,
          dose_grid: Grid | None = None, fluence_mm: float = 1.25, backend: str | None = None) -> Volume:  # fmt: skip
     """Dose of a plan on the CT by collapsed-cone convolution/superposition: course total (Gy).
@@ -97,9 +74,11 @@ def dose(ct: Volume, plan: Plan, machine: Any = None, *, dose_grid_mm: float | N
         CT in HU.
     plan : Plan
         Beams with MLC segments (MU per fraction) or beamlet fluences.
-    machine : Machine, list of Machine or MachineLibrary, optional
-        One machine for all beams, one per beam, or a library (resolved per beam); default: the
-        generic machine. Each needs a ``ccc`` section (:mod:`art.dose.ccc.model`).
+    machine : Machine, list of Machine, MachineLibrary or None
+        One machine for all beams, one per beam, or a library choosing each beam's
+        (:func:`art.dose.library.resolve_machines`); default: the shipped library. Each machine
+        needs a ``ccc`` section (:mod:`art.dose.ccc.model`); beams of different machines (6X and
+        10X) are transported together (the kernels share their exponents).
     dose_grid_mm : float or None, keyword-only
         Isotropic dose-grid spacing; None = the CT grid. Ignored when ``dose_grid`` is given.
     structures : StructureSet, optional, keyword-only
@@ -129,7 +108,7 @@ def dose(ct: Volume, plan: Plan, machine: Any = None, *, dose_grid_mm: float | N
     if patient_position is not None and patient_position != plan.patient_position:
         raise InputError(f"patient_position {patient_position!r} differs from the plan's ({plan.patient_position})")
     xp = get_namespace(backend or backend_name())
-    machines = machines_for(plan, machine)
+    machines = resolve_machines(plan, machine)
     models = [ccc_model(m) for m in machines]
     table = hu_table if hu_table is not None else load_hu_table()
     setup = prepare(ct, structures, dose_grid_mm=dose_grid_mm, voxels="body" if structures is not None else "all", body=body,

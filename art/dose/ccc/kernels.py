@@ -16,7 +16,9 @@ radiological radius ``r`` is fitted by non-negative sums of a FIXED set of expon
 
 so that the transport along each cone line is one first-order recurrence per exponent, and,
 because the exponents are the same for every spectrum and beam, the sources of all beams
-(and all machines) add before the transport.
+(and all machines) add before the transport. The amplitudes may be negative (a difference of
+two exponentials rises and falls, as the forward electrons' deposition does), the fitted radial
+density itself is non-negative.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ import numpy as np
 from art.dose.machine import DATA_DIR
 
 KERNEL_FILE = DATA_DIR / "ccc_kernels.npz"
-#: 1/a_j, radiological mm: log-spaced from the primary electrons' range to the scatter's
-SCALES_MM = (1.0, 4.0, 15.0, 60.0, 250.0)
+#: 1/a_j, radiological mm: four for the electrons set in motion (up to ~2 cm at 6 MV), one for the scatter
+SCALES_MM = (2.0, 4.0, 8.0, 16.0, 250.0)
+#: the fit's range: what a patient can hold (beyond it the scatter exponential continues)
+FIT_TO_MM = 300.0
 
 
 @dataclass(frozen=True)
@@ -99,7 +103,7 @@ class PolyKernel:
     a_per_mm : (J,)
         The fixed exponents (per radiological mm).
     amplitudes : (na, J)
-        A_ij ≥ 0; the fit's total per bin is ``amplitudes.sum(1)``.
+        A_ij (signed; the radial density they make is ≥ 0); the fit's total per bin is ``amplitudes.sum(1)``.
     fit_max_error : float
         Largest |fit − table| of the cumulative fractions (absolute, out of the whole kernel).
     fit_max_rel_error : float
@@ -138,21 +142,37 @@ class PolyKernel:
         return self.amplitudes @ (1.0 - np.exp(-np.outer(self.a_per_mm, r)))
 
 
-def fit_exponentials(cumulative: np.ndarray, radii_mm: np.ndarray, a_per_mm: np.ndarray) -> np.ndarray:
-    """Non-negative A (na, J) with Σ_j A_ij (1 − e^{−a_j r_k}) ≈ cumulative[i, k].
+def _pair_basis(a_per_mm: np.ndarray) -> np.ndarray:
+    """Amplitude vectors (nb, J) of the non-negative radial densities the fit combines: each
+    exponential ``a_j e^{−a_j r}`` and each difference ``e^{−a_i r} − e^{−a_k r}`` (a_i < a_k),
+    which rises from 0 and falls (the forward electrons' deposition)."""
+    order = np.argsort(a_per_mm)
+    rows = [np.eye(a_per_mm.size)[j] for j in range(a_per_mm.size)]
+    for n, i in enumerate(order):
+        for k in order[n + 1 :]:
+            v = np.zeros(a_per_mm.size)
+            v[i], v[k] = 1.0 / a_per_mm[i], -1.0 / a_per_mm[k]
+            rows.append(v)
+    return np.asarray(rows)
 
-    Least squares on the tabulated radii plus a weak condition (weight 0.3) that the fit's
-    total equals the table's total at 60 cm (no energy invented beyond the table).
+
+def fit_exponentials(cumulative: np.ndarray, radii_mm: np.ndarray, a_per_mm: np.ndarray, *, fit_to_mm: float = FIT_TO_MM) -> np.ndarray:
+    """Amplitudes A (na, J) with Σ_j A_ij (1 − e^{−a_j r}) ≈ cumulative[i](r) for r ≤ ``fit_to_mm``.
+
+    Least squares weighted uniformly in r (the tabulated radii and every 5 mm from 10 mm, the table
+    interpolated linearly in log r): energy misplaced by Δr moves the dose by about μ Δr, wherever
+    it is. The amplitudes may be negative, but the fitted radial density is a non-negative
+    combination (NNLS) of :func:`_pair_basis`, so the kernel stays ≥ 0 at every radius.
     """
     from scipy.optimize import nnls
 
-    rr = np.concatenate([radii_mm, [1e7]])
-    basis = 1.0 - np.exp(-np.outer(rr, a_per_mm))
-    basis[-1] *= 0.3
-    out = np.empty((cumulative.shape[0], a_per_mm.size))
-    for i, c in enumerate(cumulative):
-        out[i], _ = nnls(basis, np.concatenate([c, [0.3 * c[-1]]]))
-    return out
+    rf = np.unique(np.concatenate([radii_mm[radii_mm <= fit_to_mm], np.arange(10.0, fit_to_mm + 1e-9, 5.0)]))
+    lr = np.log(np.concatenate([[1e-3], radii_mm]))
+    table = np.array([np.interp(np.log(rf), lr, np.concatenate([[0.0], c])) for c in cumulative])
+    sw = np.sqrt(np.gradient(rf))
+    pairs = _pair_basis(a_per_mm)
+    basis = ((1.0 - np.exp(-np.outer(rf, a_per_mm))) @ pairs.T) * sw[:, None]
+    return np.array([nnls(basis, c * sw, maxiter=100 * basis.shape[1])[0] @ pairs for c in table])
 
 
 @functools.lru_cache(maxsize=16)

@@ -21,20 +21,18 @@
 * ``commissioning`` (optional, not read): the record the fit left (what was fitted, to what).
 
 :func:`ccc_model` validates it and raises :class:`~art.errors.MachineDataError` naming the
-machine file and the field. Until :class:`~art.dose.machine.Machine` carries the raw section
-(``machine.ccc``), the section is read from the machine's file.
+machine file and the field (:class:`~art.dose.machine.Machine` carries the raw section as ``machine.ccc``).
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from art.dose.ccc.kernels import load_tables
-from art.dose.machine import Machine, _read_json, _Reader
+from art.dose.machine import Machine, _Reader
 from art.errors import MachineDataError
 
 COMMISSION_HINT = "fit one with: python -m art.dose.ccc.commission MACHINE_FILE"
@@ -70,23 +68,6 @@ class CCCModel:
                 self.extra_focal_fraction, self.extra_focal_sigma_mm, self.contamination_fraction, self.contamination_depth_mm)  # fmt: skip
 
 
-def raw_section(machine: Machine) -> dict | None:
-    """The machine's raw ``ccc`` section: ``machine.ccc`` when the Machine carries it, else read
-    from the machine's file (None when absent)."""
-    if hasattr(machine, "ccc"):
-        return getattr(machine, "ccc")
-    return _section_from_file(machine.source, machine.digest)
-
-
-@functools.lru_cache(maxsize=16)
-def _section_from_file(source: str, digest: str) -> dict | None:  # noqa: ARG001 - digest keys the cache
-    p = Path(source)
-    if not p.is_file():
-        return None
-    data, _ = _read_json(p, MachineDataError)
-    return data.get("ccc")
-
-
 def ccc_model(machine: Machine) -> CCCModel:
     """The validated collapsed-cone model of a machine.
 
@@ -95,7 +76,7 @@ def ccc_model(machine: Machine) -> CCCModel:
     MachineDataError
         When the machine has no ``ccc`` section or a field is invalid (naming the file and field).
     """
-    section = raw_section(machine)
+    section = machine.ccc
     path = Path(machine.source)
     if section is None:
         raise MachineDataError(f"field 'ccc': missing; the collapsed-cone engine needs the machine's spectrum and source size ({COMMISSION_HINT})", path=path)

@@ -148,8 +148,11 @@ def fit_spectrum(machine: Machine, *, spacing: float = PDD_GRID_MM, progress=pri
     if nominal <= 6.0 + 1e-6:
         r = minimize_scalar(lambda a: cost([a]), bounds=(-1.0, 2.0), method="bounded", options={"xatol": 0.01})
         alpha, beta = float(r.x), 0.0
-    else:
-        r = minimize(cost, x0=[0.3, 0.5], method="Nelder-Mead", bounds=[(-1.0, 2.5), (0.0, 3.0)], options={"xatol": 0.01, "fatol": 0.01})
+    else:  # a coarse grid, then Nelder-Mead from its best point
+        start = min(((a, b) for a in (0.0, 0.6, 1.2, 1.8) for b in (0.5, 1.5, 3.0)), key=lambda ab: cost(list(ab)))
+        simplex = [list(start), [start[0] + 0.3, start[1]], [start[0], start[1] + 0.5]]
+        r = minimize(cost, x0=list(start), method="Nelder-Mead", bounds=[(-1.0, 3.0), (0.0, 5.0)],
+                     options={"xatol": 0.02, "fatol": 0.01, "initial_simplex": simplex})  # fmt: skip
         alpha, beta = float(r.x[0]), float(r.x[1])
     cost([alpha, beta])
     rms, frac, lam = cache[(round(alpha, 4), round(beta, 4))]
@@ -173,7 +176,8 @@ def penumbra_80_20(profile: np.ndarray, x: np.ndarray, centre: float) -> float:
 
 def model_penumbrae(machine: Machine, model: CCCModel, *, spacing: float = PENUMBRA_GRID_MM) -> np.ndarray:
     """80–20 % penumbrae (mm) of the ``profile`` field at the ``profile`` depths (crossline, through
-    the central axis), computed by the engine at the PDD table's SSD."""
+    the central axis), computed by the engine at the PDD table's SSD; the profile divided by the
+    machine's off-axis fluence ratio first (the edge's own width, as the pencil beam's fit takes it)."""
     field = machine.penumbra_field_mm
     beam, grid = _pdd_phantom(machine, field, spacing, float(machine.penumbra_depth_mm.max()) + 40.0)
     dose = water_dose(machine, model, beam, grid)
@@ -185,6 +189,7 @@ def model_penumbrae(machine: Machine, model: CCCModel, *, spacing: float = PENUM
         j = int(np.clip(np.searchsorted(ys, d) - 1, 0, ny - 2))
         t = (d - ys[j]) / spacing
         row = (1 - t) * dose[nz // 2, j, :] + t * dose[nz // 2, j + 1, :]
+        row = row / machine.off_axis_ratio(x * machine.sad_mm / (machine.pdd_ssd_mm + d))
         out.append(penumbra_80_20(row.astype(np.float64), x, float(row[nx // 2])))
     return np.asarray(out)
 

@@ -28,6 +28,16 @@ import numpy as np
 from art.backend import array_namespace
 
 
+def _namespace(*arrays):
+    """NumPy or CuPy (the module itself, also where a CuPy array reports a stricter array-API namespace)."""
+    for a in arrays:
+        if type(a).__module__.startswith("cupy"):
+            import cupy
+
+            return cupy
+    return array_namespace(*arrays)
+
+
 def _shift_slices(p: int, n: int) -> tuple[slice, slice, slice]:
     """(destination, source, zero strip) slices along one axis for a shift by ``p`` voxels."""
     if p > 0:
@@ -51,7 +61,7 @@ def attenuation(rho, a_per_mm, length_mm: float):
     -------
     E, G : (nk, J, ny, nx) float32 arrays in ``rho``'s namespace
     """
-    xp = array_namespace(rho)
+    xp = _namespace(rho)
     aL = xp.asarray(np.asarray(a_per_mm, np.float32) * np.float32(length_mm)).reshape(1, -1, 1, 1)
     x = rho[:, None, :, :] * aL
     xp.maximum(x, np.float32(1e-12), out=x)
@@ -80,7 +90,7 @@ def sweep(q, e, g, v: tuple[int, int, int], dose) -> None:
     dose : (nk, ny, nx) float32
         Accumulates the dose.
     """
-    xp = array_namespace(q)
+    xp = _namespace(q)
     nk, nj, ny, nx = q.shape
     step = abs(int(v[0]))
     dy, sy, zy = _shift_slices(int(v[1]), ny)
@@ -125,7 +135,7 @@ def transport(terma, rho, weights, a_per_mm, vectors, lengths_mm, *, workers: in
     -------
     (nz, ny, nx) float32 dose in the inputs' namespace.
     """
-    xp = array_namespace(terma, rho)
+    xp = _namespace(terma, rho)
     vectors = np.asarray(vectors, dtype=np.int64)
     # the local release summed over cones and exponents: T_b Σ_mj c_mbj
     local = xp.asarray(np.asarray(weights, np.float64).sum(axis=(0, 2)).astype(np.float32))
@@ -159,7 +169,7 @@ def _pairs_with_major_axis(vectors: np.ndarray, axis: int) -> list[list[int]]:
 
 def _run_pairs(jobs, t_ax, r_ax, weights, a_per_mm, *, workers: int):
     """Sweep the (v, −v) groups of one layout, on ``workers`` threads; the summed dose (nk, ny, nx)."""
-    xp = array_namespace(t_ax)
+    xp = _namespace(t_ax)
     nk, nb, ny, nx = t_ax.shape
     flat = t_ax.reshape(nk, nb, ny * nx)
 

@@ -139,3 +139,4 @@ def test_one_machine_per_beam_and_a_library(machine):
     np.testing.assert_allclose(c.array, a.array, rtol=1e-6)
     with pytest.raises(InputError):
         ccc.dose(ct, two, [machine], dose_grid_mm=None)
+

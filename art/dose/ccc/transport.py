@@ -59,11 +59,11 @@ def attenuation(rho, a_per_mm, length_mm: float):
 
     Returns
     -------
-    E, G : (nk, J, ny, nx) float32 arrays in ``rho``'s namespace
+    E, G : (J, nk, ny, nx) float32 arrays in ``rho``'s namespace
     """
     xp = _namespace(rho)
-    aL = xp.asarray(np.asarray(a_per_mm, np.float32) * np.float32(length_mm)).reshape(1, -1, 1, 1)
-    x = rho[:, None, :, :] * aL
+    aL = xp.asarray(np.asarray(a_per_mm, np.float32) * np.float32(length_mm)).reshape(-1, 1, 1, 1)
+    x = rho[None] * aL
     xp.maximum(x, np.float32(1e-12), out=x)
     em = xp.expm1(-x)
     g = em / x
@@ -72,7 +72,7 @@ def attenuation(rho, a_per_mm, length_mm: float):
     return em, g
 
 
-def sweep(q, e, g, v: tuple[int, int, int], dose) -> None:
+def sweep(terma, w, e, g, v: tuple[int, int, int], dose) -> None:
     """Transport one direction's release along its lines, adding the flux part of the dose in place.
 
     With ``Φ = a F`` (the flux times its exponent) the recurrence reads ``dose += q + (Φ_in − q) g``
@@ -81,34 +81,43 @@ def sweep(q, e, g, v: tuple[int, int, int], dose) -> None:
 
     Parameters
     ----------
-    q : (nk, J, ny, nx) float32
-        Release per voxel, cone and exponent (Gy), in the layout whose axis 0 is ``v``'s major axis.
-    e, g : (nk, J, ny, nx) float32
+    terma : (B, nk, ny, nx) float32
+        Release per beam and voxel (Gy), in the layout whose axis 1 is ``v``'s major axis.
+    w : (J, B) float32
+        The cone's weights: ``q = w @ terma`` is the release into the cone per exponent (computed
+        slice by slice, so that it stays in the cache).
+    e, g : (J, nk, ny, nx) float32
         From :func:`attenuation` for ``v``'s length.
     v : (int, int, int)
         The lattice vector in the same layout (``|v[0]|`` ≥ the others, 1 or 2).
     dose : (nk, ny, nx) float32
         Accumulates the dose.
     """
-    xp = _namespace(q)
-    nk, nj, ny, nx = q.shape
+    xp = _namespace(terma)
+    nj, nk, ny, nx = e.shape
+    nb = terma.shape[0]
     step = abs(int(v[0]))
     dy, sy, zy = _shift_slices(int(v[1]), ny)
     dx, sx, zx = _shift_slices(int(v[2]), nx)
     ring = [xp.zeros((nj, ny, nx), np.float32) for _ in range(step)]
     cur = xp.empty((nj, ny, nx), np.float32)
     tmp = xp.empty((nj, ny, nx), np.float32)
+    red = xp.empty((ny, nx), np.float32)
+    qk = xp.empty((nj, ny * nx), np.float32)
+    flat = terma.reshape(nb, nk, ny * nx)
     order = range(nk) if v[0] > 0 else range(nk - 1, -1, -1)
     for t, k in enumerate(order):
         prev = ring[t % step]
         cur[:, dy, dx] = prev[:, sy, sx]  # Φ_in: the flux of the line's previous voxel
         cur[:, zy, :] = 0.0  # lines entering the grid
         cur[:, :, zx] = 0.0
-        cur -= q[k]  # Φ_in − q
-        xp.multiply(cur, g[k], out=tmp)
-        dose[k] += xp.sum(tmp, axis=0)
-        cur *= e[k]
-        cur += q[k]  # Φ_out
+        xp.matmul(w, flat[:, k], out=qk)
+        q = qk.reshape(nj, ny, nx)
+        cur -= q  # Φ_in − q
+        xp.multiply(cur, g[:, k], out=tmp)
+        dose[k] += xp.sum(tmp, axis=0, out=red)
+        cur *= e[:, k]
+        cur += q  # Φ_out
         ring[t % step], cur = cur, prev
 
 
@@ -145,7 +154,7 @@ def transport(terma, rho, weights, a_per_mm, vectors, lengths_mm, *, workers: in
         if not pairs:
             continue
         perm = [axis] + [d for d in range(3) if d != axis]
-        t_ax = xp.ascontiguousarray(xp.transpose(terma, [1 + perm[0], 0, 1 + perm[1], 1 + perm[2]]))  # (nk, B, ny, nx)
+        t_ax = xp.ascontiguousarray(xp.transpose(terma, [0] + [1 + d for d in perm]))  # (B, nk, ny, nx)
         r_ax = xp.ascontiguousarray(xp.transpose(rho, perm))
         pairs.sort(key=lambda pair: round(float(lengths_mm[pair[0]]), 6))  # equal lengths share e^{-x} and g
         jobs = [[(m, vectors[m][perm], float(lengths_mm[m])) for m in pair] for pair in pairs]
@@ -170,8 +179,7 @@ def _pairs_with_major_axis(vectors: np.ndarray, axis: int) -> list[list[int]]:
 def _run_pairs(jobs, t_ax, r_ax, weights, a_per_mm, *, workers: int):
     """Sweep the (v, −v) groups of one layout, on ``workers`` threads; the summed dose (nk, ny, nx)."""
     xp = _namespace(t_ax)
-    nk, nb, ny, nx = t_ax.shape
-    flat = t_ax.reshape(nk, nb, ny * nx)
+    nb, nk, ny, nx = t_ax.shape
 
     def run(chunk):
         acc = xp.zeros((nk, ny, nx), np.float32)
@@ -183,8 +191,7 @@ def _run_pairs(jobs, t_ax, r_ax, weights, a_per_mm, *, workers: int):
                 e, g = attenuation(r_ax, a_per_mm, length)
             for m, v, _ in group:
                 w = xp.asarray(np.ascontiguousarray(np.asarray(weights[m], np.float32).T))  # (J, B)
-                q = xp.matmul(w[None], flat).reshape(nk, -1, ny, nx)
-                sweep(q, e, g, tuple(int(c) for c in v), acc)
+                sweep(t_ax, w, e, g, tuple(int(c) for c in v), acc)
         return acc
 
     if workers <= 1 or len(jobs) < 2:

@@ -163,19 +163,24 @@ def recalculate(
         "provenance": provenance(inputs=inputs, parameters={"dose_grid_mm": dose_grid_mm, "machine": names, "engine": engine}),
         "engine": {"name": engine, "label": ENGINE_LABELS[engine]},
         "plan": _plan_record(plan, machines),
-        "dose": {
-            "units": "Gy (course)",
-            "grid": dose.grid.to_dict(),
-            "max_gy": round(float(dose.array.max()), 4),
-            "mean_gy": round(dose_mean, 4),
-            "mean_over": "BODY" if body is not None else "dose grid",
-        },
+        "dose": _dose_record(dose, dose_mean, body),
         "structures": per_structure,
         "warnings": warnings_out,
         "timings_s": stages.timings,
     }
     _write_outputs(out, dose, ct, plan, plan_path, summary)
     return summary
+
+
+def _dose_record(dose: Volume, dose_mean: float, body: Any) -> dict:
+    """summary.json's ``dose``: units, grid, maximum and mean (Gy; the mean over BODY when there is one)."""
+    return {
+        "units": "Gy (course)",
+        "grid": dose.grid.to_dict(),
+        "max_gy": round(float(dose.array.max()), 4),
+        "mean_gy": round(dose_mean, 4),
+        "mean_over": "BODY" if body is not None else "dose grid",
+    }
 
 
 def _read_inputs(ct_dir: Path, plan_path: Path, structures_path: str | Path | None, machine_path: Any) -> tuple:

@@ -2,7 +2,7 @@
 
 Run once per machine file (minutes)::
 
-    python -m art.dose.ccc.commission art/dose/data/generic_6x.json [--dry-run]
+    python -m art.dose.ccc.commission art/dose/data/generic_6x.json [--dry-run] [--output-correction]
 
 What is fitted, in the engine itself (water phantoms on a 2.5 mm grid, SSD of the PDD table):
 
@@ -14,7 +14,12 @@ What is fitted, in the engine itself (water phantoms on a 2.5 mm grid, SSD of th
    relative differences; the model's central axis smoothed over three voxels in depth, which
    removes the lattice's two-voxel ripple near the surface);
 2. the source size ``source_sigma_mm`` to the 80–20 % penumbrae of the ``profile`` section
-   (1.25 mm grid).
+   (1.25 mm grid);
+3. the output correction (``output_correction``): for each square field s of the
+   ``output_factors`` table, the table's dose per MU (``dose_per_mu_gy`` × S_cp(s)) at the
+   calibration depth and SSD over the engine's (calibrated, 2.5 mm grid), exactly 1 at the
+   calibration field. ``--output-correction`` runs only this step on a commissioned file (seconds
+   to minutes; the other steps take much longer).
 
 The machine file is rewritten with its ``ccc`` section replaced (everything else is kept
 byte for byte as ``json.dumps(data, indent=1)`` writes it, the format of the shipped files),
@@ -30,11 +35,11 @@ from pathlib import Path
 
 import numpy as np
 
-from art.dose.ccc.calibration import central_axis, open_field_beam, water_dose, water_grid
+from art.dose.ccc.calibration import calibration_factor, central_axis, open_field_beam, water_dose, water_grid
 from art.dose.ccc.core import REACH
 from art.dose.ccc.directions import lattice_vectors
 from art.dose.ccc.kernels import SCALES_MM, load_tables, poly_kernel, reference_spectrum
-from art.dose.ccc.model import CCCModel, parse_section
+from art.dose.ccc.model import CCCModel, ccc_model, parse_section
 from art.dose.ccc.terma import beam_terma
 from art.dose.machine import Machine, load_machine
 from art.errors import MachineDataError
@@ -218,6 +223,60 @@ def fit_source_sigma(machine: Machine, model: CCCModel, *, progress=print) -> tu
     return key, cache[key]
 
 
+def square_field_output(machine: Machine, model: CCCModel, field_mm: float, *, spacing: float = PDD_GRID_MM, fluence_mm: float = 1.25) -> float:
+    """The engine's dose per MU (Gy) at the calibration depth on the central axis of a square field
+    (side ``field_mm`` at the isocentre plane) at the calibration SSD in water: the calibration's
+    own set-up (:func:`art.dose.ccc.calibration.calibration_factor`) on a ``spacing`` grid."""
+    m = machine
+    cal = calibration_factor(m, model, (spacing,) * 3, fluence_mm=fluence_mm)
+    beam = open_field_beam(m, field_mm, mu=1.0, isocenter_lps=(0.0, m.sad_mm - m.calib_ssd_mm, 0.0))
+    grid = water_grid((spacing,) * 3, half_width_mm=0.5 * field_mm + 25.0, depth_mm=max(300.0, 4.0 * m.calib_depth_mm))
+    depths, cax = central_axis(water_dose(m, model, beam, grid, factor=cal, fluence_mm=fluence_mm), grid)
+    return float(np.interp(m.calib_depth_mm, depths, cax))
+
+
+def fit_output_correction(machine: Machine, model: CCCModel, *, spacing: float = PDD_GRID_MM, progress=print) -> tuple[dict, dict]:
+    """The ``output_correction`` table of a model: for each field size s of the machine's output
+    factor table (at the calibration SSD; side s·SAD/SSD at the isocentre plane), the table's dose
+    per MU ``dose_per_mu_gy · S_cp(s)`` over the engine's without correction; 1 at the calibration field.
+
+    Returns (the section's ``output_correction``, a record of the fit for ``commissioning``).
+    """
+    m = machine
+    plain = CCCModel(**{**model.__dict__, "output_field_mm": np.zeros(0), "output_factor": np.zeros(0)})
+    scale = m.sad_mm / m.calib_ssd_mm
+    sizes = np.union1d(m.of_field_mm, [m.calib_field_mm])
+    fields, factors, ratios = [], [], []
+    for s in sizes:
+        engine = square_field_output(m, plain, float(s) * scale, spacing=spacing)
+        table = m.dose_per_mu_gy * float(m.output_factor(s))
+        k = 1.0 if abs(s - m.calib_field_mm) < 1e-9 else table / engine
+        progress(f"  {s:g} mm: engine {engine / m.dose_per_mu_gy:.4f}, table {table / m.dose_per_mu_gy:.4f} (x dose/MU): factor {k:.4f}")
+        fields.append(round(float(s) * scale, 3))
+        factors.append(round(float(k), 4))
+        ratios.append(round(engine / table, 4))
+    record = {"field_sizes_mm": fields, "engine_over_table": ratios, "grid_mm": spacing,
+              "depth_mm": m.calib_depth_mm, "ssd_mm": m.calib_ssd_mm}  # fmt: skip
+    return {"field_sizes_mm": fields, "factor": factors}, record
+
+
+def commission_output_correction(path, *, write: bool = True, progress=print) -> dict:
+    """Fit only the output correction of an already commissioned machine file ``path`` (its other
+    ``ccc`` values kept) and (``write``) rewrite the file. Returns the new ``ccc`` section."""
+    p = Path(path)
+    machine = load_machine(p)
+    model = ccc_model(machine)
+    progress(f"{p.name}: fitting the output correction to the output factor table")
+    table, record = fit_output_correction(machine, model, progress=progress)
+    section = dict(machine.ccc)
+    section["output_correction"] = table
+    section["commissioning"] = {**section.get("commissioning", {}), "output_correction": record}
+    if write:
+        write_section(p, section)
+        progress(f"{p.name}: ccc section written")
+    return section
+
+
 def commission(path, *, write: bool = True, progress=print) -> dict:
     """Fit the ``ccc`` section of the machine file ``path`` and (``write``) rewrite the file with it.
 
@@ -234,6 +293,10 @@ def commission(path, *, write: bool = True, progress=print) -> dict:
     sigma, pens = fit_source_sigma(machine, model, progress=progress)
     model = CCCModel(**{**model.__dict__, "source_sigma_mm": sigma})
     section = _section(machine, model, fit, pens)
+    progress(f"{p.name}: fitting the output correction to the output factor table")
+    table, record = fit_output_correction(machine, model, progress=progress)
+    section = {**{k: v for k, v in section.items() if k != "commissioning"}, "output_correction": table,
+               "commissioning": {**section["commissioning"], "output_correction": record}}  # fmt: skip
     if write:
         write_section(p, section)
         progress(f"{p.name}: ccc section written")
@@ -276,14 +339,17 @@ def write_section(path, section: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m art.dose.ccc.commission MACHINE_FILE [--dry-run]``."""
+    """``python -m art.dose.ccc.commission MACHINE_FILE [--dry-run] [--output-correction]``."""
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m art.dose.ccc.commission", description=__doc__.split("\n\n")[0])
     ap.add_argument("machine_file")
     ap.add_argument("--dry-run", action="store_true", help="print the section, do not rewrite the file")
+    ap.add_argument("--output-correction", action="store_true",
+                    help="fit only the output correction of an already commissioned file (the other ccc values kept)")
     args = ap.parse_args(argv)
-    section = commission(args.machine_file, write=not args.dry_run)
+    run = commission_output_correction if args.output_correction else commission
+    section = run(args.machine_file, write=not args.dry_run)
     print(json.dumps(section, indent=1))
     return 0
 

@@ -7,6 +7,7 @@
       "source_sigma_mm": 0.9,
       "extra_focal": {"fraction": 0.0, "sigma_mm": 20.0},
       "electron_contamination": {"fraction": 0.02, "depth_mm": 8.0},
+      "output_correction": {"field_sizes_mm": [30, …, 400], "factor": [0.95, …, 1.01]},
       "commissioning": { … }
     }
 
@@ -18,6 +19,10 @@
 * ``electron_contamination`` (optional): dose added without transport, ``fraction`` (0–0.5) of the
   unattenuated TERMA at the surface, falling as ``exp(−d / depth_mm)`` with the radiological depth
   (contaminant electrons from the head: they set the build-up and the depth of the maximum);
+* ``output_correction`` (optional; absent = 1): a factor by equivalent square (mm, isocentre
+  plane), the machine's dose per MU of a square field over the engine's, applied to the TERMA of
+  each segment by its aperture's equivalent square (interpolated, clamped to the table's ends;
+  :mod:`art.dose.ccc.output`); ``field_sizes_mm`` increasing, ``factor`` in 0.5–1.5;
 * ``commissioning`` (optional, not read): the record the fit left (what was fitted, to what).
 
 :func:`ccc_model` validates it and raises :class:`~art.errors.MachineDataError` naming the
@@ -26,7 +31,7 @@ machine file and the field (:class:`~art.dose.machine.Machine` carries the raw s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +56,8 @@ class CCCModel:
     contamination_fraction, contamination_depth_mm : float
     source : str
         The machine file.
+    output_field_mm, output_factor : (k,) float64
+        The output correction table (empty: none, factor 1).
     """
 
     energies_mev: np.ndarray
@@ -61,11 +68,14 @@ class CCCModel:
     contamination_fraction: float
     contamination_depth_mm: float
     source: str
+    output_field_mm: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    output_factor: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def key(self) -> tuple:
         """A hashable identity of the model's numbers (for caches)."""
         return (tuple(self.energies_mev.tolist()), tuple(self.fluence.tolist()), self.source_sigma_mm,
-                self.extra_focal_fraction, self.extra_focal_sigma_mm, self.contamination_fraction, self.contamination_depth_mm)  # fmt: skip
+                self.extra_focal_fraction, self.extra_focal_sigma_mm, self.contamination_fraction, self.contamination_depth_mm,
+                tuple(self.output_field_mm.tolist()), tuple(self.output_factor.tolist()))  # fmt: skip
 
 
 def ccc_model(machine: Machine) -> CCCModel:
@@ -107,5 +117,22 @@ def parse_section(section, path) -> CCCModel:
     if "electron_contamination" in section:
         ce = r.number("ccc.electron_contamination.fraction", lo=0.0, hi=0.5)
         ce_depth = r.number("ccc.electron_contamination.depth_mm", positive=True, hi=50.0)
+    oc_field, oc_factor = _output_correction(r, section)
     return CCCModel(energies_mev=e, fluence=f, source_sigma_mm=sigma, extra_focal_fraction=frac, extra_focal_sigma_mm=ef_sigma,
-                    contamination_fraction=ce, contamination_depth_mm=ce_depth, source=str(path))  # fmt: skip
+                    contamination_fraction=ce, contamination_depth_mm=ce_depth, source=str(path),
+                    output_field_mm=oc_field, output_factor=oc_factor)  # fmt: skip
+
+
+def _output_correction(r: _Reader, section: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The optional ``output_correction`` table: (field sizes mm, factors), empty when absent."""
+    if "output_correction" not in section:
+        return np.zeros(0), np.zeros(0)
+    if not isinstance(section["output_correction"], dict):
+        raise r.fail("ccc.output_correction", "must be an object/table with field_sizes_mm and factor")
+    s = r.array("ccc.output_correction.field_sizes_mm", increasing=True, positive=True)
+    k = r.array("ccc.output_correction.factor", positive=True)
+    if k.shape != s.shape:
+        raise r.fail("ccc.output_correction.factor", f"must have one value per field size ({s.size}), got {k.size}")
+    if np.any(k < 0.5) or np.any(k > 1.5):
+        raise r.fail("ccc.output_correction.factor", "must lie within 0.5-1.5")
+    return s, k

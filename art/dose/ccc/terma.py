@@ -6,7 +6,9 @@ and radiological depth ``d`` (water-equivalent mm, :func:`art.dose.raytrace.radi
     T = Ψ(u, v) · (SAD / z)² · Σ_E w_E exp(−μ_E d'),     w_E = φ_E E μ_E  (normalised spectrum)
 
 * ``Ψ``: the beam's fluence map (:func:`art.dose.calc.beam_fluence`: MU, head scatter S_c, MLC
-  transmission, and the machine's off-axis ratio where the fluence map carries it), blurred by
+  transmission, and the machine's off-axis ratio where the fluence map carries it), each
+  segment's MU (or a beamlet map) scaled by the model's output correction at its aperture's
+  equivalent square (:func:`art.dose.ccc.output.corrected_beam`), blurred by
   the source (``source_sigma_mm``) and by the voxel (a Gaussian of the voxel's σ, h/√12, so that
   the voxel average is sampled), plus the optional extra-focal part;
 * off-axis softening: where the machine gives ``off_axis_mu_ratio(r)`` (μ relative to the
@@ -27,6 +29,7 @@ from art.dose.beam_geometry import BeamFrame
 from art.dose.calc import beam_fluence
 from art.dose.ccc.kernels import PolyKernel
 from art.dose.ccc.model import CCCModel
+from art.dose.ccc.output import corrected_beam
 from art.dose.machine import Machine
 from art.dose.raytrace import radiological_depth
 from art.geometry import Volume
@@ -34,13 +37,13 @@ from art.plan import Beam
 
 
 def blurred_fluence(beam: Beam, machine: Machine, model: CCCModel, *, fluence_mm: float, voxel_mm: float):
-    """The beam's fluence map blurred by the source, the voxel and the extra-focal source.
+    """The beam's fluence map (output-corrected) blurred by the source, the voxel and the extra-focal source.
 
     Returns
     -------
     flu : (ny, nx) float64 ; x0, y0 : float, centre of pixel [0, 0] (mm) ; h : float, pixel size (mm)
     """
-    flu, ex, ey = beam_fluence(beam, machine, fluence_mm=fluence_mm)
+    flu, ex, ey = beam_fluence(corrected_beam(beam, machine, model), machine, fluence_mm=fluence_mm)
     h = float(ex[1] - ex[0])
     sigma = float(np.hypot(model.source_sigma_mm, voxel_mm / np.sqrt(12.0)))
     wide = model.extra_focal_sigma_mm if model.extra_focal_fraction > 0 else 0.0

@@ -139,3 +139,15 @@ def test_a_machine_the_collapsed_cone_engine_cannot_model_is_checked_by_the_same
     assert c.record()["algorithm"] == "same" and c.warning in c.record()["warning"]
     with pytest.raises(MachineDataError, match="ccc"):
         check_plan(case.ct, case.plan, bare, case.structures, final, prescription_gy=PRESCRIPTION_GY, engine="ccc")
+
+
+def test_inner_body_leaves_out_the_layer_under_the_surface():
+    from art.independent_check import inner_body
+
+    mask = np.zeros((20, 40, 40), dtype=bool)
+    mask[:, 5:35, 5:35] = True  # a box, infinite along z (it touches the grid's z edges)
+    inner = inner_body(mask, (2.0, 2.0, 2.0), skin_mm=10.0)
+    # 2 mm voxels: the voxels deeper than 10 mm from the faces at y, x = 5 and 34 are 11..28 (depth = 2 mm x (index - 4))
+    assert inner[:, 10:30, 10:30].all() and not inner[:, 9, :].any() and not inner[:, :, 30].any()
+    assert inner[0].any() and inner[-1].any()  # the grid's z edges are not a surface
+    assert not (inner & ~mask).any()

@@ -70,6 +70,18 @@ def prepare(ct: Volume, structures: StructureSet | None, *, dose_grid_mm: float 
     return DoseSetup(dose_grid=grid, density=density, voxel_indices=idx, points=pts)
 
 
+def plan_position(plan, patient_position: str | None) -> str:
+    """The plan's patient position after checking the inputs every dose engine takes: ``plan`` an
+    :class:`art.plan.Plan`, ``patient_position`` (if given) the plan's. InputError otherwise."""
+    from art.plan import Plan
+
+    if not isinstance(plan, Plan):
+        raise InputError(f"plan must be an art.plan.Plan, got {type(plan).__name__}")
+    if patient_position is not None and patient_position != plan.patient_position:
+        raise InputError(f"patient_position {patient_position!r} differs from the plan's ({plan.patient_position})")
+    return plan.patient_position
+
+
 def equivalent_square(x_mm: float, y_mm: float) -> float:
     """Equivalent square side 2XY/(X+Y) of a rectangular field, mm."""
     if x_mm <= 0 or y_mm <= 0:

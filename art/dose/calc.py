@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from art.dose._setup import equivalent_square, prepare
+from art.dose._setup import equivalent_square, plan_position, prepare
 from art.dose.beam_geometry import BeamFrame
 from art.dose.engine import beam_points, kernel_terms, softening_factor
 from art.dose.kernel import fit_kernel
@@ -287,11 +287,7 @@ def dose(
     Volume
         float32 dose in Gy on the dose grid.
     """
-    if not isinstance(plan, Plan):
-        raise InputError(f"plan must be an art.plan.Plan, got {type(plan).__name__}")
-    if patient_position is not None and patient_position != plan.patient_position:
-        raise InputError(f"patient_position {patient_position!r} differs from the plan's ({plan.patient_position})")
-    patient_position = plan.patient_position
+    patient_position = plan_position(plan, patient_position)
     machines = resolve_machines(plan, machine)
     setup = prepare(ct, structures, dose_grid_mm=dose_grid_mm, voxels="body" if structures is not None else "all", body=body, hu_table=hu_table,
                     dose_grid=dose_grid)  # fmt: skip

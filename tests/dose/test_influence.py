@@ -5,7 +5,7 @@ import pytest
 import scipy.sparse as sp
 
 from art.dose import dose, influence_matrix
-from art.dose.calc import beam_dose_at, segment_fluence
+from art.dose.calc import segment_fluence
 from art.dose.machine import hu_to_density
 from art.geometry import Grid, Volume
 from art.plan import Beam, Plan, Segment

@@ -237,6 +237,7 @@ def test_salt_makes_the_mapping_reproducible(patient, tmp_path):
     r1 = anonymize_folder(patient / "CT", tmp_path / "a", salt="s3cret")
     r2 = anonymize_folder(patient / "CT", tmp_path / "b", salt="s3cret")
     r3 = anonymize_folder(patient / "CT", tmp_path / "c", salt="other")
+    assert r3["salt"] == "given"
     d1, d2, d3 = (sorted(p.name for p in (tmp_path / x).iterdir()) for x in "abc")
     assert d1 == d2 and set(d1).isdisjoint(d3)
     assert r1["salt"] == "given" and _by_source(r1) == _by_source(r2)

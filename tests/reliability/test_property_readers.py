@@ -8,7 +8,6 @@ names the file; no other exception may escape. Regressions found by
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import re
 
-import numpy as np
 import pytest
 
 from art.errors import InputError

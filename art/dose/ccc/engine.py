@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from art.backend import backend_name, get_namespace
-from art.dose._setup import body_structure, prepare
+from art.dose._setup import body_structure, plan_position, prepare
 from art.dose.ccc.calibration import calibration_factor
 from art.dose.ccc.core import box_dose, source_for, transport_box
 from art.dose.ccc.model import ccc_model
@@ -103,10 +103,7 @@ def dose(ct: Volume, plan: Plan, machine: Machine | list[Machine] | MachineLibra
     Volume
         float32 dose in Gy on the dose grid.
     """
-    if not isinstance(plan, Plan):
-        raise InputError(f"plan must be an art.plan.Plan, got {type(plan).__name__}")
-    if patient_position is not None and patient_position != plan.patient_position:
-        raise InputError(f"patient_position {patient_position!r} differs from the plan's ({plan.patient_position})")
+    patient_position = plan_position(plan, patient_position)
     xp = get_namespace(backend or backend_name())
     machines = resolve_machines(plan, machine)
     models = [ccc_model(m) for m in machines]
@@ -124,7 +121,7 @@ def dose(ct: Volume, plan: Plan, machine: Machine | list[Machine] | MachineLibra
     sources = [source_for(b, m, mod, calibration_factor(m, mod, grid.spacing, fluence_mm=fluence_mm, xp=xp))
                for b, m, mod in zip(plan.beams, machines, models)]  # fmt: skip
     out = np.zeros(grid.shape, np.float32)
-    out[box] = box_dose(sources, setup.density, grid, rho, box, patient_position=plan.patient_position, fluence_mm=fluence_mm, xp=xp)
+    out[box] = box_dose(sources, setup.density, grid, rho, box, patient_position=patient_position, fluence_mm=fluence_mm, xp=xp)
     out[~keep] = 0.0
     if not per_fraction:
         out *= np.float32(plan.fractions)

@@ -215,7 +215,7 @@ def adapt(
     stages = stages if stages is not None else Stages(show=False)
     confidence_threshold = CONFIDENCE_THRESHOLD if confidence_threshold is None else float(confidence_threshold)
     machine = machine if machine is not None else load_machine()
-    engines = checked_engines(final_engine, check_engine)
+    engines = checked_engines(final_engine, check_engine, machine=machine)
     position = check_daily_position(reference.plan, cbct)
     ct, ref_ss, protocol = reference.ct.volume, reference.structures, reference.protocol
     cbct_vol = cbct.volume

@@ -271,16 +271,21 @@ def check_plan(ct: Volume, plan: Plan, machine: Any, structures: StructureSet, e
                      prescription_gy=float(prescription_gy), fallback=fallback)  # fmt: skip
 
 
-def checked_engines(final_engine: str, check_engine: str | None) -> tuple[str, str | None]:
+def checked_engines(final_engine: str, check_engine: str | None, *, machine: Any = None) -> tuple[str, str | None]:
     """The final and check engines' registry names (the check's None kept: the default), checked before any work.
 
-    InputError listing the engines for an unknown name, or saying that a named engine is not installed.
+    InputError listing the engines for an unknown name, or saying that a named engine is not installed;
+    with ``machine`` (a Machine or a list), MachineDataError when an engine named cannot use it
+    (:func:`art.dose.engines.check_machine`; a default check engine falls back instead, see :func:`check_plan`).
     """
-    from art.dose.engines import get_engine
+    from art.dose.engines import check_machine, get_engine
 
     get_engine(final_engine, parameter="final_engine")
     if check_engine is not None:
         get_engine(check_engine, parameter="check_engine")
+    check_machine(final_engine, machine)
+    if check_engine is not None:
+        check_machine(check_engine, machine)
     return engine_name(final_engine), None if check_engine is None else engine_name(check_engine)
 
 

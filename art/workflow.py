@@ -218,7 +218,7 @@ def make_plan(
 
     stages = stages if stages is not None else Stages(show=False)
     machine = machine if machine is not None else load_machine()
-    position, engine = _checked_inputs(protocol, structures, patient_position, warm_start, final_engine)
+    position, engine = _checked_inputs(protocol, structures, patient_position, warm_start, final_engine, machine)
     grid = final_grid(ct.grid, DEFAULT_FINAL_GRID_MM if final_grid_mm is None else final_grid_mm)
     fractions = int(protocol.prescription.fractions)
     sequencing = {**DEFAULT_SEQUENCING, **(sequencing_options or {})}
@@ -251,14 +251,17 @@ def make_plan(
                       structures=evaluated, engine=engine)  # fmt: skip
 
 
-def _checked_inputs(protocol: Any, structures: StructureSet, patient_position: str, warm_start: Any, final_engine: str = "pb") -> tuple[str, str]:
-    """:func:`check_structures`; the patient position checked and the same as a warm-start plan's; the final engine's name checked.
+def _checked_inputs(protocol: Any, structures: StructureSet, patient_position: str, warm_start: Any, final_engine: str = "pb",
+                    machine: Any = None) -> tuple[str, str]:  # fmt: skip
+    """:func:`check_structures`; the patient position checked and the same as a warm-start plan's; the final engine's name
+    checked, and that it can use ``machine`` (before the optimisation, not at the final dose).
 
     Returns ``(patient position, final engine)``.
     """
-    from art.dose.engines import engine_name
+    from art.dose.engines import check_machine, engine_name
 
     engine = engine_name(final_engine, parameter="final_engine")
+    check_machine(engine, machine)
     check_structures(protocol, structures)
     position = check_patient_position(patient_position)
     if isinstance(warm_start, Plan) and warm_start.patient_position != position:

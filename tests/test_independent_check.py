@@ -44,6 +44,23 @@ def test_checked_engines_keep_the_default_and_refuse_unknown_names():
         checked_engines("collapsed cone", None)
 
 
+def test_checked_engines_refuse_a_machine_an_engine_named_cannot_use():
+    """A machine without the collapsed cone's ``ccc`` section: refused up front when ccc is the final or the named check
+    engine, accepted with a default check (which falls back, see check_plan) or the pencil beam."""
+    pytest.importorskip("art.dose.ccc")
+    import dataclasses
+
+    from art.dose import load_machine
+    from art.errors import MachineDataError
+
+    bare = dataclasses.replace(load_machine(), ccc=None)
+    assert checked_engines("pb", None, machine=bare) == ("pb", None)
+    assert checked_engines("ccc", None, machine=load_machine()) == ("ccc", None)
+    for final, check in (("ccc", None), ("pb", "ccc"), ("ccc", "pb")):
+        with pytest.raises(MachineDataError, match="'ccc': missing"):
+            checked_engines(final, check, machine=[load_machine(), bare])
+
+
 def _line(values):
     g = Grid((1, 1, len(values)), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))
     return Volume(np.asarray(values, np.float32).reshape(g.shape), g)

@@ -49,6 +49,26 @@ def test_an_unknown_final_engine_is_refused_before_any_work():
         _plan("mc")
 
 
+def test_a_machine_the_final_engine_cannot_use_is_refused_before_the_optimisation(monkeypatch):
+    """make_plan with final_engine ccc and a machine without a ``ccc`` section: MachineDataError before any dose influence."""
+    pytest.importorskip("art.dose.ccc")
+    import dataclasses
+
+    import art.dose
+    from art.errors import MachineDataError
+    from art.protocol import parse_protocol
+    from art.workflow import make_plan
+
+    def no_influence(*args, **kwargs):
+        raise AssertionError("the dose influence was computed before the machine was checked")
+
+    monkeypatch.setattr(art.dose, "influence_matrix", no_influence)
+    c = engine_case()
+    bare = dataclasses.replace(c.machine, ccc=None)
+    with pytest.raises(MachineDataError, match="'ccc': missing"):
+        make_plan(c.ct, c.structures, parse_protocol(PROTOCOL), machine=bare, final_grid_mm=4.0, correction=False, final_engine="ccc")
+
+
 def test_every_final_dose_of_the_plan_comes_from_the_engine_named_and_the_other_algorithm_checks_it(monkeypatch):
     from art.independent_check import staged_check
 

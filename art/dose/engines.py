@@ -29,10 +29,14 @@ from typing import Callable
 from art.errors import InputError
 
 __all__ = ["ENGINES", "ENGINE_LABELS", "DEFAULT_ENGINE", "engine_name", "get_engine", "engine_available", "default_check_engine",
-           "other_engine"]  # fmt: skip
+           "other_engine", "MACHINE_CHECKS", "check_machine"]  # fmt: skip
 
 #: Engine name → ``"module:function"`` (imported when first asked for).
 ENGINES: dict[str, str] = {"pb": "art.dose.calc:dose", "ccc": "art.dose.ccc:dose"}
+
+#: Engine name → ``"module:function"`` that validates a machine for it (raising MachineDataError naming the file),
+#: so that a machine the engine cannot use is refused before any work (the pencil beam takes every valid machine).
+MACHINE_CHECKS: dict[str, str] = {"ccc": "art.dose.ccc:ccc_model"}
 
 #: Engine name → the algorithm in words (reports, summaries, help texts).
 ENGINE_LABELS: dict[str, str] = {"pb": "pencil beam", "ccc": "collapsed-cone convolution/superposition"}
@@ -106,6 +110,24 @@ def get_engine(name: str, *, parameter: str = "engine") -> Callable:
     if not engine_available(key):
         raise InputError(f"{parameter}: the {ENGINE_LABELS[key]} engine ({key!r}, module {module}) is not installed in this copy of art")
     return getattr(importlib.import_module(module), function)
+
+
+def check_machine(name: str, machine: object) -> None:
+    """Raise now if engine ``name`` cannot compute with ``machine`` (a Machine or a sequence of them).
+
+    Raises
+    ------
+    MachineDataError
+        From the engine's own check (:data:`MACHINE_CHECKS`), naming the machine file and the field,
+        e.g. a machine without the collapsed cone's ``ccc`` section.
+    """
+    key = engine_name(name)
+    if key not in MACHINE_CHECKS or machine is None:
+        return
+    module, function = MACHINE_CHECKS[key].split(":")
+    validate = getattr(importlib.import_module(module), function)
+    for m in machine if isinstance(machine, (list, tuple)) else [machine]:
+        validate(m)
 
 
 def other_engine(name: str) -> str:

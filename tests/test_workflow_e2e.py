@@ -292,7 +292,9 @@ def test_replan_is_deterministic(e2e, tmp_path):
     import pydicom
 
     again = tmp_path / "again"
-    assert run(["replan", "--reference", str(e2e["reference"]), "--cbct", str(e2e["patient"] / "CBCT_01"), "--out", str(again)]) == 0
+    # the same options as the fixture's re-plan (a 4 mm export grid)
+    assert run(["replan", "--reference", str(e2e["reference"]), "--cbct", str(e2e["patient"] / "CBCT_01"), "--out", str(again),
+                "--final-grid-mm", "4"]) == 0  # fmt: skip
     a, b = (pydicom.dcmread(d / "RTDOSE.dcm") for d in (e2e["adapted"], again))
     assert np.array_equal(a.pixel_array, b.pixel_array) and a.DoseGridScaling == b.DoseGridScaling
     mu = lambda d: [x.BeamMeterset for x in pydicom.dcmread(d / "RTPLAN.dcm").FractionGroupSequence[0].ReferencedBeamSequence]  # noqa: E731

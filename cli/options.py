@@ -40,15 +40,15 @@ CheckEngine = Annotated[
 def engines(final_engine: str, check_engine: Optional[str], *, final_option: str = "--final-engine") -> tuple[str, Optional[str]]:
     """``--final-engine`` (or ``final_option``) and ``--check-engine`` checked against the dose engines (usage error, exit 2,
     naming the option)."""
-    from art.dose.engines import ENGINE_LABELS, ENGINES
+    from art.dose.engines import engine_name
+    from art.errors import InputError
 
     out = []
     for value, option in ((final_engine, final_option), (check_engine, "--check-engine")):
-        key = None if value is None else value.strip().lower()
-        if key is not None and key not in ENGINES:
-            listed = ", ".join(f"{k} ({ENGINE_LABELS[k]})" for k in ENGINES)
-            raise typer.BadParameter(f"unknown dose engine {value!r}; choose one of {listed}", param_hint=option)
-        out.append(key)
+        try:
+            out.append(None if value is None else engine_name(value, parameter=option))
+        except InputError as exc:  # the registry's message, the option named by typer instead of in the text
+            raise typer.BadParameter(str(exc).removeprefix(f"{option}: "), param_hint=option) from None
     return out[0], out[1]
 
 

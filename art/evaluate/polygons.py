@@ -72,6 +72,7 @@ import math
 import numpy as np
 
 from art.errors import GeometryError, InputError
+from art.evaluate import sample_cache
 from art.evaluate.contours import PLANE_TOLERANCE_MM, ContourSlabs, contour_slabs, polygon_volume_cc
 from art.geometry import Grid, Volume
 from art.structures import Structure
@@ -400,7 +401,10 @@ def polygon_samples(
     outermost voxel centres, up to the voxel edges, the edge voxels' values
     hold. Cells are pooled by dose into bins ``pool_gy`` wide, each bin keeping
     its exact mean dose and total volume, so memory stays bounded for large
-    structures; metrics then move by less than ``pool_gy``.
+    structures; metrics then move by less than ``pool_gy``. The samples are kept
+    in :mod:`art.evaluate.sample_cache` under a digest of the dose, the polygons
+    and these parameters: the same structure in the same dose is sampled once
+    (a plan's goals and its report's DVH share them).
 
     Parameters
     ----------
@@ -435,13 +439,19 @@ def polygon_samples(
         raise InputError(f"dose must be a Volume (array and grid), got {type(dose).__name__}")
     if not (isinstance(max_cells, (int, np.integer)) and max_cells >= 1000):
         raise InputError(f"max_cells must be an integer >= 1000, got {max_cells!r}")
+    arr = np.asarray(dose.array)  # float32 as read; each plane is blended in float64
+    key = None
+    if structure.contours is not None:
+        key = sample_cache.sample_key(arr, dose.grid, structure.contours, (step_mm, gap_factor, plane_thickness_mm, pool_gy, max_cells))
+        hit = sample_cache.get(key)
+        if hit is not None:
+            return hit
     slabs, k_lo, k_hi, (sy, sx) = _prepared(structure, dose.grid, step_mm, gap_factor, plane_thickness_mm)
     dz, dy, dx = dose.grid.spacing
     cells = float(np.sum(slabs.area_mm2 * (np.ceil(k_hi - k_lo) + 1))) * sy * sx / (dy * dx)
     if cells > max_cells:
         coarser = step_mm * math.sqrt(cells / max_cells)
         sy, sx = (max(1, int(math.ceil(sp / coarser - 1e-9))) for sp in (dy, dx))
-    arr = np.asarray(dose.array)  # float32 as read; each plane is blended in float64
     pool = _DosePool(arr, pool_gy)
     cell_cc = dy * dx / (sy * sx) * dz / 1000.0
     for p in range(slabs.z_mm.size):
@@ -449,4 +459,7 @@ def polygon_samples(
         if inside.any():
             # along z as fine as in-plane (a structure made coarser in-plane is sampled as coarsely along z)
             _sample_plane(arr, inside, (j0, i0), (sy, sx), (k_lo[p], k_hi[p]), pool, cell_cc, slabs.name, z_step=max(dy / sy, dx / sx, step_mm) / dz)
-    return pool.samples(slabs.name)
+    doses, volumes = pool.samples(slabs.name)
+    if key is not None:
+        sample_cache.put(key, doses, volumes)
+    return doses, volumes

@@ -22,7 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from art.backend import backend_name, get_namespace
-from art.dose._blas import single_threaded_blas
+from art.blas import single_threaded_blas
 from art.dose._setup import prepare
 from art.dose.influence_beam import SUM_KEYS, BeamColumns, BeamContext, beam_columns
 from art.dose.kernel import fit_kernel

@@ -401,10 +401,8 @@ def polygon_samples(
     outermost voxel centres, up to the voxel edges, the edge voxels' values
     hold. Cells are pooled by dose into bins ``pool_gy`` wide, each bin keeping
     its exact mean dose and total volume, so memory stays bounded for large
-    structures; metrics then move by less than ``pool_gy``. The samples are kept
-    in :mod:`art.evaluate.sample_cache` under a digest of the dose, the polygons
-    and these parameters: the same structure in the same dose is sampled once
-    (a plan's goals and its report's DVH share them).
+    structures; metrics then move by less than ``pool_gy``. Samples are cached by
+    content (:mod:`art.evaluate.sample_cache`): goals and DVH sample once.
 
     Parameters
     ----------
@@ -440,12 +438,10 @@ def polygon_samples(
     if not (isinstance(max_cells, (int, np.integer)) and max_cells >= 1000):
         raise InputError(f"max_cells must be an integer >= 1000, got {max_cells!r}")
     arr = np.asarray(dose.array)  # float32 as read; each plane is blended in float64
-    key = None
-    if structure.contours is not None:
-        key = sample_cache.sample_key(arr, dose.grid, structure.contours, (step_mm, gap_factor, plane_thickness_mm, pool_gy, max_cells))
-        hit = sample_cache.get(key)
-        if hit is not None:
-            return hit
+    key = None if structure.contours is None else sample_cache.sample_key(
+        arr, dose.grid, structure.contours, (step_mm, gap_factor, plane_thickness_mm, pool_gy, max_cells))  # fmt: skip
+    if key is not None and (hit := sample_cache.get(key)) is not None:
+        return hit
     slabs, k_lo, k_hi, (sy, sx) = _prepared(structure, dose.grid, step_mm, gap_factor, plane_thickness_mm)
     dz, dy, dx = dose.grid.spacing
     cells = float(np.sum(slabs.area_mm2 * (np.ceil(k_hi - k_lo) + 1))) * sy * sx / (dy * dx)

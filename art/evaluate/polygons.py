@@ -68,6 +68,7 @@ only touch, as in "keyhole" contours, are accepted).
 from __future__ import annotations
 
 import math
+from typing import Iterable
 
 import numpy as np
 
@@ -459,3 +460,25 @@ def polygon_samples(
     if key is not None:
         sample_cache.put(key, doses, volumes)
     return doses, volumes
+
+
+def prefetch_samples(dose: Volume, structures: Iterable[Structure], *, threads: int = 2) -> None:
+    """Sample the structures with polygons in ``dose`` on ``threads`` threads, into :mod:`~art.evaluate.sample_cache`.
+
+    The later :func:`polygon_samples` calls of the same structures (default parameters) then take
+    their samples from the cache: the same numbers, sooner (NumPy releases the GIL for most of the
+    work). Errors are not raised here: the later call meets (and raises) them in its own order.
+    """
+    todo = [s for s in structures if isinstance(s, Structure) and s.contours is not None]
+    if len(todo) < 2 or threads < 2 or not isinstance(dose, Volume):
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(s: Structure) -> None:
+        try:
+            polygon_samples(dose, s)
+        except (GeometryError, InputError):
+            pass
+
+    with ThreadPoolExecutor(max_workers=min(threads, len(todo)), thread_name_prefix="art-dvh") as pool:
+        list(pool.map(one, todo))

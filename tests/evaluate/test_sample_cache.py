@@ -115,3 +115,23 @@ def test_errors_are_not_cached(planes):
         with pytest.raises(GeometryError, match="'S'"):
             polygon_samples(gradient_dose(), s)
     assert sample_cache.info()["entries"] == 0
+
+
+def test_prefetch_on_threads_gives_the_sequential_numbers_and_skips_bad_structures(planes):
+    from art.errors import GeometryError
+    from art.evaluate.polygons import prefetch_samples
+
+    dose = gradient_dose()
+    good = [disc_structure(r, name=f"S{r}") for r in (6.0, 9.0, 12.0)]
+    sequential = [polygon_samples(dose, s) for s in good]
+    sample_cache.clear()
+    prefetch_samples(dose, good + [disc_structure(40.0, name="outside")], threads=2)  # the bad one: no error here
+    assert sample_cache.info()["entries"] == 3
+    n = planes[0]
+    for s, (d, v) in zip(good, sequential):
+        d2, v2 = polygon_samples(dose, s)
+        np.testing.assert_array_equal(d2, d)
+        np.testing.assert_array_equal(v2, v)
+    assert planes[0] == n  # all from the cache
+    with pytest.raises(GeometryError, match="'outside'"):
+        polygon_samples(dose, disc_structure(40.0, name="outside"))

@@ -310,39 +310,37 @@ def _todays_plans(plan: Plan, iso_today: np.ndarray, sct: Any, daily: StructureS
                   optimizer_options: dict | None, final_grid_mm: float | None, engines: tuple[str, str | None]) -> tuple:  # fmt: skip
     """The scheduled plan and its goals, the adapted plan (warm-started from it) and the adapted plan's independent check.
 
-    ``engines``: the final doses' engine and the check's (None: the other algorithm). The scheduled
-    plan's dose is computed on a second thread while the adapted plan is made (they share nothing
-    but their inputs; NumPy and SciPy release the GIL): stage "scheduled plan dose", recorded when it ends.
+    ``engines``: the final doses' engine and the check's (None: the other algorithm).
     Returns ``(scheduled plan, its final dose, its goals, adapted PlanResult, DoseCheck)``.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from art.final_dose import DEFAULT_FINAL_GRID_MM, evaluation_structures, final_grid
     from art.independent_check import staged_check
     from art.workflow import make_plan
 
-    with stages.stage("structure polygons"):
-        evaluated = evaluation_structures(daily)
-    grid = final_grid(sct.grid, DEFAULT_FINAL_GRID_MM if final_grid_mm is None else final_grid_mm)
-    scheduled = _shift_plan(plan, iso_today)
-    scheduled.fractions = int(protocol.prescription.fractions)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="art-scheduled") as pool:
-        beside = pool.submit(_scheduled_dose, scheduled, sct, evaluated, grid, protocol, machine, engines[0])
-        adapted = make_plan(sct, evaluated, protocol, machine=machine, isocenter_lps=iso_today, stages=stages.child("adapted: "),
-                            optimizer_options=optimizer_options, warm_start=scheduled, final_grid_mm=grid.spacing[0],
-                            patient_position=position, final_engine=engines[0])  # fmt: skip
-        scheduled_dose, goals, seconds = beside.result()
-    stages.record("scheduled plan dose", seconds)  # it ran beside the adapted plan's stages
+    scheduled, scheduled_dose, goals, evaluated, grid = _scheduled_plan(plan, iso_today, sct, daily, protocol, machine, final_grid_mm, stages,
+                                                                        engines[0])  # fmt: skip
+    adapted = make_plan(sct, evaluated, protocol, machine=machine, isocenter_lps=iso_today, stages=stages.child("adapted: "),
+                        optimizer_options=optimizer_options, warm_start=scheduled, final_grid_mm=grid.spacing[0],
+                        patient_position=position, final_engine=engines[0])  # fmt: skip
     check = staged_check(sct, adapted, evaluated, protocol, machine, engine=engines[1], stages=stages)
     return scheduled, scheduled_dose, goals, adapted, check
 
 
-def _scheduled_dose(scheduled: Plan, sct: Any, evaluated: StructureSet, grid: Any, protocol: Any, machine: Any, engine: str) -> tuple:
-    """The scheduled plan's final dose (course, Gy, by ``engine``) on the export ``grid``, its goals and the seconds it took."""
-    import time
+def _scheduled_plan(plan: Plan, iso_today: np.ndarray, sct: Any, daily: StructureSet, protocol: Any, machine: Any, final_grid_mm: float | None,
+                    stages: Stages, engine: str = "pb") -> tuple[Plan, Any, list, StructureSet, Any]:  # fmt: skip
+    """The reference plan moved to today's isocentre (LPS mm), its final dose (course, Gy, by ``engine``) on the export grid and its goals.
 
-    from art.final_dose import evaluate, final_dose
+    Also returns today's structures as the daily RTSTRUCT will draw them (polygons traced
+    from the masks, on which every goal of today is evaluated) and the export grid.
+    """
+    from art.final_dose import DEFAULT_FINAL_GRID_MM, evaluate, evaluation_structures, final_dose, final_grid
 
-    t = time.perf_counter()
-    dose = final_dose(sct, scheduled, machine, evaluated, grid, engine=engine)
-    return dose, evaluate(dose, evaluated, protocol), time.perf_counter() - t
+    with stages.stage("structure polygons"):
+        evaluated = evaluation_structures(daily)
+    grid = final_grid(sct.grid, DEFAULT_FINAL_GRID_MM if final_grid_mm is None else final_grid_mm)
+    with stages.stage("scheduled plan dose"):
+        scheduled = _shift_plan(plan, iso_today)
+        scheduled.fractions = int(protocol.prescription.fractions)
+        scheduled_dose = final_dose(sct, scheduled, machine, evaluated, grid, engine=engine)
+        goals = evaluate(scheduled_dose, evaluated, protocol)
+    return scheduled, scheduled_dose, goals, evaluated, grid
+

@@ -61,13 +61,6 @@ class Stages:
         if self.show:
             self._out().print(f"  [green]✓[/green] {label} ({dt:.1f} s)")
 
-    def record(self, name: str, seconds: float) -> None:
-        """Record a stage run elsewhere (e.g. on another thread, beside the shown ones) that took ``seconds``."""
-        label = f"{self.prefix}{name}"
-        self.timings[label] = round(float(seconds), 3)
-        if self.show:
-            self._out().print(f"  [green]✓[/green] {label} ({seconds:.1f} s)")
-
     def note(self, message: str) -> None:
         """Print a line of progress (stderr) when shown."""
         if self.show:

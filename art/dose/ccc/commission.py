@@ -273,7 +273,7 @@ def commission_output_correction(path, *, write: bool = True, progress=print) ->
     section["commissioning"] = {**section.get("commissioning", {}), "output_correction": record}
     if write:
         write_section(p, section)
-        progress(f"{p.name}: ccc section written")
+        progress(f"{p.name}: ccc section written (a shipped machine: regenerate its calibration factors with python -m art.dose.ccc.calibration_table)")
     return section
 
 
@@ -299,7 +299,7 @@ def commission(path, *, write: bool = True, progress=print) -> dict:
                "commissioning": {**section["commissioning"], "output_correction": record}}  # fmt: skip
     if write:
         write_section(p, section)
-        progress(f"{p.name}: ccc section written")
+        progress(f"{p.name}: ccc section written (a shipped machine: regenerate its calibration factors with python -m art.dose.ccc.calibration_table)")
     return section
 
 

@@ -166,10 +166,9 @@ def sample_field(field: np.ndarray, grid: Grid, x, y, z, *, outside: str = "zero
 
 def _three(fn) -> list:
     """``[fn(0), fn(1), fn(2)]`` on two threads (SciPy's interpolation releases the GIL: the same arrays, sooner)."""
-    from concurrent.futures import ThreadPoolExecutor
+    from art.threads import parallel
 
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="phantom-field") as pool:
-        return list(pool.map(fn, range(3)))
+    return parallel(fn, range(3), most=2)
 
 
 def exponentiate(velocity: np.ndarray, grid: Grid, *, max_step_voxels: float = 0.125) -> np.ndarray:

@@ -425,10 +425,9 @@ def _pass_probabilities(model, src: Volume, src_edge: Volume, base: Grid, grid: 
     def back(c: int) -> np.ndarray:  # class c's probabilities on the CBCT grid
         return resample(Volume(np.pad(prob[c], 1, mode="edge"), gp), grid, order=1, fill_value=1.0 if c == 0 else 0.0).array
 
-    from concurrent.futures import ThreadPoolExecutor
+    from art.threads import parallel
 
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="art-resample") as pool:  # SciPy releases the GIL: same arrays, sooner
-        return np.stack(list(pool.map(back, range(len(model.classes)))))
+    return np.stack(parallel(back, range(len(model.classes)), most=2))  # SciPy releases the GIL: the same arrays, sooner
 
 
 def _structure_masks(labels: np.ndarray, classes, image: np.ndarray, grid: Grid) -> dict[str, np.ndarray]:

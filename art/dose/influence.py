@@ -365,10 +365,9 @@ def _hstack_csr(mats: list) -> sp.csr_matrix:
         data[dest] = m.data
         indices[dest] = m.indices + col0s[k]
 
-    from concurrent.futures import ThreadPoolExecutor
+    from art.threads import parallel
 
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="art-hstack") as pool:  # NumPy releases the GIL here
-        list(pool.map(scatter, range(len(mats))))
+    parallel(scatter, range(len(mats)), most=2)  # NumPy releases the GIL here
     mat = sp.csr_matrix((data, indices, indptr.astype(idx_dtype)), shape=(n_rows, n_cols))
     mat.has_sorted_indices = True  # each block is sorted and the column offsets increase
     return mat

@@ -223,21 +223,18 @@ _THREADED_FROM = 20_000
 
 
 def _search_threads(ev: np.ndarray, base: np.ndarray, d_ref: np.ndarray, inv_dd2: Any, offs: np.ndarray, **kw: Any) -> np.ndarray:
-    """:func:`_search` with the voxels dealt alternately to two threads (SciPy's interpolation releases the GIL)."""
-    import os
+    """:func:`_search` with the voxels dealt alternately to two threads (:mod:`art.threads`; SciPy's interpolation releases the GIL)."""
+    from art.threads import parallel, threads
 
     n = d_ref.size
-    if n < _THREADED_FROM or (os.cpu_count() or 1) < 2:
+    if n < _THREADED_FROM or threads() < 2:
         return _search(ev, base, d_ref, inv_dd2, offs, **kw)
-    from concurrent.futures import ThreadPoolExecutor
-
     local = np.ndim(inv_dd2) > 0
     parts = [np.arange(k, n, 2) for k in (0, 1)]  # interleaved: failing voxels cluster, so both halves get their share
+    found = parallel(lambda p: _search(ev, base[p], d_ref[p], inv_dd2[p] if local else inv_dd2, offs, **kw), parts)
     best = np.empty(n)
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="art-gamma") as pool:
-        futures = [pool.submit(_search, ev, base[p], d_ref[p], inv_dd2[p] if local else inv_dd2, offs, **kw) for p in parts]
-        for p, f in zip(parts, futures):
-            best[p] = f.result()
+    for p, b in zip(parts, found):
+        best[p] = b
     return best
 
 

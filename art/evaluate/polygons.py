@@ -463,16 +463,17 @@ def polygon_samples(
 
 
 def prefetch_samples(dose: Volume, structures: Iterable[Structure], *, threads: int = 2) -> None:
-    """Sample the structures with polygons in ``dose`` on ``threads`` threads, into :mod:`~art.evaluate.sample_cache`.
+    """Sample the structures with polygons in ``dose`` on up to ``threads`` threads (:mod:`art.threads`), into :mod:`~art.evaluate.sample_cache`.
 
     The later :func:`polygon_samples` calls of the same structures (default parameters) then take
     their samples from the cache: the same numbers, sooner (NumPy releases the GIL for most of the
     work). Errors are not raised here: the later call meets (and raises) them in its own order.
     """
+    from art.threads import parallel
+
     todo = [s for s in structures if isinstance(s, Structure) and s.contours is not None]
     if len(todo) < 2 or threads < 2 or not isinstance(dose, Volume):
         return
-    from concurrent.futures import ThreadPoolExecutor
 
     def one(s: Structure) -> None:
         try:
@@ -480,5 +481,4 @@ def prefetch_samples(dose: Volume, structures: Iterable[Structure], *, threads: 
         except (GeometryError, InputError):
             pass
 
-    with ThreadPoolExecutor(max_workers=min(threads, len(todo)), thread_name_prefix="art-dvh") as pool:
-        list(pool.map(one, todo))
+    parallel(one, todo, most=threads)

@@ -12,12 +12,13 @@ The column split costs a second copy of B (the optimiser's sampled matrix: tens 
 
 from __future__ import annotations
 
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from scipy import sparse
+
+from art.threads import threads as job_threads
 
 #: Below this many non-zeros the products stay on one thread (the hand-over costs more than it saves).
 MIN_NNZ = 200_000
@@ -42,14 +43,14 @@ class SparseProducts:
     b : csr_matrix, shape (m, n)
         Sorted indices (as SciPy builds them).
     threads : int, keyword-only
-        2 (default, when the machine has 2 CPUs or more) or 1.
+        2 or 1; default 2 when the job may use 2 threads or more (:func:`art.threads.threads`).
     """
 
     def __init__(self, b: sparse.csr_matrix, *, threads: int | None = None) -> None:
         self.b = b
         self.bt = b.T  # CSC view: the scatter product is faster than a CSR transpose here
         if threads is None:
-            threads = 2 if (os.cpu_count() or 1) >= 2 else 1
+            threads = min(2, job_threads())
         self.threaded = threads >= 2 and b.nnz >= MIN_NNZ and min(b.shape) >= 2
         if not self.threaded:
             return

@@ -37,18 +37,15 @@ def _coords(grid: Grid, points: np.ndarray) -> np.ndarray:
 
 
 def _map_coordinates(src: np.ndarray, coords: np.ndarray, **kw) -> np.ndarray:
-    """``ndimage.map_coordinates(src, coords, **kw)`` with the points (``coords``: (3, n)) split between two threads
+    """``ndimage.map_coordinates(src, coords, **kw)`` with the points (``coords``: (3, n)) split between two threads (:mod:`art.threads`)
     when there are many (SciPy releases the GIL; each point's value is its own: the same array)."""
+    from art.threads import parallel
+
     n = coords.shape[1]
     if n < 1_000_000:
         return ndimage.map_coordinates(src, coords, **kw)
-    from concurrent.futures import ThreadPoolExecutor
-
     h = n // 2
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="art-sample") as pool:
-        second = pool.submit(ndimage.map_coordinates, src, coords[:, h:], **kw)
-        first = ndimage.map_coordinates(src, coords[:, :h], **kw)
-        return np.concatenate([first, second.result()])
+    return np.concatenate(parallel(lambda c: ndimage.map_coordinates(src, c, **kw), [coords[:, :h], coords[:, h:]]))
 
 
 def sample_image(array: np.ndarray, grid: Grid, points: np.ndarray, *, order: int = 1, fill_value: float = 0.0) -> np.ndarray:

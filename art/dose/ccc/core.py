@@ -111,13 +111,12 @@ def box_dose(sources: list[BeamSource], density_ct: Volume, grid: Grid, rho: np.
         return beam_terma(s.beam, s.machine, s.model, s.kernel, density_ct, points, fluence_mm=fluence_mm, voxel_mm=voxel_mm,
                           patient_position=patient_position)  # fmt: skip
 
-    from concurrent.futures import ThreadPoolExecutor
-
     from art.blas import single_threaded_blas
+    from art.threads import parallel
 
     # the beams' TERMA on two threads (NumPy/SciPy release the GIL), summed in beam order: the same arrays
-    with single_threaded_blas(), ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1), thread_name_prefix="art-terma") as pool:
-        for b, (s, (t, c)) in enumerate(zip(sources, pool.map(one, sources))):
+    with single_threaded_blas():
+        for b, (s, (t, c)) in enumerate(zip(sources, parallel(one, sources, most=2))):
             terma[b] = (t * np.float32(s.factor)).reshape(sub.shape)
             direct += (c * np.float32(s.factor)).reshape(sub.shape)
     points = None  # noqa: F841 - freed before the transport

@@ -34,11 +34,17 @@ SPACINGS_MM = (2.0, 2.5, 3.0)
 FLUENCE_MM = (1.0, 1.25)
 
 
+@functools.lru_cache(maxsize=1)
+def _kernel_file_hash() -> Any:
+    """The SHA-256 state after the shipped kernel file (read once per process: every beam of every dose looks its factor up)."""
+    return hashlib.sha256(KERNEL_FILE.read_bytes())
+
+
 def engine_digest() -> str:
     """A digest of what the factor depends on in the engine besides the machine: the kernel file and the transport directions."""
     from art.dose.ccc import core
 
-    h = hashlib.sha256(KERNEL_FILE.read_bytes())
+    h = _kernel_file_hash().copy()
     h.update(repr((core.REACH, getattr(core, "FINE_REACH", 0), getattr(core, "FINE_ANGLE_DEG", 0.0))).encode())
     return h.hexdigest()[:16]
 

@@ -485,23 +485,39 @@ def polygon_samples(
     return doses, volumes
 
 
-def prefetch_samples(dose: Volume, structures: Iterable[Structure], *, threads: int = 2) -> None:
-    """Sample the structures with polygons in ``dose`` on up to ``threads`` threads (:mod:`art.threads`), into :mod:`~art.evaluate.sample_cache`.
+def prefetch_samples(dose: Volume | Iterable[Volume], structures: Iterable[Structure], *, threads: int = 2) -> None:
+    """Sample the structures with polygons in ``dose`` (one dose or several) on up to ``threads`` threads
+    (:mod:`art.threads`), into :mod:`~art.evaluate.sample_cache`.
 
     The later :func:`polygon_samples` calls of the same structures (default parameters) then take
     their samples from the cache: the same numbers, sooner (NumPy releases the GIL for most of the
-    work). Errors are not raised here: the later call meets (and raises) them in its own order.
+    work). The (dose, structure) pairs run largest structure first, so that one large structure
+    (the bones) does not finish alone on one thread. Errors are not raised here: the later call
+    meets (and raises) them in its own order.
     """
     from art.threads import parallel
 
+    doses = [dose] if isinstance(dose, Volume) else [d for d in dose if isinstance(d, Volume)]
     todo = [s for s in structures if isinstance(s, Structure) and s.contours is not None]
-    if len(todo) < 2 or threads < 2 or not isinstance(dose, Volume):
+    pairs = [(d, s) for s in sorted(todo, key=_polygon_area, reverse=True) for d in doses]
+    if len(pairs) < 2 or threads < 2:
         return
 
-    def one(s: Structure) -> None:
+    def one(pair: tuple[Volume, Structure]) -> None:
         try:
-            polygon_samples(dose, s)
+            polygon_samples(*pair)
         except (GeometryError, InputError):
             pass
 
-    parallel(one, todo, most=threads)
+    parallel(one, pairs, most=threads)
+
+
+def _polygon_area(s: Structure) -> float:
+    """Σ |shoelace area| of the structure's polygons (mm², in the LPS x-y plane): the sampling work's scale."""
+    total = 0.0
+    for c in s.contours or ():
+        p = np.asarray(c, dtype=np.float64)
+        if p.ndim == 2 and p.shape[0] >= 3:
+            x, y = p[:, 0], p[:, 1]
+            total += abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))) / 2.0
+    return total

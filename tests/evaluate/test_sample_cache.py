@@ -135,3 +135,21 @@ def test_prefetch_on_threads_gives_the_sequential_numbers_and_skips_bad_structur
     assert planes[0] == n  # all from the cache
     with pytest.raises(GeometryError, match="'outside'"):
         polygon_samples(dose, disc_structure(40.0, name="outside"))
+
+
+def test_prefetch_of_several_doses_caches_every_pair_with_the_sequential_numbers(planes):
+    from art.evaluate.polygons import _polygon_area, prefetch_samples
+
+    doses = [gradient_dose(0.3), gradient_dose(0.5)]
+    good = [disc_structure(r, name=f"S{r}") for r in (6.0, 12.0)]
+    assert _polygon_area(good[1]) == pytest.approx(4 * _polygon_area(good[0]), rel=0.01)
+    sequential = [polygon_samples(d, s) for d in doses for s in good]
+    sample_cache.clear()
+    prefetch_samples(doses, good, threads=2)
+    assert sample_cache.info()["entries"] == 4
+    n = planes[0]
+    for (d, s), (want_d, want_v) in zip([(d, s) for d in doses for s in good], sequential):
+        got_d, got_v = polygon_samples(d, s)
+        np.testing.assert_array_equal(got_d, want_d)
+        np.testing.assert_array_equal(got_v, want_v)
+    assert planes[0] == n

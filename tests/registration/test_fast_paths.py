@@ -1,4 +1,4 @@
-"""The guide edges' signed distance on a cropped box: the same guide as on the whole grid, to the bit."""
+"""Registration fast paths against the plain computation: guide distances on a cropped box, the field extended onto a padded grid, masks pulled only near their bounding boxes."""
 
 import numpy as np
 import pytest
@@ -44,3 +44,26 @@ def test_extension_onto_a_padded_grid_matches_the_interpolating_extension():
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
     assert np.all(got[0, 0, 0] == 0.0)  # corner: beyond the fade
     np.testing.assert_array_equal(got[3:-3, 5:-5, 4:-4], u)  # the grid itself: its own values
+
+
+def test_pulled_masks_equal_sampling_every_point():
+    """propagate._pull (indices once per grid, each mask only near its bounding box) against
+    sample_image at every point, for masks inside, at the edge of and empty on the planning grid."""
+    from art.geometry import Grid
+    from art.registration.fields import grid_points, sample_image
+    from art.registration.propagate import _pull
+    from art.structures import Structure, StructureSet
+
+    rng = np.random.default_rng(8)
+    plan_grid = Grid((20, 30, 26), (3.0, 2.0, 2.0), (-20.0, -30.0, -25.0))
+    target = Grid((18, 28, 30), (3.0, 1.8, 1.9), (-22.0, -28.0, -26.0))
+    z, y, x = np.meshgrid(*[np.arange(n) for n in plan_grid.shape], indexing="ij")
+    masks = {"ball": (z - 10) ** 2 / 16 + (y - 14) ** 2 / 30 + (x - 12) ** 2 / 20 <= 1, "edge": (x < 3) & (y > 20), "empty": np.zeros(plan_grid.shape, bool)}
+    ss = StructureSet(plan_grid, [Structure(n, m, plan_grid) for n, m in masks.items()])
+    pts = grid_points(target)
+    pts = pts + rng.normal(0, 1.5, pts.shape)  # a rough deformation
+    got = _pull(ss, pts, target)
+    for name, m in masks.items():
+        want = sample_image(m.astype(np.float32), plan_grid, pts, order=1, fill_value=0.0) >= 0.5
+        np.testing.assert_array_equal(got[name].mask, want)
+    assert got["ball"].mask.sum() > 50 and got["edge"].mask.sum() > 10 and not got["empty"].mask.any()

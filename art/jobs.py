@@ -103,6 +103,7 @@ def plan_job(
     result = make_plan(ct.volume, structures, protocol, machine=machine, stages=stages, optimizer_options=optimizer_options,
                        final_grid_mm=final_grid_mm, patient_position=position, final_engine=final_engine)  # fmt: skip
     check = staged_check(ct.volume, result, result.structures or structures, protocol, machine, engine=check_engine, stages=stages)
+    dvh = _prefetch_dvh([result.dose], result.structures or structures)
     with atomic_output_dir(out) as tmp:
         with stages.stage("export"):
             write_plan_files(tmp, plan=result.plan, dose=result.dose, ct=ct, structures=structures, protocol=protocol, machine=machine, label="REFERENCE")
@@ -121,6 +122,7 @@ def plan_job(
             "timings_s": dict(stages.timings),
         }
         with stages.stage("report"):
+            dvh.join()
             from art.report import plan_report_model, write_report
             from art.report.build import position_text
 
@@ -164,6 +166,7 @@ def replan_job(reference_dir: Path, cbct_dir: Path, out: Path, *, show: bool = T
     result = adapt(reference, cbct, machine=machine, stages=stages, contour_model=model, final_grid_mm=final_grid_mm,
                    frame_link=None if link is None else link.matrix_4x4, final_engine=final_engine, check_engine=check_engine)  # fmt: skip
     rec = recommend(result.scheduled_goals, result.adapted.goals)
+    dvh = _prefetch_dvh([result.scheduled_dose, result.adapted.dose], result.adapted.structures or result.daily_structures)
     with atomic_output_dir(out) as tmp:
         with stages.stage("export"):
             sct = _write_synthetic_ct(tmp, result, reference, cbct)
@@ -177,6 +180,7 @@ def replan_job(reference_dir: Path, cbct_dir: Path, out: Path, *, show: bool = T
         summary["synthetic_ct"] = _synthetic_ct_record(sct)
         summary["registration"]["frame_link"] = _frame_link_record(link)
         with stages.stage("report"):
+            dvh.join()
             _write_replan_report(tmp, result, summary, reference, cbct, stages)
         summary["timings_s"] = dict(stages.timings)
         summary["total_time_s"] = stages.total_s
@@ -490,6 +494,27 @@ def demo_job(out: Path, *, seed: int = 0, show: bool = True, fraction_options: d
         summary["total_time_s"] = round(sum(summary["timings_s"].values()), 1)
         write_summary(summary, tmp / "summary.json")
     return summary
+
+
+def _prefetch_dvh(doses: list, structures: Any) -> Any:
+    """A started thread sampling the report's DVH structures in ``doses`` into the sample cache
+    (:func:`art.evaluate.polygons.prefetch_samples`) while the export runs (mostly pydicom, one core);
+    the report joins it and takes the samples from the cache (the same numbers). Errors are left to
+    the report, which meets them in its own order."""
+    import threading
+
+    def run() -> None:
+        try:
+            from art.evaluate.polygons import prefetch_samples
+            from art.report.build import dvh_structures_of
+
+            prefetch_samples(doses, dvh_structures_of(structures))
+        except Exception:  # noqa: BLE001 - only a prefetch
+            pass
+
+    t = threading.Thread(target=run, name="art-dvh-prefetch", daemon=True)
+    t.start()
+    return t
 
 
 def _warm_up_in_background() -> Any:

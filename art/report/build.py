@@ -54,7 +54,7 @@ def dvh_curves(
     from art.evaluate import dvh
     from art.evaluate.polygons import prefetch_samples
 
-    chosen = _dvh_chosen(structures, names)
+    chosen = dvh_structures_of(structures, names)
     top = float(np.nanmax(dose.array)) if np.size(dose.array) else 0.0
     width = max(top / 1000.0, 0.01)
     prefetch_samples(dose, chosen)  # the polygon samples on two threads (the same numbers, sooner)
@@ -145,7 +145,7 @@ def _beam_tables(plans: Mapping[str, Any]) -> tuple[dict[str, dict[str, float]],
     return mu, seg
 
 
-def _dvh_chosen(structures: StructureSet, names: Sequence[str] | None) -> list:
+def dvh_structures_of(structures: StructureSet, names: Sequence[str] | None = None) -> list:
     """The structures of :func:`dvh_curves`: ``names``, or every non-empty one but the EXTERNAL."""
     if names is None:
         return [s for s in structures if s.roi_type != "EXTERNAL" and not s.is_empty]
@@ -171,7 +171,7 @@ def _common(
     if len(doses) > 1:  # every dose's structures on the threads together, the largest first
         from art.evaluate.polygons import prefetch_samples
 
-        prefetch_samples(list(doses.values()), _dvh_chosen(structures, dvh_structures))
+        prefetch_samples(list(doses.values()), dvh_structures_of(structures, dvh_structures))
     for label, d in doses.items():
         c = dvh_curves(d, structures, names=dvh_structures, warnings=model.warnings if not curves else None)
         if c:

@@ -122,10 +122,10 @@ def plan_job(
             "timings_s": dict(stages.timings),
         }
         with stages.stage("report"):
-            dvh.join()
             from art.report import plan_report_model, write_report
             from art.report.build import position_text
 
+            dvh.join()
             model = plan_report_model(
                 ct.volume, result.structures or structures, result.dose, result.goals, plan=result.plan, title="Reference plan QA report",
                 identifiers={**identifiers(ct.patient), "Patient position": position_text(result.plan)},

@@ -72,11 +72,7 @@ def plan_job(
     """``art plan``: planning CT + RTSTRUCT + protocol → RTPLAN, RTDOSE, RTSTRUCT, report.html, summary.json.
 
     ``final_engine`` computes the final dose; ``check_engine`` its independent check (default: the other algorithm).
-
-    Returns
-    -------
-    dict
-        The summary (also written as ``summary.json``).
+    Returns the summary (dict, also written as ``summary.json``).
     """
     from art.dose import load_machine
     from art.independent_check import checked_engines, staged_check
@@ -90,7 +86,7 @@ def plan_job(
 
     stages = Stages(show=show)
     check_output_dir(out)
-    final_engine, check_engine = checked_engines(final_engine, check_engine)
+    final_engine, check_engine = checked_engines(final_engine, check_engine)  # before any work
     with stages.stage("read inputs"):
         protocol = load_protocol(protocol_path)
         ct = read_image_series(ct_dir)
@@ -125,7 +121,7 @@ def plan_job(
             from art.report import plan_report_model, write_report
             from art.report.build import position_text
 
-            dvh.join()
+            dvh.join()  # the DVH samples taken during the export
             model = plan_report_model(
                 ct.volume, result.structures or structures, result.dose, result.goals, plan=result.plan, title="Reference plan QA report",
                 identifiers={**identifiers(ct.patient), "Patient position": position_text(result.plan)},

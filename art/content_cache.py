@@ -1,7 +1,7 @@
 """A bounded, thread-safe in-memory cache of NumPy arrays keyed by a digest of their inputs' content.
 
 Used where a costly result depends only on arrays that a later stage passes again unchanged
-(:mod:`art.evaluate.sample_cache`: polygon dose samples; :mod:`art.dose.depth_cache`: radiological
+(:mod:`art.evaluate.sample_cache`: polygon dose samples; :data:`art.dose.engine.DEPTHS`: radiological
 depths of a beam). A key is a digest (:class:`Digest`, BLAKE2b, 128 bits) of exactly the inputs
 the result depends on, so an input changed by one bit is a different key, never a stale value.
 Entries are dropped least recently used beyond the cache's byte budget; values are stored as

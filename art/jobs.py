@@ -492,46 +492,48 @@ def demo_job(out: Path, *, seed: int = 0, show: bool = True, fraction_options: d
     return summary
 
 
-def _prefetch_dvh(doses: list, structures: Any) -> Any:
-    """A started thread sampling the report's DVH structures in ``doses`` into the sample cache
-    (:func:`art.evaluate.polygons.prefetch_samples`) while the export runs (mostly pydicom, one core);
-    the report joins it and takes the samples from the cache (the same numbers). Errors are left to
-    the report, which meets them in its own order."""
+def _in_background(name: str, work: Any) -> Any:
+    """A started daemon thread running ``work()``; its failure is left to the stage that needs the
+    result (it meets the error again there and raises it with its own message)."""
     import threading
 
     def run() -> None:
         try:
-            from art.evaluate.polygons import prefetch_samples
-            from art.report.build import dvh_structures_of
-
-            prefetch_samples(doses, dvh_structures_of(structures))
-        except Exception:  # noqa: BLE001 - only a prefetch
+            work()
+        except Exception:  # noqa: BLE001 - only a prefetch or a warm-up
             pass
 
-    t = threading.Thread(target=run, name="art-dvh-prefetch", daemon=True)
+    t = threading.Thread(target=run, name=name, daemon=True)
     t.start()
     return t
+
+
+def _prefetch_dvh(doses: list, structures: Any) -> Any:
+    """A started thread sampling the report's DVH structures in ``doses`` into the sample cache
+    (:func:`art.evaluate.polygons.prefetch_samples`) while the export runs (mostly pydicom, one core);
+    the report joins it and takes the samples from the cache (the same numbers)."""
+
+    def work() -> None:
+        from art.evaluate.polygons import prefetch_samples
+        from art.report.build import dvh_structures_of
+
+        prefetch_samples(doses, dvh_structures_of(structures))
+
+    return _in_background("art-dvh-prefetch", work)
 
 
 def _warm_up_in_background() -> Any:
     """A started thread fitting the shipped machine's pencil-beam kernel and importing torch: what the plan and
-    the re-plan need first (~1.3 s each, cached for the process). A failure there is left to the stage that
-    needs it (it raises there, with its own message)."""
-    import threading
+    the re-plan need first (~1.3 s each, cached for the process)."""
 
-    def warm() -> None:
-        try:
-            from art.dose import load_machine
-            from art.dose.kernel import fit_kernel
+    def work() -> None:
+        from art.dose import load_machine
+        from art.dose.kernel import fit_kernel
 
-            fit_kernel(load_machine())
-            import torch  # noqa: F401 - imported once for the AI contours
-        except Exception:  # noqa: BLE001 - only a warm-up
-            pass
+        fit_kernel(load_machine())
+        import torch  # noqa: F401 - imported once for the AI contours
 
-    t = threading.Thread(target=warm, name="art-warm-up", daemon=True)
-    t.start()
-    return t
+    return _in_background("art-warm-up", work)
 
 
 def written_files(folder: Path) -> list[str]:

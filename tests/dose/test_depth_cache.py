@@ -10,6 +10,7 @@ import pytest
 from art.dose import engine
 from art.dose.calc import dose
 from art.plan import Beam, Plan
+from tests.call_counter import count_calls
 
 from .conftest import open_segment, water_phantom
 
@@ -18,15 +19,7 @@ from .conftest import open_segment, water_phantom
 def traces(monkeypatch):
     """Counts the radiological-depth traces (the real ones run)."""
     engine.DEPTHS.clear()
-    calls = [0]
-    real = engine.radiological_depth
-
-    def counting(*a, **k):
-        calls[0] += 1
-        return real(*a, **k)
-
-    monkeypatch.setattr(engine, "radiological_depth", counting)
-    yield calls
+    yield count_calls(monkeypatch, engine, "radiological_depth")
     engine.DEPTHS.clear()
 
 

@@ -11,6 +11,7 @@ from art.evaluate import polygons, sample_cache
 from art.evaluate.polygons import polygon_samples
 from art.geometry import Grid, Volume
 from art.structures import Structure
+from tests.call_counter import count_calls
 
 GRID = Grid((16, 24, 24), (2.5, 2.5, 2.5), (-28.7, -29.1, -18.9))
 TINY = Grid((1, 1, 1), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
@@ -37,15 +38,7 @@ def empty_cache():
 @pytest.fixture
 def planes(monkeypatch):
     """Counts the planes sampled (the real sampler runs)."""
-    calls = [0]
-    real = polygons._sample_plane
-
-    def counting(*a, **k):
-        calls[0] += 1
-        return real(*a, **k)
-
-    monkeypatch.setattr(polygons, "_sample_plane", counting)
-    return calls
+    return count_calls(monkeypatch, polygons, "_sample_plane")
 
 
 def test_the_same_structure_in_the_same_dose_is_sampled_once(planes):

@@ -456,22 +456,29 @@ def demo_job(out: Path, *, seed: int = 0, show: bool = True, fraction_options: d
     from art.outputs import atomic_output_dir
     from art.independent_check import checked_engines
     from art.summary import write_summary
-    from art_phantoms.write import write_phantom
+    from art_phantoms.write import start_phantom
 
     final_engine, check_engine = checked_engines(final_engine, check_engine)  # before any work
     stages = Stages(show=show)
     options = dict(DEMO_FRACTION)
     options.update(fraction_options or {})
     with atomic_output_dir(out) as tmp:
+        patient = tmp / "patient"
         with stages.stage("demo patient"):
             kw = {"spacing": tuple(spacing)} if spacing is not None else {}
             warm = _warm_up_in_background()  # the digital patient keeps one core busy; the other prepares the engines
-            write_phantom(tmp / "patient", seed=seed, fractions=1, fraction_options={1: options}, **kw)
+            # the planning files now; the day's CBCT and truth on a thread while the reference plan is made
+            phantom = start_phantom(patient, seed=seed, fractions=1, fraction_options={1: options}, **kw)
             warm.join()
-        patient = tmp / "patient"
         engines = {"final_engine": final_engine, "check_engine": check_engine}
-        plan_summary = plan_job(patient / "CT", patient / "RTSTRUCT.dcm", patient / "protocol.toml", tmp / "reference", show=show,
-                                final_grid_mm=final_grid_mm, **engines)  # fmt: skip
+        try:
+            plan_summary = plan_job(patient / "CT", patient / "RTSTRUCT.dcm", patient / "protocol.toml", tmp / "reference", show=show,
+                                    final_grid_mm=final_grid_mm, **engines)  # fmt: skip
+        except BaseException:
+            phantom.abandon()
+            raise
+        with stages.stage("demo patient: daily CBCT"):
+            phantom.finish()
         shutil.copytree(patient / "CT", tmp / "reference" / "CT")
         shutil.copy2(patient / "protocol.toml", tmp / "reference" / "protocol.toml")
         cbct = sorted(p for p in patient.iterdir() if p.name.startswith("CBCT"))[0]

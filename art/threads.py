@@ -37,3 +37,22 @@ def parallel(fn: Callable[[Any], Any], items: Iterable[Any], *, most: int | None
 
     with ThreadPoolExecutor(max_workers=n, thread_name_prefix="art") as pool:
         return list(pool.map(fn, items))
+
+
+def lower_this_threads_priority(nice: int = 19) -> bool:
+    """Give the calling thread the scheduling priority ``nice`` (Linux: a thread's id is a task
+    the kernel schedules on its own), so that it takes only CPU time the process's other threads
+    leave idle: background work beside a job (``art demo``'s daily CBCT while the reference plan
+    is made). Threads it starts inherit it. Returns False, changing nothing, on other systems or
+    when the kernel refuses; the work then runs at the usual priority, only slower beside the job.
+    """
+    import sys
+    import threading
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), int(nice))
+    except OSError:
+        return False
+    return True

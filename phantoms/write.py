@@ -117,34 +117,118 @@ def write_phantom(
     dict
         The manifest (also written as ``manifest.json``), with ``n_files``.
     """
-    from art_phantoms import make_fraction, make_pelvis
+    with atomic_output_dir(out) as tmp:
+        return start_phantom(tmp, seed=seed, fractions=fractions, spacing=spacing, fraction_options=fraction_options, background=False).finish()
+
+
+def start_phantom(
+    folder: str | Path,
+    *,
+    seed: int = 0,
+    fractions: int = 1,
+    spacing: tuple[float, float, float] = (3.0, 2.0, 2.0),
+    fraction_options: dict[int, dict[str, Any]] | None = None,
+    background: bool = True,
+) -> "PhantomInProgress":
+    """:func:`write_phantom` in two steps: the planning files now, the daily fractions on a thread.
+
+    Writes ``CT/``, ``RTSTRUCT.dcm``, ``protocol.toml`` and ``truth/planning.json`` into
+    ``folder`` (which the caller makes atomic, e.g. inside an :func:`art.outputs.atomic_output_dir`),
+    then simulates and writes the fractions on a background thread of the lowest priority
+    (:func:`art.threads.lower_this_threads_priority`), so that a plan can be made on the planning
+    CT meanwhile (``art demo``) and the fractions take only the CPU time it leaves idle. :meth:`PhantomInProgress.finish` waits for them
+    and writes ``manifest.json``; the files are those :func:`write_phantom` writes, byte for byte
+    (the fractions depend only on the seed and the planning case, not on what runs beside them).
+
+    Parameters
+    ----------
+    folder : str or Path
+        An empty or new folder.
+    seed, fractions, spacing, fraction_options : keyword-only
+        As :func:`write_phantom`.
+    background : bool, keyword-only
+        False: simulate the fractions on the calling thread, before returning.
+
+    Returns
+    -------
+    PhantomInProgress
+    """
+    from art_phantoms import make_pelvis
 
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InputError(f"seed must be a non-negative integer, got {seed!r}")
     if not isinstance(fractions, (int, np.integer)) or not 0 <= fractions <= 40:
         raise InputError(f"fractions must be an integer from 0 to 40, got {fractions!r}")
-    fraction_options = dict(fraction_options or {})
-    timings: dict[str, float] = {}
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if any(folder.iterdir()):
+        raise InputError("the phantom's folder must be empty", path=folder)
+    started = PhantomInProgress(folder, int(seed), int(fractions), tuple(spacing), dict(fraction_options or {}))
+    t0 = time.perf_counter()
+    case = make_pelvis(seed=int(seed), spacing=tuple(spacing))
+    started.timings["phantom_s"] = time.perf_counter() - t0
+    ids = _series_ids(int(seed))
+    t0 = time.perf_counter()
+    _write_planning(folder, case, ids)
+    started.timings["write_planning_s"] = time.perf_counter() - t0
+    started.start(case, ids, background=background)
+    return started
 
-    with atomic_output_dir(out) as tmp:
-        t0 = time.perf_counter()
-        case = make_pelvis(seed=int(seed), spacing=tuple(spacing))
-        timings["phantom_s"] = time.perf_counter() - t0
 
-        ids = _series_ids(int(seed))
-        t0 = time.perf_counter()
-        _write_planning(tmp, case, ids)
-        timings["write_planning_s"] = time.perf_counter() - t0
+class PhantomInProgress:
+    """A phantom whose planning files are written and whose fractions are being simulated (:func:`start_phantom`)."""
 
-        for k in range(1, int(fractions) + 1):
+    def __init__(self, folder: Path, seed: int, fractions: int, spacing: tuple, fraction_options: dict) -> None:
+        self.folder = folder
+        self.seed, self.fractions, self.spacing, self.fraction_options = seed, fractions, spacing, fraction_options
+        self.timings: dict[str, float] = {}
+        self._future: Any = None
+        self._pool: Any = None
+
+    def start(self, case: PlanningCase, ids: "_SeriesIds", *, background: bool) -> None:
+        """Simulate and write the fractions, on a background thread when ``background``."""
+        if not background:
+            self._write_fractions(case, ids)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="art-phantom-fractions")
+        self._future = self._pool.submit(self._write_fractions, case, ids, background=True)
+
+    def _write_fractions(self, case: PlanningCase, ids: "_SeriesIds", *, background: bool = False) -> None:
+        from art_phantoms import make_fraction
+
+        if background:  # only the CPU time the caller's work leaves idle (the files do not depend on it)
+            from art.threads import lower_this_threads_priority
+
+            lower_this_threads_priority()
+        for k in range(1, self.fractions + 1):
             t0 = time.perf_counter()
-            daily = make_fraction(case, fraction=k, **fraction_options.get(k, {}))
-            _write_cbct(tmp, daily, k, ids)
-            _write_fraction_truth(tmp / "truth" / f"fraction_{k:02d}", case, daily.truth, k)
-            timings[f"fraction_{k:02d}_s"] = time.perf_counter() - t0
+            daily = make_fraction(case, fraction=k, **self.fraction_options.get(k, {}))
+            _write_cbct(self.folder, daily, k, ids)
+            _write_fraction_truth(self.folder / "truth" / f"fraction_{k:02d}", case, daily.truth, k)
+            self.timings[f"fraction_{k:02d}_s"] = time.perf_counter() - t0
 
-        manifest = _write_manifest(tmp, seed, fractions, spacing, timings)
-    return manifest
+    def _wait(self) -> None:
+        if self._future is not None:
+            try:
+                self._future.result()
+            finally:
+                self._pool.shutdown(wait=True)
+                self._future = self._pool = None
+
+    def finish(self) -> dict[str, Any]:
+        """Wait for the fractions (their error, if any, is raised here), write ``manifest.json``
+        and return the manifest (with ``n_files``)."""
+        self._wait()
+        return _write_manifest(self.folder, self.seed, self.fractions, self.spacing, self.timings)
+
+    def abandon(self) -> None:
+        """Wait for the fractions and drop their result or error (the caller failed and removes the folder)."""
+        try:
+            self._wait()
+        except Exception:  # noqa: BLE001 - the caller's own error is the one raised
+            pass
 
 
 @dataclass(frozen=True)

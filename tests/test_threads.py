@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -45,3 +46,31 @@ def test_a_one_thread_job_keeps_the_optimiser_products_on_one_thread(monkeypatch
     assert p.threaded
     x = np.random.default_rng(0).random(100)
     assert np.array_equal(p.dot(x), b @ x)
+
+
+def test_lower_this_threads_priority_changes_only_the_calling_thread():
+    """On Linux the calling thread gets nice 19 and the others keep theirs; elsewhere nothing changes."""
+    import sys
+    import threading
+
+    from art.threads import lower_this_threads_priority
+
+    def nice_of(tid: int) -> int:
+        return os.getpriority(os.PRIO_PROCESS, tid)
+
+    main = threading.get_native_id()
+    before = nice_of(main)
+    seen: dict = {}
+
+    def work() -> None:
+        seen["lowered"] = lower_this_threads_priority()
+        seen["nice"] = nice_of(threading.get_native_id())
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    assert nice_of(main) == before
+    if sys.platform.startswith("linux"):
+        assert seen["lowered"] is True and seen["nice"] == 19
+    else:
+        assert seen["lowered"] is False

@@ -179,6 +179,47 @@ def test_phantom_files_are_byte_identical(coarse_patient, tmp_path):
     assert ma == mb  # includes the SHA-256 of every file
 
 
+def test_phantom_started_in_the_background_gives_the_same_files(coarse_patient, tmp_path):
+    """``start_phantom`` (``art demo``: the fractions on a thread while other work runs on the calling
+    thread) writes the files ``write_phantom`` writes, byte for byte, manifest included up to its
+    time and timings."""
+    from art_phantoms.write import start_phantom
+
+    from art_phantoms import make_pelvis
+
+    folder = tmp_path / "started"
+    started = start_phantom(folder, seed=1, fractions=1, spacing=(5.0, 4.0, 4.0))
+    make_pelvis(seed=4, spacing=(5.0, 4.0, 4.0))  # other NumPy work meanwhile, as the reference plan in art demo
+    manifest = started.finish()
+    files = sorted(p.relative_to(coarse_patient) for p in coarse_patient.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file())
+    differ = [str(f) for f in files if (coarse_patient / f).read_bytes() != (folder / f).read_bytes()]
+    assert differ in ([], ["manifest.json"]), differ
+    expected = json.loads((coarse_patient / "manifest.json").read_text())
+    for m in (expected, manifest):
+        m.pop("created_utc")
+        m.pop("timings_s")
+    assert manifest == expected
+
+
+def test_phantom_fraction_error_is_raised_by_finish_and_dropped_by_abandon(tmp_path):
+    """A fraction that fails on the background thread fails ``finish`` with its own error (no
+    manifest written); ``abandon`` waits for it and drops it (the caller raises its own)."""
+    from art.errors import InputError
+    from art_phantoms.write import start_phantom
+
+    bad = {1: {"bladder_filling": 7.0}}
+    started = start_phantom(tmp_path / "a", seed=1, fractions=1, spacing=(5.0, 4.0, 4.0), fraction_options=bad)
+    with pytest.raises(InputError, match="bladder_filling"):
+        started.finish()
+    assert not (tmp_path / "a" / "manifest.json").exists()
+    started = start_phantom(tmp_path / "b", seed=1, fractions=1, spacing=(5.0, 4.0, 4.0), fraction_options=bad)
+    started.abandon()
+    assert not (tmp_path / "b" / "CBCT_01").exists()
+    with pytest.raises(InputError, match="empty"):
+        start_phantom(tmp_path / "b", seed=1, fractions=0, spacing=(5.0, 4.0, 4.0))
+
+
 def dicom_equal_up_to_uids_and_dates(path_a: Path, path_b: Path, *, fixed_uids: set[str]) -> dict[str, str]:
     """Compare two DICOM files element by element (file meta included).
 

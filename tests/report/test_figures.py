@@ -223,3 +223,22 @@ def test_mu_bar_heights(tmp_path):
     assert png_size(F.mu_bar_figure({"G0": 1.0}, figsize=(4, 3), dpi=50)) == (200, 150)
     with pytest.raises(InputError, match="MU"):
         F.mu_bar_figure({"G0": -1.0})
+
+
+@pytest.mark.parametrize("dpi", [50, 100])
+def test_figure_to_png_is_savefig_to_the_byte(case, dpi):
+    """One draw with the layout engine inside it gives the PNG matplotlib's ``savefig`` writes (which
+    draws twice with a layout engine), at the asked resolution."""
+    import io
+
+    p = case.structures["PTV"].centroid_lps()
+    for make in (lambda: F.dose_wash_figure(case.ct, case.dose, case.structures, p, as_figure=True),
+                 lambda: F.dvh_figure({"plan": {"PTV": (np.linspace(0, 60, 50), np.linspace(100, 0, 50))}}, as_figure=True)):  # fmt: skip
+        fig = make()
+        assert fig.get_layout_engine() is not None
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+        png = F.figure_to_png(make(), dpi=dpi)
+        assert png == buf.getvalue()
+        w, h = fig.get_size_inches()
+        assert png_size(png) == (round(w * dpi), round(h * dpi))

@@ -37,10 +37,15 @@ def figure_to_png(fig: Any, *, dpi: int = 100) -> bytes:
         The PNG file.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.image import imsave
 
-    FigureCanvasAgg(fig)
+    # one draw, the layout engine inside it: ``savefig`` draws twice when a figure has a layout
+    # engine (once without rendering, for the layout); the PNG is the same to the byte
+    fig.set_dpi(dpi)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+    imsave(buf, canvas.buffer_rgba(), format="png", origin="upper", dpi=dpi, metadata={"Software": None})
     return buf.getvalue()
 
 

@@ -197,7 +197,7 @@ def beam_dose_at(density: Volume, beam: Beam, machine: Machine, points_lps: np.n
     out = np.zeros(points_lps.shape[0], np.float32)
     if ok.size == 0 or not np.any(flu > 0):
         return out
-    pts = beam_points(density, frame, points_lps[ok], geometry_key=geometry_key)
+    pts = beam_points(density, frame, points_lps[ok], bev=(u[ok], v[ok], z[ok]), geometry_key=geometry_key)
     amp, sig = kernel_terms(kernel, pts)
     soft = softening_factor(machine, pts)
     if soft is not None:

@@ -15,18 +15,6 @@ from art.privacy import identifiers
 from art.progress import Stages
 
 
-def _pdf(html: Path, stages: Stages) -> None:
-    """``report.pdf`` beside ``report.html`` when headless Chromium is installed (else skipped, noted)."""
-    from art.errors import BackendError
-    from art.report import write_pdf
-
-    try:
-        if write_pdf(html, html.with_suffix(".pdf"), timeout_s=120.0) is None:
-            stages.note("no Chromium found: report.pdf skipped (report.html is complete)")
-    except BackendError as exc:  # the HTML report stands; a failed PDF print is not a failed plan
-        stages.note(f"report.pdf not written: {exc}")
-
-
 def _check_references(folder: Path, images: list) -> None:
     """Refuse an export whose objects do not reference each other and the images correctly."""
     from art.errors import InputError
@@ -67,11 +55,12 @@ def plan_job(
     machine_path: Path | None = None,
     optimizer_options: dict | None = None,
     final_grid_mm: float | None = None,
-    final_engine: str = "pb", check_engine: str | None = None,
+    final_engine: str = "pb", check_engine: str | None = None, pdf: bool = True,
 ) -> dict:
-    """``art plan``: planning CT + RTSTRUCT + protocol → RTPLAN, RTDOSE, RTSTRUCT, report.html, summary.json.
+    """``art plan``: planning CT + RTSTRUCT + protocol → RTPLAN, RTDOSE, RTSTRUCT, report.html (+ .pdf), summary.json.
 
     ``final_engine`` computes the final dose; ``check_engine`` its independent check (default: the other algorithm).
+    ``pdf=False``: no report.pdf (``art demo`` prints it itself, beside the re-plan).
     Returns the summary (dict, also written as ``summary.json``).
     """
     from art.dose import load_machine
@@ -120,6 +109,7 @@ def plan_job(
         with stages.stage("report"):
             from art.report import plan_report_model, write_report
             from art.report.build import position_text
+            from art.report.pdf import print_pdf_or_note
 
             dvh.join()  # the DVH samples taken during the export
             model = plan_report_model(
@@ -130,7 +120,8 @@ def plan_job(
             )
             model.evaluation = evaluation_text(result.dose, result.engine)
             write_report(model, tmp / "report.html")
-            _pdf(tmp / "report.html", stages)
+            if pdf:
+                print_pdf_or_note(tmp / "report.html", stages)
         summary["timings_s"] = dict(stages.timings)
         write_summary(summary, tmp / "summary.json")
     return summary
@@ -251,6 +242,7 @@ def _write_replan_report(tmp: Path, result: Any, summary: dict, reference: Any, 
     """The adaptive QA report (``report.html``, and ``report.pdf`` where Chromium is available) with its warnings."""
     from art.report import adaptive_report_model, write_report
     from art.report.build import position_text
+    from art.report.pdf import print_pdf_or_note
 
     rec = summary["recommendation"]
     why = {r["structure"]: r.get("review") for r in result.contour_qa}
@@ -281,7 +273,7 @@ def _write_replan_report(tmp: Path, result: Any, summary: dict, reference: Any, 
             f"`{sct['recompute']}`."
         )
     write_report(model, tmp / "report.html")
-    _pdf(tmp / "report.html", stages)
+    print_pdf_or_note(tmp / "report.html", stages)
 
 
 def plan_warnings(result: Any, prefix: str = "") -> list[str]:
@@ -456,6 +448,7 @@ def demo_job(out: Path, *, seed: int = 0, show: bool = True, fraction_options: d
     from art.outputs import atomic_output_dir
     from art.independent_check import checked_engines
     from art.summary import write_summary
+    from art.report.pdf import print_pdf_beside
     from art_phantoms.write import start_phantom
 
     final_engine, check_engine = checked_engines(final_engine, check_engine)  # before any work
@@ -473,7 +466,7 @@ def demo_job(out: Path, *, seed: int = 0, show: bool = True, fraction_options: d
         engines = {"final_engine": final_engine, "check_engine": check_engine}
         try:
             plan_summary = plan_job(patient / "CT", patient / "RTSTRUCT.dcm", patient / "protocol.toml", tmp / "reference", show=show,
-                                    final_grid_mm=final_grid_mm, **engines)  # fmt: skip
+                                    final_grid_mm=final_grid_mm, pdf=False, **engines)  # fmt: skip
         except BaseException:
             phantom.abandon()
             raise
@@ -482,7 +475,14 @@ def demo_job(out: Path, *, seed: int = 0, show: bool = True, fraction_options: d
         shutil.copytree(patient / "CT", tmp / "reference" / "CT")
         shutil.copy2(patient / "protocol.toml", tmp / "reference" / "protocol.toml")
         cbct = sorted(p for p in patient.iterdir() if p.name.startswith("CBCT"))[0]
-        replan_summary = replan_job(tmp / "reference", cbct, tmp / "adapted", show=show, final_grid_mm=final_grid_mm, **engines)
+        reference_pdf = print_pdf_beside(tmp / "reference" / "report.html")  # Chromium, its own process, beside the re-plan's first stages
+        try:
+            replan_summary = replan_job(tmp / "reference", cbct, tmp / "adapted", show=show, final_grid_mm=final_grid_mm, **engines)
+        except BaseException:
+            reference_pdf(None)
+            raise
+        with stages.stage("reference: report.pdf"):
+            reference_pdf(stages)
         summary = {
             "kind": "demo",
             "seed": seed,

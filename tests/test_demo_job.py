@@ -25,3 +25,4 @@ def test_a_failed_reference_plan_leaves_nothing_and_no_thread(monkeypatch, tmp_p
     assert {"CT", "RTSTRUCT.dcm", "protocol.toml"} <= set(seen["planning files"])
     assert not out.exists() and list(tmp_path.iterdir()) == []
     assert not any(t.name.startswith("art-phantom-fractions") for t in threading.enumerate())
+

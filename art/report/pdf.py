@@ -12,10 +12,11 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any, Callable
 
 from art.errors import BackendError, InputError
 
-__all__ = ["find_chromium", "write_pdf"]
+__all__ = ["find_chromium", "write_pdf", "print_pdf_or_note", "print_pdf_beside"]
 
 _CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
@@ -90,3 +91,59 @@ def write_pdf(html_path: str | Path, pdf_path: str | Path, *, timeout_s: float =
         shutil.copyfile(tmp, staged)
         os.replace(staged, pdf_path)
     return pdf_path
+
+
+def print_pdf_or_note(html: str | Path, stages: Any) -> None:
+    """``report.pdf`` beside ``report.html`` (:func:`write_pdf`); without Chromium, or when it fails,
+    the HTML report stands and ``stages.note`` says why there is no PDF (a failed print is not a failed plan).
+
+    Parameters
+    ----------
+    html : str or Path
+        The report; the PDF is written next to it with the suffix ``.pdf``.
+    stages : art.progress.Stages
+        Where the note goes (anything with a ``note(str)`` method).
+    """
+    html = Path(html)
+    try:
+        if write_pdf(html, html.with_suffix(".pdf"), timeout_s=120.0) is None:
+            stages.note("no Chromium found: report.pdf skipped (report.html is complete)")
+    except BackendError as exc:
+        stages.note(f"report.pdf not written: {exc}")
+
+
+def print_pdf_beside(html: str | Path) -> Callable[[Any], None]:
+    """Start :func:`print_pdf_or_note` on a thread (Chromium prints in its own process, so other work
+    goes on meanwhile) and return the function that waits for it.
+
+    Called with a ``Stages``, the waiter notes what the print noted and raises what it raised (e.g.
+    :class:`InputError` for a missing HTML file); called with None (the caller failed and will remove
+    the folder), it only waits.
+    """
+    import threading
+
+    notes: list[str] = []
+    errors: list[BaseException] = []
+
+    class _Notes:
+        def note(self, message: str) -> None:
+            notes.append(message)
+
+    def work() -> None:
+        try:
+            print_pdf_or_note(html, _Notes())
+        except BaseException as exc:  # noqa: BLE001 - raised again by the waiter
+            errors.append(exc)
+
+    t = threading.Thread(target=work, name="art-report-pdf", daemon=True)
+    t.start()
+
+    def wait(stages: Any) -> None:
+        t.join()
+        if stages is not None:
+            for message in notes:
+                stages.note(message)
+            if errors:
+                raise errors[0]
+
+    return wait

@@ -375,7 +375,7 @@ def goals_key(goals: list) -> tuple:
 
 def correct_segment_mu(
     ct: Volume, plan: Plan, dose: Volume, goals: list, structures: StructureSet, protocol: Any, *, machine: Any, influence: Any,
-    time_limit_s: float = 30.0, engine: str = "pb",
+    time_limit_s: float = 120.0, engine: str = "pb",
 ) -> tuple[Plan, Volume, list, dict]:  # fmt: skip
     """The correction stage: segment MU re-optimised against the goals on the final grid.
 
@@ -395,7 +395,8 @@ def correct_segment_mu(
     protocol, machine, influence
         The protocol, the machine and the plan's :class:`~art.dose.influence.InfluenceMatrix`.
     time_limit_s : float, keyword-only
-        Solver time limit of the segment-MU stage.
+        Wall-time budget of the segment-MU stage, checked between its solves (:func:`art.optimize.segment_mu.optimize_segment_mu`);
+        generous, so that a loaded machine does not cut the stage short and change the plan (the demo's stage takes ~10–20 s).
     engine : str, keyword-only
         The dose engine of ``dose`` (:func:`final_dose`), which recomputes the new MU's final dose.
 

@@ -214,7 +214,7 @@ def make_plan(
         ``dose`` is the final dose (export grid), ``goals`` are evaluated on it.
     """
     from art.dose import influence_matrix, load_machine
-    from art.final_dose import DEFAULT_FINAL_GRID_MM, evaluation_structures, final_grid
+    from art.final_dose import DEFAULT_FINAL_GRID_MM, final_grid
 
     stages = stages if stages is not None else Stages(show=False)
     machine = machine if machine is not None else load_machine()
@@ -233,13 +233,8 @@ def make_plan(
         opt, opts, fallback = _optimise(im, structures, protocol, machine, warm_start=warm_start, options=optimizer_options, stages=stages)
         weights = np.asarray(opt.weights, dtype=np.float64)
         fluence_dose = im.dose(weights, fractions=fractions)
-    plan, seq = _deliverable(beams, im, weights, machine, fractions, sequencing, stages, position)
-    with stages.stage("structure polygons"):
-        evaluated = evaluation_structures(structures)
-    plan, delivered, goals, seq = _final(ct, plan, evaluated, protocol, machine, im, grid, seq, fluence_dose, stages, engine)
-    if correction and _missed(goals):
-        plan, delivered, goals, seq, weights, fluence_dose = _correct(ct, plan, delivered, goals, evaluated, protocol, machine, im, grid, seq,
-                                                                     weights, fluence_dose, stages, sequencing, engine)  # fmt: skip
+    plan, delivered, goals, seq, weights, fluence_dose, evaluated = _delivered(
+        ct, beams, im, weights, fluence_dose, structures, protocol, machine, grid, sequencing, stages, position, engine, correction)  # fmt: skip
     fluence_goals = _optimiser_goals(fluence_dose, structures, protocol)
     parameters = {
         "dose_grid_mm": protocol.dose_grid_mm, "bixel_mm": protocol.beams.bixel_mm, "machine": machine.name, "sequencing": sequencing,
@@ -249,6 +244,29 @@ def make_plan(
     return PlanResult(plan=plan, dose=delivered, fluence_dose=fluence_dose, goals=goals, fluence_goals=fluence_goals, influence=im,
                       weights=weights, optimization=opt, sequencing=seq, isocenter_lps=iso, parameters=parameters,
                       structures=evaluated, engine=engine)  # fmt: skip
+
+
+def _delivered(ct: Volume, beams: list, im: Any, weights: np.ndarray, fluence_dose: Volume, structures: StructureSet, protocol: Any, machine: Any,
+               grid: Any, sequencing: dict, stages: Stages, position: str, engine: str, correction: bool) -> tuple:  # fmt: skip
+    """From the optimised weights to the final plan: sequencing, the final dose, its evaluation and the correction stage.
+
+    BLAS runs on one thread here: the MU fits' reductions then sum in one order whatever the machine's
+    thread count (OpenBLAS splits a long dot product between its threads), so the segments are
+    bit-identical on any machine. Returns ``(plan, final dose, goals, sequencing record, weights,
+    fluence dose, evaluated structures)``.
+    """
+    from art.blas import single_threaded_blas
+    from art.final_dose import evaluation_structures
+
+    with single_threaded_blas():
+        plan, seq = _deliverable(beams, im, weights, machine, int(protocol.prescription.fractions), sequencing, stages, position)
+        with stages.stage("structure polygons"):
+            evaluated = evaluation_structures(structures)
+        plan, delivered, goals, seq = _final(ct, plan, evaluated, protocol, machine, im, grid, seq, fluence_dose, stages, engine)
+        if correction and _missed(goals):
+            plan, delivered, goals, seq, weights, fluence_dose = _correct(ct, plan, delivered, goals, evaluated, protocol, machine, im, grid,
+                                                                         seq, weights, fluence_dose, stages, sequencing, engine)  # fmt: skip
+    return plan, delivered, goals, seq, weights, fluence_dose, evaluated
 
 
 def _checked_inputs(protocol: Any, structures: StructureSet, patient_position: str, warm_start: Any, final_engine: str = "pb",

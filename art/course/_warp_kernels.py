@@ -4,48 +4,23 @@ Inside these kernels ``n`` points are kept as *rows*, shape ``(3, n)`` float64:
 ``x, y, z`` (LPS mm) or ``k, j, i`` (continuous array index). Work is cut into
 slabs of whole z-slices of about ``CHUNK_POINTS`` points and the slabs run on
 a few threads (``ART_JOB_THREADS`` when set, else this process's CPUs, at
-most ``MAX_THREADS``): ``scipy.ndimage.map_coordinates`` and NumPy's large
+most :data:`art.threads.MAX_THREADS`; :mod:`art.threads`): ``scipy.ndimage.map_coordinates`` and NumPy's large
 array operations release the GIL.
 """
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterable
-
 import numpy as np
 from scipy import ndimage
 
 from art.geometry import Grid
+from art.threads import parallel, threads
 
 #: Points handled at once by one thread (one (3, n) float64 array of them is 12 MB).
 CHUNK_POINTS = 500_000
-#: Most threads used.
-MAX_THREADS = 8
 
 
 # ---------------------------------------------------------------------------- threads and slabs
-def threads() -> int:
-    """Threads to use: ``ART_JOB_THREADS`` when set, else the CPUs this process may run on (≤ ``MAX_THREADS``)."""
-    value = os.environ.get("ART_JOB_THREADS", "")
-    try:
-        n = int(value) if value else len(os.sched_getaffinity(0))
-    except (ValueError, AttributeError):
-        n = os.cpu_count() or 1
-    return max(1, min(n, MAX_THREADS))
-
-
-def parallel(fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
-    """``[fn(item) for item in items]``, on :func:`threads` threads."""
-    items = list(items)
-    n = min(threads(), len(items))
-    if n <= 1:
-        return [fn(it) for it in items]
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        return list(pool.map(fn, items))
-
-
 def z_slabs(shape: tuple[int, ...], points: int = CHUNK_POINTS) -> list[tuple[int, int]]:
     """Ranges ``[k0, k1)`` of whole z-slices with about ``points`` voxels each."""
     per_slice = max(1, int(np.prod(shape[1:3])))

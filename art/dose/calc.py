@@ -217,12 +217,12 @@ def _beam_doses(setup, beams: list[Beam], machines: list[Machine], *, fluence_mm
 
     Beams are computed on up to ``min(2, beams, CPUs)`` threads (the heavy parts, SciPy's
     ``map_coordinates`` and ``convolve1d``, release the GIL), BLAS single-threaded meanwhile,
-    as the influence-matrix build does (:mod:`art.dose._blas`); each beam's result is the
+    as the influence-matrix build does (:mod:`art.blas`); each beam's result is the
     same whatever the number of threads.
     """
     import os
 
-    from art.dose._blas import single_threaded_blas
+    from art.blas import single_threaded_blas
 
     def one(bm: tuple[Beam, Machine]) -> np.ndarray:
         return beam_dose_at(setup.density, bm[0], bm[1], setup.points, fluence_mm=fluence_mm, patient_position=patient_position)

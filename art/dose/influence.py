@@ -22,7 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from art.backend import backend_name, get_namespace
-from art.dose._blas import single_threaded_blas
+from art.blas import single_threaded_blas
 from art.dose._setup import prepare
 from art.dose.influence_beam import SUM_KEYS, BeamColumns, BeamContext, beam_columns
 from art.dose.kernel import fit_kernel
@@ -350,17 +350,24 @@ def _hstack_csr(mats: list) -> sp.csr_matrix:
     np.cumsum(np.sum(counts, axis=0), out=indptr[1:])
     data = np.empty(nnz, np.float32)
     indices = np.empty(nnz, idx_dtype)
-    start = indptr[:-1].copy()  # where the next block's entries of each row go
-    col0 = 0
+    starts, col0s = [], []  # where each block's entries of each row go, and its first column
+    start, col0 = indptr[:-1].copy(), 0
     for m, cnt in zip(mats, counts):
-        shift = start - m.indptr[:-1]
-        dest = np.repeat(shift, cnt)
-        dest += np.arange(m.nnz, dtype=np.int64)
-        data[dest] = m.data
-        indices[dest] = m.indices + col0
+        starts.append(start.copy())
+        col0s.append(col0)
         start += cnt
         col0 += m.shape[1]
-        del dest
+
+    def scatter(k: int) -> None:  # the blocks' destinations are disjoint: any order, any thread
+        m = mats[k]
+        dest = np.repeat(starts[k] - m.indptr[:-1], counts[k])
+        dest += np.arange(m.nnz, dtype=np.int64)
+        data[dest] = m.data
+        indices[dest] = m.indices + col0s[k]
+
+    from art.threads import parallel
+
+    parallel(scatter, range(len(mats)), most=2)  # NumPy releases the GIL here
     mat = sp.csr_matrix((data, indices, indptr.astype(idx_dtype)), shape=(n_rows, n_cols))
     mat.has_sorted_indices = True  # each block is sorted and the column offsets increase
     return mat

@@ -122,8 +122,8 @@ def gamma_index(
     sel, idx, d_ref, inv_dd2 = _select_voxels(ref, m, norm, threshold_percent=threshold_percent, dose_percent=dose_percent, global_norm=global_norm)
     spacing = np.asarray(grid.spacing, dtype=np.float64)  # (dz, dy, dx)
     offs = _offsets(max_gamma * distance_mm, step, distance_mm, spacing, grid.shape)
-    best = _search(ev, idx.astype(np.float64), d_ref, inv_dd2, offs, spacing=spacing, shape=grid.shape,
-                   inv_dta2=1.0 / distance_mm**2, max_gamma=max_gamma)
+    best = _search_threads(ev, idx.astype(np.float64), d_ref, inv_dd2, offs, spacing=spacing, shape=grid.shape,
+                           inv_dta2=1.0 / distance_mm**2, max_gamma=max_gamma)
     gam = np.sqrt(best)
     out = np.full(grid.shape, np.nan, np.float32)
     out[sel] = gam
@@ -216,6 +216,26 @@ def _select_voxels(ref: np.ndarray, m: np.ndarray, norm: float, *, threshold_per
     d_ref = ref[sel]
     dd = (dose_percent / 100.0) * (norm if global_norm else d_ref)
     return sel, idx, d_ref, 1.0 / np.maximum(dd, 1e-30) ** 2
+
+
+#: Voxels from which the search is shared between two threads (each voxel's γ is its own: the same numbers).
+_THREADED_FROM = 20_000
+
+
+def _search_threads(ev: np.ndarray, base: np.ndarray, d_ref: np.ndarray, inv_dd2: Any, offs: np.ndarray, **kw: Any) -> np.ndarray:
+    """:func:`_search` with the voxels dealt alternately to two threads (:mod:`art.threads`; SciPy's interpolation releases the GIL)."""
+    from art.threads import parallel, threads
+
+    n = d_ref.size
+    if n < _THREADED_FROM or threads() < 2:
+        return _search(ev, base, d_ref, inv_dd2, offs, **kw)
+    local = np.ndim(inv_dd2) > 0
+    parts = [np.arange(k, n, 2) for k in (0, 1)]  # interleaved: failing voxels cluster, so both halves get their share
+    found = parallel(lambda p: _search(ev, base[p], d_ref[p], inv_dd2[p] if local else inv_dd2, offs, **kw), parts)
+    best = np.empty(n)
+    for p, b in zip(parts, found):
+        best[p] = b
+    return best
 
 
 def _search(ev: np.ndarray, base: np.ndarray, d_ref: np.ndarray, inv_dd2: Any, offs: np.ndarray, *, spacing: np.ndarray,

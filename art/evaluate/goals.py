@@ -10,6 +10,7 @@ import numpy as np
 from art.errors import InputError
 from art.evaluate.dvh import occupancy, structure_samples
 from art.evaluate.metrics import evaluate_metric
+from art.evaluate.polygons import prefetch_samples
 from art.geometry import Volume
 from art.protocol import Goal, Protocol, format_number
 from art.structures import Structure, StructureSet
@@ -117,6 +118,18 @@ def _samples(dose: Volume, s: Structure, mode: str) -> tuple[np.ndarray, np.ndar
     return d, v
 
 
+def _found(structures: Any, goal_list: list) -> list[Structure]:
+    """The distinct structures the goals name that can be found (the others fail later, in goal order)."""
+    out: dict[str, Structure] = {}
+    for g in goal_list:
+        try:
+            s = _lookup(structures, g.structure)
+        except (InputError, AttributeError):
+            continue
+        out.setdefault(s.name, s)
+    return list(out.values())
+
+
 def evaluate_goals(
     dose: Volume,
     structures: StructureSet | Mapping[str, Structure] | Iterable[Structure],
@@ -164,6 +177,8 @@ def evaluate_goals(
     if mode not in ("resample", "occupancy", "polygons"):
         raise InputError(f"mode must be 'resample', 'occupancy' or 'polygons', got {mode!r}")
     goal_list = list(goals.goals if isinstance(goals, Protocol) else goals)
+    if mode == "polygons":
+        prefetch_samples(dose, _found(structures, goal_list))  # the goals' structures on two threads
     cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     out: list[GoalResult] = []
     for g in goal_list:

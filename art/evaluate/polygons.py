@@ -68,10 +68,12 @@ only touch, as in "keyhole" contours, are accepted).
 from __future__ import annotations
 
 import math
+from typing import Iterable
 
 import numpy as np
 
 from art.errors import GeometryError, InputError
+from art.evaluate import sample_cache
 from art.evaluate.contours import PLANE_TOLERANCE_MM, ContourSlabs, contour_slabs, polygon_volume_cc
 from art.geometry import Grid, Volume
 from art.structures import Structure
@@ -400,7 +402,8 @@ def polygon_samples(
     outermost voxel centres, up to the voxel edges, the edge voxels' values
     hold. Cells are pooled by dose into bins ``pool_gy`` wide, each bin keeping
     its exact mean dose and total volume, so memory stays bounded for large
-    structures; metrics then move by less than ``pool_gy``.
+    structures; metrics then move by less than ``pool_gy``. Samples are cached by
+    content (:mod:`art.evaluate.sample_cache`): goals and DVH sample once.
 
     Parameters
     ----------
@@ -435,13 +438,17 @@ def polygon_samples(
         raise InputError(f"dose must be a Volume (array and grid), got {type(dose).__name__}")
     if not (isinstance(max_cells, (int, np.integer)) and max_cells >= 1000):
         raise InputError(f"max_cells must be an integer >= 1000, got {max_cells!r}")
+    arr = np.asarray(dose.array)  # float32 as read; each plane is blended in float64
+    key = None if structure.contours is None else sample_cache.sample_key(
+        arr, dose.grid, structure.contours, (step_mm, gap_factor, plane_thickness_mm, pool_gy, max_cells))  # fmt: skip
+    if key is not None and (hit := sample_cache.get(key)) is not None:
+        return hit
     slabs, k_lo, k_hi, (sy, sx) = _prepared(structure, dose.grid, step_mm, gap_factor, plane_thickness_mm)
     dz, dy, dx = dose.grid.spacing
     cells = float(np.sum(slabs.area_mm2 * (np.ceil(k_hi - k_lo) + 1))) * sy * sx / (dy * dx)
     if cells > max_cells:
         coarser = step_mm * math.sqrt(cells / max_cells)
         sy, sx = (max(1, int(math.ceil(sp / coarser - 1e-9))) for sp in (dy, dx))
-    arr = np.asarray(dose.array)  # float32 as read; each plane is blended in float64
     pool = _DosePool(arr, pool_gy)
     cell_cc = dy * dx / (sy * sx) * dz / 1000.0
     for p in range(slabs.z_mm.size):
@@ -449,4 +456,29 @@ def polygon_samples(
         if inside.any():
             # along z as fine as in-plane (a structure made coarser in-plane is sampled as coarsely along z)
             _sample_plane(arr, inside, (j0, i0), (sy, sx), (k_lo[p], k_hi[p]), pool, cell_cc, slabs.name, z_step=max(dy / sy, dx / sx, step_mm) / dz)
-    return pool.samples(slabs.name)
+    doses, volumes = pool.samples(slabs.name)
+    if key is not None:
+        sample_cache.put(key, doses, volumes)
+    return doses, volumes
+
+
+def prefetch_samples(dose: Volume, structures: Iterable[Structure], *, threads: int = 2) -> None:
+    """Sample the structures with polygons in ``dose`` on up to ``threads`` threads (:mod:`art.threads`), into :mod:`~art.evaluate.sample_cache`.
+
+    The later :func:`polygon_samples` calls of the same structures (default parameters) then take
+    their samples from the cache: the same numbers, sooner (NumPy releases the GIL for most of the
+    work). Errors are not raised here: the later call meets (and raises) them in its own order.
+    """
+    from art.threads import parallel
+
+    todo = [s for s in structures if isinstance(s, Structure) and s.contours is not None]
+    if len(todo) < 2 or threads < 2 or not isinstance(dose, Volume):
+        return
+
+    def one(s: Structure) -> None:
+        try:
+            polygon_samples(dose, s)
+        except (GeometryError, InputError):
+            pass
+
+    parallel(one, todo, most=threads)

@@ -209,8 +209,7 @@ def ds_values(ds: Any, keyword: str) -> np.ndarray | None:
     raw = getattr(elem, "value", None)
     if getattr(elem, "is_raw", False) and isinstance(raw, bytes):
         text = raw.decode("ascii", errors="strict").strip(" \x00")
-        parts = [p.strip() for p in text.split("\\")] if text else []
-        return np.array([float(p) for p in parts], dtype=np.float64)
+        return np.array(text.split("\\") if text else [], dtype=np.float64)
     data = ds[tag].value
     if data is None:
         return None
@@ -291,8 +290,7 @@ def read_dataset(path: Path, *, stop_before_pixels: bool = False, what: str = "D
         ds = pydicom.dcmread(str(path), stop_before_pixels=stop_before_pixels, force=force)
         # pydicom decodes lazily: touch every element, nested sequences included, so that
         # truncation and undecodable values (unknown VR, bad lengths) show up here
-        for _ in ds.iterall():
-            pass
+        _decode_all(ds)
         meta = getattr(ds, "file_meta", None)
         if meta is not None:
             for _ in meta.iterall():
@@ -303,6 +301,36 @@ def read_dataset(path: Path, *, stop_before_pixels: bool = False, what: str = "D
         raise DicomError(f"cannot read {what}: {type(exc).__name__}: {exc}", path=path) from exc
     _ensure_transfer_syntax(ds)
     return ds
+
+
+#: Elements checked as numbers straight from their bytes and left undecoded by :func:`read_dataset`:
+#: ContourData (3006,0050), millions of DS values in an RTSTRUCT, which pydicom decodes one by one
+#: (seconds per file); :func:`ds_values` reads them from the bytes.
+_NUMBERS_FROM_BYTES = frozenset({0x30060050})
+
+
+def _decode_all(ds: Any) -> None:
+    """Decode every element of ``ds``, nested sequences included (as ``for _ in ds.iterall()``), except
+    the elements of :data:`_NUMBERS_FROM_BYTES` whose bytes parse as numbers (left raw: decoded on access)."""
+    for tag in sorted(ds.keys()):
+        if tag in _NUMBERS_FROM_BYTES and _raw_numbers_parse(ds.get_item(tag)):
+            continue
+        elem = ds[tag]
+        if elem.VR == "SQ":
+            for item in elem.value:
+                _decode_all(item)
+
+
+def _raw_numbers_parse(elem: Any) -> bool:
+    """True when ``elem`` is still raw and its bytes are backslash-separated numbers (ASCII)."""
+    raw = getattr(elem, "value", None)
+    if not (getattr(elem, "is_raw", False) and isinstance(raw, bytes) and raw.strip(b" \x00")):
+        return False
+    try:
+        np.array(raw.decode("ascii").strip(" \x00").split("\\"), dtype=np.float64)
+    except (UnicodeDecodeError, ValueError):
+        return False  # decoded (and judged) by pydicom as any other element
+    return True
 
 
 def _ensure_transfer_syntax(ds: Any) -> None:

@@ -225,7 +225,10 @@ def optimize_segment_mu(
     solver_options : mapping, optional, keyword-only
         Passed to ``cvxpy.Problem.solve`` over the defaults.
     time_limit_s : float, keyword-only
-        Wall-time budget of the whole stage; when spent, the last completed priority's MU are returned.
+        Wall-time budget of the whole stage, checked between solves (a solve itself ends by the solver's
+        iteration limit, never by time, so that the result does not depend on the machine's speed or load
+        unless this budget is spent); when spent, the last completed priority's MU are returned and
+        ``status`` is ``"time limit"``.
     margin : float, keyword-only
         Each bound is required ``margin × prescription dose`` inside its level.
     level_tolerance : float, keyword-only

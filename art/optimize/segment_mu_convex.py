@@ -405,8 +405,9 @@ def _solve(setup: Setup, cw: np.ndarray, caps: np.ndarray, lvls: np.ndarray) -> 
 
     nb = max(len(setup.bounds), 1)
     setup.programme = prog = _build(setup, cw, caps, lvls)
+    # no time limit inside a solve: it ends by the solver's own iteration limit, so the same inputs give the same
+    # MU on any machine and under any load (the stage's deadline is checked between solves, _priority_stage)
     opts = dict(setup.solver_options)
-    opts["time_limit_secs" if setup.solver == "SCS" else "time_limit"] = max(setup.deadline - time.perf_counter(), 0.1)
     t0 = time.perf_counter()
     try:
         prog["problem"].solve(solver=setup.solver, **opts)

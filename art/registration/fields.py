@@ -36,6 +36,18 @@ def _coords(grid: Grid, points: np.ndarray) -> np.ndarray:
     return kji.T
 
 
+def _map_coordinates(src: np.ndarray, coords: np.ndarray, **kw) -> np.ndarray:
+    """``ndimage.map_coordinates(src, coords, **kw)`` with the points (``coords``: (3, n)) split between two threads (:mod:`art.threads`)
+    when there are many (SciPy releases the GIL; each point's value is its own: the same array)."""
+    from art.threads import parallel
+
+    n = coords.shape[1]
+    if n < 1_000_000:
+        return ndimage.map_coordinates(src, coords, **kw)
+    h = n // 2
+    return np.concatenate(parallel(lambda c: ndimage.map_coordinates(src, c, **kw), [coords[:, :h], coords[:, h:]]))
+
+
 def sample_image(array: np.ndarray, grid: Grid, points: np.ndarray, *, order: int = 1, fill_value: float = 0.0) -> np.ndarray:
     """Interpolate a scalar array on ``grid`` at LPS ``points`` (..., 3); ``fill_value`` outside.
 
@@ -44,7 +56,7 @@ def sample_image(array: np.ndarray, grid: Grid, points: np.ndarray, *, order: in
     src = np.asarray(array)
     if src.dtype == bool:
         src = src.astype(np.float32)
-    out = ndimage.map_coordinates(src, _coords(grid, points), order=order, mode="constant", cval=fill_value, prefilter=False)
+    out = _map_coordinates(src, _coords(grid, points), order=order, mode="constant", cval=fill_value, prefilter=False)
     return out.reshape(points.shape[:-1]).astype(np.float32, copy=False)
 
 
@@ -63,7 +75,7 @@ def sample_field(field: np.ndarray, grid: Grid, points: np.ndarray) -> tuple[np.
     c = _coords(grid, points)
     out = np.empty(points.shape, dtype=np.float32)
     for a in range(3):
-        out[..., a] = ndimage.map_coordinates(field[..., a], c, order=1, mode="nearest", prefilter=False).reshape(points.shape[:-1])
+        out[..., a] = _map_coordinates(field[..., a], c, order=1, mode="nearest", prefilter=False).reshape(points.shape[:-1])
     inside = grid.contains(points, margin_voxels=0.0)
     return out, inside
 

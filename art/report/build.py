@@ -52,6 +52,7 @@ def dvh_curves(
         by them (as the goals are), one without by its voxel mask.
     """
     from art.evaluate import dvh
+    from art.evaluate.polygons import prefetch_samples
 
     if names is None:
         chosen = [s for s in structures if s.roi_type != "EXTERNAL" and not s.is_empty]
@@ -59,6 +60,7 @@ def dvh_curves(
         chosen = [structures[n] for n in names]
     top = float(np.nanmax(dose.array)) if np.size(dose.array) else 0.0
     width = max(top / 1000.0, 0.01)
+    prefetch_samples(dose, chosen)  # the polygon samples on two threads (the same numbers, sooner)
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for s in chosen:
         try:

@@ -1,9 +1,10 @@
 """Matrix assembly helpers and the BLAS thread limit used by the influence-matrix build."""
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 
-from art.dose._blas import _openblas, single_threaded_blas
+from art.blas import _openblas, single_threaded_blas
 from art.dose.influence import _hstack_csr
 from art.dose.influence_beam import _assemble_csr
 
@@ -50,12 +51,24 @@ def test_single_threaded_blas_restores_and_keeps_results():
     a = rng.random((300, 200), dtype=np.float32)
     b = rng.random((200, 100), dtype=np.float32)
     ref = a @ b
-    fns = _openblas()
-    before = fns[0]() if fns else None
+    libs = _openblas()  # NumPy's and SciPy's OpenBLAS
+    before = [get() for get, _ in libs]
     with single_threaded_blas():
-        if fns:
-            assert fns[0]() == 1
+        assert all(get() == 1 for get, _ in libs)
         with single_threaded_blas():  # re-entrant
             np.testing.assert_allclose(a @ b, ref, rtol=1e-5)
-    if fns:
-        assert fns[0]() == before
+        assert all(get() == 1 for get, _ in libs)
+    assert [get() for get, _ in libs] == before
+
+
+def test_single_threaded_blas_reaches_scipys_own_openblas():
+    """SciPy bundles its own OpenBLAS (scipy.libs): its threads spin next to art's worker threads unless limited too."""
+    import glob
+    import os
+
+    import scipy
+
+    site = os.path.dirname(os.path.dirname(scipy.__file__))
+    if not glob.glob(os.path.join(site, "scipy.libs", "*openblas*.so*")):
+        pytest.skip("this SciPy does not bundle an OpenBLAS of its own")
+    assert len(_openblas()) >= 2

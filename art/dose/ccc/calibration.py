@@ -4,7 +4,8 @@ The engine uses the pencil beam's MU definition: ``machine.dose_per_mu_gy`` Gy p
 ``calib_depth_mm`` in water for a ``calib_field_mm`` square field at ``calib_ssd_mm``. The
 engine computes that set-up itself, in a water phantom on the dose grid's voxel size, and the
 ratio is the Gy per TERMA unit of the machine: discretisation effects of the grid largely
-cancel. The factor is cached per (machine file digest, ccc model, voxel size, fluence pixel).
+cancel. The factor is cached per (machine file digest, ccc model, voxel size, fluence pixel); the
+shipped machines' factors on the usual grids are shipped (:mod:`art.dose.ccc.calibration_table`).
 """
 
 from __future__ import annotations
@@ -63,7 +64,23 @@ def central_axis(dose: np.ndarray, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
 
 
 def calibration_factor(machine: Machine, model: CCCModel, spacing, *, fluence_mm: float = 1.25, xp: ModuleType = np) -> float:
-    """Gy per TERMA unit of a machine on a dose grid of voxel size ``spacing`` (dz, dy, dx) mm."""
+    """Gy per TERMA unit of a machine on a dose grid of voxel size ``spacing`` (dz, dy, dx) mm.
+
+    The shipped machines' factors on the usual grids come from the shipped table
+    (:mod:`art.dose.ccc.calibration_table`: the engine's own value, stored under the machine file's,
+    the model's and the engine's digests); any other is computed (:func:`computed_factor`, cached).
+    """
+    sp = tuple(round(float(s), 6) for s in spacing)
+    from art.dose.ccc.calibration_table import lookup
+
+    shipped = lookup(machine, model, sp, round(float(fluence_mm), 6))
+    if shipped is not None:
+        return shipped
+    return computed_factor(machine, model, sp, fluence_mm=fluence_mm, xp=xp)
+
+
+def computed_factor(machine: Machine, model: CCCModel, spacing, *, fluence_mm: float = 1.25, xp: ModuleType = np) -> float:
+    """:func:`calibration_factor` computed by the engine in its water phantom (never from the table; cached per process)."""
     sp = tuple(round(float(s), 6) for s in spacing)
     return _factor(machine.digest, machine.source, model.key(), sp, round(float(fluence_mm), 6), xp.__name__, _Ref(machine, model, xp))
 

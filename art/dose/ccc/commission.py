@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from art.dose.ccc.calibration import calibration_factor, central_axis, open_field_beam, water_dose, water_grid
+from art.dose.ccc.calibration import central_axis, computed_factor, open_field_beam, water_dose, water_grid
 from art.dose.ccc.core import FINE_ANGLE_DEG, FINE_REACH, REACH
 from art.dose.ccc.directions import lattice_vectors
 from art.dose.ccc.kernels import SCALES_MM, load_tables, poly_kernel, reference_spectrum
@@ -226,9 +226,9 @@ def fit_source_sigma(machine: Machine, model: CCCModel, *, progress=print) -> tu
 def square_field_output(machine: Machine, model: CCCModel, field_mm: float, *, spacing: float = PDD_GRID_MM, fluence_mm: float = 1.25) -> float:
     """The engine's dose per MU (Gy) at the calibration depth on the central axis of a square field
     (side ``field_mm`` at the isocentre plane) at the calibration SSD in water: the calibration's
-    own set-up (:func:`art.dose.ccc.calibration.calibration_factor`) on a ``spacing`` grid."""
+    own set-up (:func:`art.dose.ccc.calibration.computed_factor`) on a ``spacing`` grid."""
     m = machine
-    cal = calibration_factor(m, model, (spacing,) * 3, fluence_mm=fluence_mm)
+    cal = computed_factor(m, model, (spacing,) * 3, fluence_mm=fluence_mm)
     beam = open_field_beam(m, field_mm, mu=1.0, isocenter_lps=(0.0, m.sad_mm - m.calib_ssd_mm, 0.0))
     grid = water_grid((spacing,) * 3, half_width_mm=0.5 * field_mm + 25.0, depth_mm=max(300.0, 4.0 * m.calib_depth_mm))
     depths, cax = central_axis(water_dose(m, model, beam, grid, factor=cal, fluence_mm=fluence_mm), grid)
@@ -273,7 +273,7 @@ def commission_output_correction(path, *, write: bool = True, progress=print) ->
     section["commissioning"] = {**section.get("commissioning", {}), "output_correction": record}
     if write:
         write_section(p, section)
-        progress(f"{p.name}: ccc section written")
+        progress(f"{p.name}: ccc section written (a shipped machine: regenerate its calibration factors with python -m art.dose.ccc.calibration_table)")
     return section
 
 
@@ -299,7 +299,7 @@ def commission(path, *, write: bool = True, progress=print) -> dict:
                "commissioning": {**section["commissioning"], "output_correction": record}}  # fmt: skip
     if write:
         write_section(p, section)
-        progress(f"{p.name}: ccc section written")
+        progress(f"{p.name}: ccc section written (a shipped machine: regenerate its calibration factors with python -m art.dose.ccc.calibration_table)")
     return section
 
 

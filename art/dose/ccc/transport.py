@@ -198,7 +198,7 @@ def _run_pairs(jobs, t_ax, r_ax, weights, a_per_mm, *, workers: int):
         return run(jobs)
     from concurrent.futures import ThreadPoolExecutor
 
-    from art.dose._blas import single_threaded_blas
+    from art.blas import single_threaded_blas
 
     cut = [round(len(jobs) * i / workers) for i in range(workers + 1)]  # contiguous shares keep equal lengths together
     chunks = [jobs[cut[i] : cut[i + 1]] for i in range(workers)]

@@ -7,7 +7,7 @@ a loaded 2-core machine OpenBLAS threads spinning next to the workers made the b
 
 :func:`single_threaded_blas` uses ``threadpoolctl`` when it is installed and
 otherwise calls OpenBLAS's own ``set_num_threads`` through ``ctypes`` on the
-library NumPy links (NumPy's wheels bundle ``scipy_openblas``); if neither works it
+libraries NumPy and SciPy bundle (their wheels each ship a ``scipy_openblas``); if neither works it
 does nothing (the results are identical either way, only the speed differs).
 """
 
@@ -22,20 +22,22 @@ import threading
 
 _lock = threading.Lock()
 _depth = 0
-_saved: int | None = None
+_saved: list[int] | None = None
 
 _SET = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads", "openblas_set_num_threads64_", "openblas_set_num_threads")
 _GET = ("scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads", "openblas_get_num_threads64_", "openblas_get_num_threads")
 
 
 @functools.lru_cache(maxsize=1)
-def _openblas():
-    """(get, set) ctypes functions of NumPy's OpenBLAS, or None."""
+def _openblas() -> tuple:
+    """(get, set) ctypes functions of every OpenBLAS NumPy and SciPy bundle (``numpy.libs``,
+    ``scipy.libs``: SciPy's sparse, optimise and linear-algebra code calls its own copy), or ()."""
+    found = []
     try:
         import numpy as np
 
-        libdir = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
-        for path in sorted(glob.glob(os.path.join(libdir, "*openblas*.so*"))):
+        site = os.path.dirname(os.path.dirname(np.__file__))
+        for path in sorted(glob.glob(os.path.join(site, "numpy.libs", "*openblas*.so*")) + glob.glob(os.path.join(site, "scipy.libs", "*openblas*.so*"))):
             lib = ctypes.CDLL(path)
             get = next((getattr(lib, n) for n in _GET if hasattr(lib, n)), None)
             put = next((getattr(lib, n) for n in _SET if hasattr(lib, n)), None)
@@ -44,10 +46,10 @@ def _openblas():
                 get.argtypes = []
                 put.restype = None
                 put.argtypes = [ctypes.c_int]
-                return get, put
+                found.append((get, put))
     except (OSError, AttributeError):
         pass
-    return None
+    return tuple(found)
 
 
 @contextlib.contextmanager
@@ -62,15 +64,15 @@ def single_threaded_blas():
         with threadpool_limits(limits=1, user_api="blas"):
             yield
         return
-    fns = _openblas()
-    if fns is None:
+    libs = _openblas()
+    if not libs:
         yield
         return
-    get, put = fns
     with _lock:
         if _depth == 0:
-            _saved = int(get())
-            put(1)
+            _saved = [int(get()) for get, _ in libs]
+            for _, put in libs:
+                put(1)
         _depth += 1
     try:
         yield
@@ -78,5 +80,6 @@ def single_threaded_blas():
         with _lock:
             _depth -= 1
             if _depth == 0 and _saved is not None:
-                put(_saved)
+                for (_, put), n in zip(libs, _saved):
+                    put(n)
                 _saved = None

@@ -2,8 +2,8 @@
 
 For each lattice direction ``v`` (see :mod:`art.dose.ccc.directions`) the voxels form lines
 ``p, p + v, p + 2v, …``; each voxel stands for a segment of length ``L = |v|`` (mm) of its
-line. With ``q = Σ_b c_vbj T_b`` the energy (per unit mass, Gy) released in the voxel into the
-cone of ``v`` and carried by exponent ``j`` (``a_j`` per radiological mm), ``x = a_j ρ L`` and
+line. With ``q = Σ_p c_vpj T_p`` the energy (per unit mass, Gy) released in the voxel into the
+cone of ``v`` and carried by exponent ``j`` (``p``: the sources, a beam's energy groups) (``a_j`` per radiological mm), ``x = a_j ρ L`` and
 ``g(x) = (1 − e^{−x}) / x`` (→ 1 at 0), the voxel receives
 
     dose += q (1 − g) + a_j F_in g                         (its own release, the flux entering)
@@ -18,14 +18,17 @@ dose is ``Σ q = T Σ c`` (energy conservation).
 The lines of ``v`` are swept slice by slice along ``v``'s major axis: the flux of slice ``k``
 comes from slice ``k − v_major`` shifted by ``v``'s two other components; every step is a
 vector operation on whole (exponent × cross-section) arrays, so the same code runs on NumPy
-and CuPy (``xp``). ``v`` and ``−v`` share ``e^{−x}`` and ``g``.
+and CuPy (``xp``). Directions of equal length share ``e^{−x}`` and ``g``; those that also go
+through the slices in the same order are swept in lockstep, one matrix product per slice giving
+the release into all their cones (the sources' slice read once: the cost of the release grows
+little with the number of sources), and slices without any release skip it.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from art.backend import array_namespace
+from art.backend import array_namespace, to_numpy
 
 
 def _namespace(*arrays):
@@ -72,69 +75,81 @@ def attenuation(rho, a_per_mm, length_mm: float):
     return em, g
 
 
-def sweep(terma, w, e, g, v: tuple[int, int, int], dose) -> None:
-    """Transport one direction's release along its lines, adding the flux part of the dose in place.
+def sweep(terma, w, e, g, vectors, dose, *, busy=None) -> None:
+    """Transport the release of directions of one length, swept in the same order, along their lines;
+    add the flux part of the dose in place.
 
     With ``Φ = a F`` (the flux times its exponent) the recurrence reads ``dose += q + (Φ_in − q) g``
     and ``Φ_out = q + (Φ_in − q) e^{−x}``; the ``q`` term, summed over all directions, is the
     local release ``T Σ c`` and is added once by :func:`transport`, so this adds ``(Φ_in − q) g``.
+    The directions go through the slices in lockstep: one product per slice gives the release
+    into all their cones (``terma``'s slice is read once for all of them).
 
     Parameters
     ----------
-    terma : (B, nk, ny, nx) float32
-        Release per beam and voxel (Gy), in the layout whose axis 1 is ``v``'s major axis.
-    w : (J, B) float32
-        The cone's weights: ``q = w @ terma`` is the release into the cone per exponent (computed
-        slice by slice, so that it stays in the cache).
+    terma : (nk, P, ny * nx) float32
+        Release per source and voxel (Gy), slice by slice along the sweep's axis (the layout whose
+        first axis is the directions' major axis).
+    w : (D·J, P) float32
+        The cones' weights, direction by direction: ``q = w @ terma[k]`` is the release into each
+        cone per exponent.
     e, g : (J, nk, ny, nx) float32
-        From :func:`attenuation` for ``v``'s length.
-    v : (int, int, int)
-        The lattice vector in the same layout (``|v[0]|`` ≥ the others, 1 or 2).
+        From :func:`attenuation` for the directions' length.
+    vectors : list of D (int, int, int)
+        The lattice vectors in the same layout (``|v[0]|`` ≥ the others), all with ``v[0]`` of the same sign.
     dose : (nk, ny, nx) float32
         Accumulates the dose.
+    busy : (nk,) bool, keyword-only
+        The slices where some source is not 0 (default: all); elsewhere the release is 0 and
+        only the flux is carried on.
     """
-    xp = _namespace(terma)
+    xp = _namespace(e)
     nj, nk, ny, nx = e.shape
-    nb = terma.shape[0]
-    step = abs(int(v[0]))
-    dy, sy, zy = _shift_slices(int(v[1]), ny)
-    dx, sx, zx = _shift_slices(int(v[2]), nx)
-    ring = [xp.zeros((nj, ny, nx), np.float32) for _ in range(step)]
-    cur = xp.empty((nj, ny, nx), np.float32)
+    nd = len(vectors)
+    busy = np.ones(nk, bool) if busy is None else np.asarray(busy, bool)
+    steps = [abs(int(v[0])) for v in vectors]
+    shifts = [(_shift_slices(int(v[1]), ny), _shift_slices(int(v[2]), nx)) for v in vectors]
+    rings = [[xp.zeros((nj, ny, nx), np.float32) for _ in range(s)] for s in steps]
+    spare = [xp.empty((nj, ny, nx), np.float32) for _ in range(nd)]
     tmp = xp.empty((nj, ny, nx), np.float32)
     red = xp.empty((ny, nx), np.float32)
-    qk = xp.empty((nj, ny * nx), np.float32)
-    flat = terma.reshape(nb, nk, ny * nx)
-    order = range(nk) if v[0] > 0 else range(nk - 1, -1, -1)
+    qk = xp.empty((nd * nj, ny * nx), np.float32)
+    order = range(nk) if vectors[0][0] > 0 else range(nk - 1, -1, -1)
     for t, k in enumerate(order):
-        prev = ring[t % step]
-        cur[:, dy, dx] = prev[:, sy, sx]  # Φ_in: the flux of the line's previous voxel
-        cur[:, zy, :] = 0.0  # lines entering the grid
-        cur[:, :, zx] = 0.0
-        xp.matmul(w, flat[:, k], out=qk)
-        q = qk.reshape(nj, ny, nx)
-        cur -= q  # Φ_in − q
-        xp.multiply(cur, g[:, k], out=tmp)
-        dose[k] += xp.sum(tmp, axis=0, out=red)
-        cur *= e[:, k]
-        cur += q  # Φ_out
-        ring[t % step], cur = cur, prev
+        if busy[k]:
+            xp.matmul(w, terma[k], out=qk)
+        for d in range(nd):
+            ring, cur, ((dy, sy, zy), (dx, sx, zx)) = rings[d], spare[d], shifts[d]
+            prev = ring[t % steps[d]]
+            cur[:, dy, dx] = prev[:, sy, sx]  # Φ_in: the flux of the line's previous voxel
+            cur[:, zy, :] = 0.0  # lines entering the grid
+            cur[:, :, zx] = 0.0
+            q = qk[d * nj : (d + 1) * nj].reshape(nj, ny, nx)
+            if busy[k]:
+                cur -= q  # Φ_in − q
+            xp.multiply(cur, g[:, k], out=tmp)
+            dose[k] += xp.sum(tmp, axis=0, out=red)
+            cur *= e[:, k]
+            if busy[k]:
+                cur += q  # Φ_out
+            ring[t % steps[d]], spare[d] = cur, prev
 
 
 def transport(terma, rho, weights, a_per_mm, vectors, lengths_mm, *, workers: int = 1):
-    """Dose of the released energy of all beams, by collapsed-cone transport.
+    """Dose of the released energy of all sources, by collapsed-cone transport.
 
     Parameters
     ----------
-    terma : (B, nz, ny, nx) float32
-        Per beam, TERMA-like release per unit mass (Gy once calibrated), NumPy or CuPy.
+    terma : (P, nz, ny, nx) float32
+        Per source (a beam, or one energy group of a beam), TERMA-like release per unit mass (Gy
+        once calibrated), NumPy or CuPy.
     rho : (nz, ny, nx) float32
         Density relative to water.
-    weights : (M, B, J)
-        Cone weights ``c_mbj`` of each direction, beam and exponent.
+    weights : (M, P, J)
+        Cone weights ``c_mpj`` of each direction, source and exponent.
     a_per_mm : (J,)
     vectors : (M, 3) int
-        Lattice vectors (dk, dj, di); ``v`` and ``−v`` adjacent.
+        Lattice vectors (dk, dj, di).
     lengths_mm : (M,)
         Their lengths in mm.
     workers : int, keyword-only
@@ -146,52 +161,51 @@ def transport(terma, rho, weights, a_per_mm, vectors, lengths_mm, *, workers: in
     """
     xp = _namespace(terma, rho)
     vectors = np.asarray(vectors, dtype=np.int64)
-    # the local release summed over cones and exponents: T_b Σ_mj c_mbj
+    # the local release summed over cones and exponents: T_p Σ_mj c_mpj
     local = xp.asarray(np.asarray(weights, np.float64).sum(axis=(0, 2)).astype(np.float32))
     out = xp.tensordot(local, terma, axes=1).astype(np.float32)
     for axis in range(3):
-        pairs = _pairs_with_major_axis(vectors, axis)
-        if not pairs:
+        groups = _lockstep_groups(vectors, lengths_mm, axis)
+        if not groups:
             continue
         perm = [axis] + [d for d in range(3) if d != axis]
-        t_ax = xp.ascontiguousarray(xp.transpose(terma, [0] + [1 + d for d in perm]))  # (B, nk, ny, nx)
+        p = terma.shape[0]
+        t_ax = xp.ascontiguousarray(xp.transpose(terma, [1 + perm[0], 0, 1 + perm[1], 1 + perm[2]]))  # (nk, P, ny, nx)
+        t_ax = t_ax.reshape(t_ax.shape[0], p, -1)
+        busy = to_numpy(xp.any(t_ax != 0, axis=(1, 2)))
         r_ax = xp.ascontiguousarray(xp.transpose(rho, perm))
-        pairs.sort(key=lambda pair: round(float(lengths_mm[pair[0]]), 6))  # equal lengths share e^{-x} and g
-        jobs = [[(m, vectors[m][perm], float(lengths_mm[m])) for m in pair] for pair in pairs]
-        acc = _run_pairs(jobs, t_ax, r_ax, weights, a_per_mm, workers=workers if xp is np else 1)
+        jobs = [[(m, vectors[m][perm], float(lengths_mm[m])) for m in group] for group in groups]
+        acc = _run_groups(jobs, t_ax, r_ax, weights, a_per_mm, busy=busy, workers=workers if xp is np else 1)
         out += xp.transpose(acc, np.argsort(perm))
     return out
 
 
-def _pairs_with_major_axis(vectors: np.ndarray, axis: int) -> list[list[int]]:
-    """Indices of the directions whose major (first largest) axis is ``axis``, grouped ``[v, −v]``."""
-    out: list[list[int]] = []
-    seen: set[int] = set()
+def _lockstep_groups(vectors: np.ndarray, lengths_mm, axis: int) -> list[list[int]]:
+    """Indices of the directions whose major (first largest) axis is ``axis``, grouped by length and
+    the sign of that component (swept together, :func:`sweep`), the groups ordered by length (each
+    length's two signs adjacent: they share ``e^{−x}`` and ``g``)."""
+    out: dict[tuple, list[int]] = {}
     for m, v in enumerate(vectors):
-        if m in seen or int(np.argmax(np.abs(v))) != axis:
-            continue
-        group = [m] + [n for n in range(len(vectors)) if n not in seen and n != m and np.array_equal(vectors[n], -v)]
-        seen.update(group)
-        out.append(group)
-    return out
+        if int(np.argmax(np.abs(v))) == axis:
+            out.setdefault((round(float(lengths_mm[m]), 6), int(np.sign(v[axis]))), []).append(m)
+    return [out[key] for key in sorted(out, key=lambda key: (key[0], -key[1]))]
 
 
-def _run_pairs(jobs, t_ax, r_ax, weights, a_per_mm, *, workers: int):
-    """Sweep the (v, −v) groups of one layout, on ``workers`` threads; the summed dose (nk, ny, nx)."""
-    xp = _namespace(t_ax)
-    nb, nk, ny, nx = t_ax.shape
+def _run_groups(jobs, t_ax, r_ax, weights, a_per_mm, *, busy, workers: int):
+    """Sweep the lockstep groups of one layout, on ``workers`` threads; the summed dose (nk, ny, nx)."""
+    xp = _namespace(r_ax)
+    nk, ny, nx = r_ax.shape
 
-    def run(chunk):
+    def run(share):
         acc = xp.zeros((nk, ny, nx), np.float32)
         length, e, g = None, None, None
-        for group in chunk:
+        for group in share:
             if group[0][2] != length:
                 length = group[0][2]
                 e = g = None  # free before the next pair is allocated
                 e, g = attenuation(r_ax, a_per_mm, length)
-            for m, v, _ in group:
-                w = xp.asarray(np.ascontiguousarray(np.asarray(weights[m], np.float32).T))  # (J, B)
-                sweep(t_ax, w, e, g, tuple(int(c) for c in v), acc)
+            w = np.concatenate([np.asarray(weights[m], np.float32).T for m, _, _ in group])  # (D·J, P)
+            sweep(t_ax, xp.asarray(np.ascontiguousarray(w)), e, g, [tuple(int(c) for c in v) for _, v, _ in group], acc, busy=busy)
         return acc
 
     if workers <= 1 or len(jobs) < 2:
@@ -200,10 +214,12 @@ def _run_pairs(jobs, t_ax, r_ax, weights, a_per_mm, *, workers: int):
 
     from art.blas import single_threaded_blas
 
-    cut = [round(len(jobs) * i / workers) for i in range(workers + 1)]  # contiguous shares keep equal lengths together
-    chunks = [jobs[cut[i] : cut[i + 1]] for i in range(workers)]
+    # contiguous shares (equal lengths stay together) of about the same number of directions
+    ends = np.cumsum([len(group) for group in jobs])
+    cut = [0] + [int(np.searchsorted(ends, ends[-1] * i / workers)) + 1 for i in range(1, workers)] + [len(jobs)]
+    shares = [jobs[cut[i] : cut[i + 1]] for i in range(workers)]
     with single_threaded_blas(), ThreadPoolExecutor(max_workers=workers) as pool:
-        parts = list(pool.map(run, chunks))
+        parts = list(pool.map(run, shares))
     total = parts[0]
     for p in parts[1:]:
         total += p

@@ -124,6 +124,27 @@ def transport_vectors(beam_directions, spacing_zyx, direction_matrix, *, reach: 
     return np.concatenate([base, extra[near]])
 
 
+def cone_fractions(angle_edges_deg, beam_direction, spacing_zyx, direction_matrix, reach: int = 2, *, vectors=None) -> np.ndarray:
+    """Fraction of each kernel zenith bin's solid angle that falls in each cone, for one beam, (M, nbin) float64.
+
+    The zenith bins (``angle_edges_deg``, from 0 = the beam's direction to 180°) are those of the
+    kernel tables; each column sums to 1. :func:`cone_weights` is this times the kernel's amplitudes.
+    """
+    edges = np.asarray(angle_edges_deg, dtype=np.float64)
+    d = np.asarray(beam_direction, dtype=np.float64).reshape(3)
+    d = d / np.linalg.norm(d)
+    theta = np.degrees(np.arccos(np.clip(sphere_samples() @ d, -1.0, 1.0)))
+    nbin = edges.size - 1
+    zbin = np.clip(np.searchsorted(edges, theta, side="right") - 1, 0, nbin - 1)
+    cells = voronoi_cells(spacing_zyx, direction_matrix, reach, vectors=vectors)
+    m = (lattice_vectors(reach) if vectors is None else np.asarray(vectors)).shape[0]
+    counts = np.bincount(cells * nbin + zbin, minlength=m * nbin).reshape(m, nbin).astype(np.float64)
+    per_bin = counts.sum(axis=0)
+    if np.any(per_bin == 0):  # cannot happen with N_SPHERE samples; guard against edits
+        raise RuntimeError("a zenith bin of the kernel has no sphere sample: raise N_SPHERE")
+    return counts / per_bin[None, :]
+
+
 def cone_weights(kernel: PolyKernel, beam_direction, spacing_zyx, direction_matrix, reach: int = 2, *, vectors=None) -> np.ndarray:
     """Kernel weights ``c_mj`` of the cones for one beam, (M, J) float64.
 
@@ -145,15 +166,5 @@ def cone_weights(kernel: PolyKernel, beam_direction, spacing_zyx, direction_matr
         Fraction of the energy released at a point that is carried along cone m by
         exponent j; ``c.sum(0) == kernel.amplitudes.sum(0)`` (to rounding).
     """
-    d = np.asarray(beam_direction, dtype=np.float64).reshape(3)
-    d = d / np.linalg.norm(d)
-    theta = np.degrees(np.arccos(np.clip(sphere_samples() @ d, -1.0, 1.0)))
-    nbin = kernel.angle_edges_deg.size - 1
-    zbin = np.clip(np.searchsorted(kernel.angle_edges_deg, theta, side="right") - 1, 0, nbin - 1)
-    cells = voronoi_cells(spacing_zyx, direction_matrix, reach, vectors=vectors)
-    m = (lattice_vectors(reach) if vectors is None else np.asarray(vectors)).shape[0]
-    counts = np.bincount(cells * nbin + zbin, minlength=m * nbin).reshape(m, nbin).astype(np.float64)
-    per_bin = counts.sum(axis=0)
-    if np.any(per_bin == 0):  # cannot happen with N_SPHERE samples; guard against edits
-        raise RuntimeError("a zenith bin of the kernel has no sphere sample: raise N_SPHERE")
-    return (counts / per_bin[None, :]) @ kernel.amplitudes
+    frac = cone_fractions(kernel.angle_edges_deg, beam_direction, spacing_zyx, direction_matrix, reach, vectors=vectors)
+    return frac @ kernel.amplitudes

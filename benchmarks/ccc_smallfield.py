@@ -3,21 +3,24 @@ kernel hardening with depth, machine table (issue 19).
 
 For one square open field (gantry 0, SSD 100 cm, generic 6X machine) in a water phantom on a
 2.5 mm grid, with **the engine's own TERMA** (``art.dose.ccc.terma.beam_terma``: fluence map,
-source and voxel blur, inverse square, attenuation of the spectrum), computes on the central axis:
+source and voxel blur, inverse square, attenuation of the spectrum; one TERMA per energy group of
+``art.dose.ccc.kernels.GROUP_EDGES_MEV``), computes on the central axis:
 
-* ``cccN``: the lattice collapsed-cone transport (``art.dose.ccc.transport``) with the directions
-  of ``{−N..N}³``; ``engine``: with the engine's directions (``art.dose.ccc.core``: those of
-  ``{−3..3}³`` plus the forward ones of ``{−5..5}³`` within 12° of the beam);
-* ``fit``: the **exact superposition** of the same TERMA with the same fitted polyenergetic kernel
-  (Σ_j A_ij (1 − e^{−a_j r}) per zenith bin): in homogeneous water (a convex phantom) superposition
-  is a convolution; the kernel is voxelised voxel-to-voxel (source uniform in its voxel, energy
-  binned into the receiving voxel) by stratified sampling and convolved by FFT. The kernel axis
-  is the beam's central axis (not tilted along divergent rays), as in the engine: at most 1.1° off
-  for a 3×3 cm² field's rays, against zenith bins of 3.75°;
-* ``table``: the same with the tabulated polyenergetic kernel (interpolated in log r, as the fit is)
-  instead of its exponential fit;
-* ``hard``: Σ_E TERMA_E ⊗ K_E, the mono-energetic kernels each convolved with its own energy's
-  TERMA: the polyenergetic superposition **with** kernel hardening with depth;
+* ``cccN``: the lattice collapsed-cone transport (``art.dose.ccc.transport``) of the energy groups,
+  each with its kernel, with the directions of ``{−N..N}³``; ``engine``: with the engine's directions
+  (``art.dose.ccc.core``: those of ``{−3..3}³`` plus the forward ones of ``{−5..5}³`` within 12° of
+  the beam); ``engine_unhardened``: the same with one kernel for the whole spectrum (the total TERMA);
+* ``fit``: the **exact superposition** Σ_g T_g ⊗ K_g of the same group TERMAs with the same fitted
+  group kernels (Σ_j A_ij (1 − e^{−a_j r}) per zenith bin): in homogeneous water (a convex phantom)
+  superposition is a convolution; each kernel is voxelised voxel-to-voxel (source uniform in its
+  voxel, energy binned into the receiving voxel) by stratified sampling and convolved by FFT. The
+  kernel axis is the beam's central axis (not tilted along divergent rays), as in the engine: at
+  most 1.1° off for a 3×3 cm² field's rays, against zenith bins of 3.75°; ``fit_unhardened``: the
+  total TERMA with the whole spectrum's fitted kernel;
+* ``table_kernel``: Σ_g T_g ⊗ K_g with the tabulated group kernels (interpolated in log r, as the
+  fit is) instead of their exponential fits;
+* ``hard``: Σ_E T_E ⊗ K_E, the tabulated mono-energetic kernels each convolved with its own
+  energy's TERMA: the exact hardening with depth, which the groups approximate;
 
 each with the engine's electron contamination added (the same for all), normalised at d_max
 (15 mm), against the machine file's PDD table.
@@ -44,44 +47,57 @@ HALF_MM = {30.0: 60.0, 50.0: 75.0, 100.0: 100.0}
 
 @dataclasses.dataclass
 class Case:
-    """One field in a water phantom: grid, density, the engine's TERMA (no contamination) and contamination."""
+    """One field in a water phantom: grid, density, the engine's TERMA per energy group (G, nz, ny, nx;
+    no contamination), contamination, and the spectrum's group kernels."""
 
     field_mm: float
     grid: object
     rho: np.ndarray
     terma: np.ndarray
     contamination: np.ndarray
-    kernel: object
+    grouped: object
     beam: object
     machine: object
     model: object
     points: np.ndarray
+
+    @property
+    def kernel(self):
+        """The whole spectrum's kernel."""
+        return self.grouped.kernel
+
+    def sources(self, *, hardened: bool = True) -> list[tuple[np.ndarray, object]]:
+        """(TERMA, kernel) per energy group, or (hardened False) the total TERMA with the whole spectrum's kernel."""
+        if hardened:
+            return list(zip(self.terma, self.grouped.kernels))
+        return [(self.terma.sum(axis=0), self.kernel)]
 
 
 def make_case(field_mm: float, *, spacing: float = 2.5, depth_mm: float = 300.0, half_mm: float | None = None, model=None) -> Case:
     """The field's phantom (surface y = 0, voxel centres on the axis) and its TERMA (units ∝ MU)."""
     from art.dose import load_machine
     from art.dose.ccc.calibration import open_field_beam, water_grid
-    from art.dose.ccc.kernels import poly_kernel
+    from art.dose.ccc.kernels import group_kernels
     from art.dose.ccc.model import ccc_model
     from art.dose.ccc.terma import beam_terma
     from art.geometry import Volume
 
     machine = load_machine()
     model = model if model is not None else ccc_model(machine)
-    kernel = poly_kernel(model.energies_mev, model.fluence)
+    grouped = group_kernels(model.energies_mev, model.fluence)
     half = half_mm if half_mm is not None else HALF_MM.get(float(field_mm), max(60.0, 0.75 * field_mm + 30.0))
     grid = water_grid((spacing,) * 3, half_width_mm=half, depth_mm=depth_mm)
     rho = np.ones(grid.shape, np.float32)
     beam = open_field_beam(machine, field_mm, mu=100.0)
     points = grid.index_to_lps(np.indices(grid.shape).reshape(3, -1).T.astype(np.float64))
-    t, c = beam_terma(beam, machine, model, kernel, Volume(rho, grid), points, voxel_mm=spacing, patient_position="HFS")
-    return Case(float(field_mm), grid, rho, t.reshape(grid.shape), c.reshape(grid.shape), kernel, beam, machine, model, points)
+    t, c = beam_terma(beam, machine, model, grouped, Volume(rho, grid), points, voxel_mm=spacing, patient_position="HFS")
+    return Case(float(field_mm), grid, rho, t.reshape((-1,) + grid.shape), c.reshape(grid.shape), grouped, beam, machine, model, points)
 
 
-def ccc_transport(case: Case, *, reach: int | None = None, vectors=None, workers: int = 1) -> np.ndarray:
-    """The lattice transport of the case's TERMA (no contamination) with the engine's directions
-    (``art.dose.ccc.core``: REACH plus the fine forward ones), or the lattice of ``reach``, or ``vectors``."""
+def ccc_transport(case: Case, *, reach: int | None = None, vectors=None, workers: int = 1, hardened: bool = True) -> np.ndarray:
+    """The lattice transport of the case's TERMA (no contamination; per energy group with the group
+    kernels, or not ``hardened``) with the engine's directions (``art.dose.ccc.core``: REACH plus
+    the fine forward ones), or the lattice of ``reach``, or ``vectors``."""
     from art.dose.ccc import core
     from art.dose.ccc.directions import cone_weights, lattice_vectors, physical_vectors, transport_vectors
     from art.dose.ccc.transport import transport
@@ -94,9 +110,11 @@ def ccc_transport(case: Case, *, reach: int | None = None, vectors=None, workers
     else:
         vec = transport_vectors([(0.0, 1.0, 0.0)], g.spacing, g.direction_matrix, reach=core.REACH, fine_reach=core.FINE_REACH,
                                 fine_angle_deg=core.FINE_ANGLE_DEG)  # fmt: skip
-    w = cone_weights(case.kernel, (0.0, 1.0, 0.0), g.spacing, g.direction_matrix, vectors=vec)[:, None, :].astype(np.float32)
+    src = case.sources(hardened=hardened)
+    w = np.stack([cone_weights(k, (0.0, 1.0, 0.0), g.spacing, g.direction_matrix, vectors=vec) for _, k in src], axis=1).astype(np.float32)
     lengths = np.linalg.norm(physical_vectors(g.spacing, g.direction_matrix, vectors=vec), axis=1)
-    return np.asarray(transport(case.terma[None], case.rho, w, case.kernel.a_per_mm, vec, lengths, workers=workers), np.float64)
+    terma = np.stack([t for t, _ in src]).astype(np.float32)
+    return np.asarray(transport(terma, case.rho, w, case.kernel.a_per_mm, vec, lengths, workers=workers), np.float64)
 
 
 # ------------------------------------------------------------------------- exact superposition
@@ -162,14 +180,26 @@ def superpose(terma: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     return fftconvolve(np.asarray(terma, np.float64), kernel, mode="same")
 
 
-def fitted_kernel(case: Case, **kw) -> np.ndarray:
-    k = case.kernel
+def fitted_kernel(case: Case, kernel=None, **kw) -> np.ndarray:
+    """The voxelised exponential fit of ``kernel`` (default: the whole spectrum's)."""
+    k = case.kernel if kernel is None else kernel
     return voxel_kernel(k.fitted_cumulative, k.angle_edges_deg, case.grid.shape, case.grid.spacing[0], **kw)
 
 
-def tabulated_kernel(case: Case, **kw) -> np.ndarray:
-    k = case.kernel
+def tabulated_kernel(case: Case, kernel=None, **kw) -> np.ndarray:
+    """The voxelised tabulated ``kernel`` (default: the whole spectrum's)."""
+    k = case.kernel if kernel is None else kernel
     return voxel_kernel(table_cumulative(k.cumulative, k.radii_mm), k.angle_edges_deg, case.grid.shape, case.grid.spacing[0], **kw)
+
+
+def superposition(case: Case, *, tabulated: bool = False, hardened: bool = True, **kw) -> np.ndarray:
+    """The exact superposition Σ_g T_g ⊗ K_g of the case's group TERMAs with their fitted (or
+    ``tabulated``) kernels; not ``hardened``: the total TERMA with the whole spectrum's kernel."""
+    make = tabulated_kernel if tabulated else fitted_kernel
+    out = np.zeros(case.grid.shape, np.float64)
+    for t, k in case.sources(hardened=hardened):
+        out += superpose(t, make(case, k, **kw))
+    return out
 
 
 def hardened_superposition(case: Case, *, n_samples: int = 6_000_000) -> np.ndarray:
@@ -231,10 +261,11 @@ def main(argv=None) -> int:
         for r in args.reach:
             row[f"ccc{r}"] = pdd(case, ccc_transport(case, reach=r)).tolist()
         row["engine"] = pdd(case, ccc_transport(case)).tolist()
-        fk = fitted_kernel(case, n_samples=args.samples)
-        row["fit"] = pdd(case, superpose(case.terma, fk)).tolist()
-        row["fit_seed1"] = pdd(case, superpose(case.terma, fitted_kernel(case, n_samples=args.samples, seed=1))).tolist()
-        row["table_kernel"] = pdd(case, superpose(case.terma, tabulated_kernel(case, n_samples=args.samples))).tolist()
+        row["engine_unhardened"] = pdd(case, ccc_transport(case, hardened=False)).tolist()
+        row["fit"] = pdd(case, superposition(case, n_samples=args.samples)).tolist()
+        row["fit_seed1"] = pdd(case, superposition(case, n_samples=args.samples, seed=1)).tolist()
+        row["fit_unhardened"] = pdd(case, superposition(case, hardened=False, n_samples=args.samples)).tolist()
+        row["table_kernel"] = pdd(case, superposition(case, tabulated=True, n_samples=args.samples)).tolist()
         if not args.no_hard:
             row["hard"] = pdd(case, hardened_superposition(case)).tolist()
         row["seconds"] = time.perf_counter() - t0

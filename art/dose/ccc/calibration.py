@@ -80,9 +80,13 @@ def calibration_factor(machine: Machine, model: CCCModel, spacing, *, fluence_mm
 
 
 def computed_factor(machine: Machine, model: CCCModel, spacing, *, fluence_mm: float = 1.25, xp: ModuleType = np) -> float:
-    """:func:`calibration_factor` computed by the engine in its water phantom (never from the table; cached per process)."""
+    """:func:`calibration_factor` computed by the engine in its water phantom (never from the table; cached per
+    process, also under the engine's digest: a change of its numerics at run time, e.g. its energy groups, recomputes)."""
+    from art.dose.ccc.calibration_table import engine_digest
+
     sp = tuple(round(float(s), 6) for s in spacing)
-    return _factor(machine.digest, machine.source, model.key(), sp, round(float(fluence_mm), 6), xp.__name__, _Ref(machine, model, xp))
+    return _factor(machine.digest, machine.source, model.key(), sp, round(float(fluence_mm), 6), xp.__name__, engine_digest(),
+                   _Ref(machine, model, xp))  # fmt: skip
 
 
 class _Ref:
@@ -99,7 +103,7 @@ class _Ref:
 
 
 @functools.lru_cache(maxsize=32)
-def _factor(digest, source, model_key, spacing, fluence_mm, xp_name, ref: _Ref) -> float:  # noqa: ARG001 - the keys
+def _factor(digest, source, model_key, spacing, fluence_mm, xp_name, engine, ref: _Ref) -> float:  # noqa: ARG001 - the keys
     m, model = ref.machine, ref.model
     field = m.calib_field_mm
     iso_depth = m.sad_mm - m.calib_ssd_mm  # the isocentre below the surface

@@ -76,11 +76,10 @@ class Case:
 def make_case(field_mm: float, *, spacing: float = 2.5, depth_mm: float = 300.0, half_mm: float | None = None, model=None) -> Case:
     """The field's phantom (surface y = 0, voxel centres on the axis) and its TERMA (units ∝ MU)."""
     from art.dose import load_machine
-    from art.dose.ccc.calibration import open_field_beam, water_grid
+    from art.dose.ccc.calibration import open_field_beam, phantom_density, water_grid
     from art.dose.ccc.kernels import group_kernels
     from art.dose.ccc.model import ccc_model
     from art.dose.ccc.terma import beam_terma
-    from art.geometry import Volume
 
     machine = load_machine()
     model = model if model is not None else ccc_model(machine)
@@ -90,7 +89,7 @@ def make_case(field_mm: float, *, spacing: float = 2.5, depth_mm: float = 300.0,
     rho = np.ones(grid.shape, np.float32)
     beam = open_field_beam(machine, field_mm, mu=100.0)
     points = grid.index_to_lps(np.indices(grid.shape).reshape(3, -1).T.astype(np.float64))
-    t, c = beam_terma(beam, machine, model, grouped, Volume(rho, grid), points, voxel_mm=spacing, patient_position="HFS")
+    t, c = beam_terma(beam, machine, model, grouped, phantom_density(rho, grid), points, voxel_mm=spacing, patient_position="HFS")
     return Case(float(field_mm), grid, rho, t.reshape((-1,) + grid.shape), c.reshape(grid.shape), grouped, beam, machine, model, points)
 
 
@@ -204,9 +203,9 @@ def superposition(case: Case, *, tabulated: bool = False, hardened: bool = True,
 
 def hardened_superposition(case: Case, *, n_samples: int = 6_000_000) -> np.ndarray:
     """Σ_E T_E ⊗ K_E: each energy's TERMA with its own (tabulated) mono-energetic kernel."""
+    from art.dose.ccc.calibration import phantom_density
     from art.dose.ccc.kernels import load_tables
     from art.dose.ccc.terma import beam_terma
-    from art.geometry import Volume
 
     t = load_tables()
     k = case.kernel
@@ -219,7 +218,7 @@ def hardened_superposition(case: Case, *, n_samples: int = 6_000_000) -> np.ndar
         one = np.zeros_like(k.fluence)
         one[n] = k.fluence[n]
         ke = dataclasses.replace(k, fluence=one)
-        te, _ = beam_terma(case.beam, case.machine, model, ke, Volume(case.rho, case.grid), case.points,
+        te, _ = beam_terma(case.beam, case.machine, model, ke, phantom_density(case.rho, case.grid), case.points,
                            voxel_mm=case.grid.spacing[0], patient_position="HFS")  # fmt: skip
         cum = np.cumsum(t.total[e], axis=1)
         kern = voxel_kernel(table_cumulative(cum, t.radii_mm), t.angle_edges_deg, case.grid.shape, case.grid.spacing[0],

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from art.dose.ccc.calibration import central_axis, computed_factor, open_field_beam, water_dose, water_grid
+from art.dose.ccc.calibration import central_axis, computed_factor, open_field_beam, phantom_density, water_dose, water_grid
 from art.dose.ccc.core import FINE_ANGLE_DEG, FINE_REACH, REACH
 from art.dose.ccc.directions import lattice_vectors
 from art.dose.ccc.kernels import GROUP_EDGES_MEV, SCALES_MM, load_tables, poly_kernel, reference_spectrum
@@ -43,7 +43,6 @@ from art.dose.ccc.model import CCCModel, ccc_model, parse_section
 from art.dose.ccc.terma import beam_terma
 from art.dose.machine import Machine, load_machine
 from art.errors import MachineDataError
-from art.geometry import Volume
 
 PDD_GRID_MM = 2.5
 PENUMBRA_GRID_MM = 1.25
@@ -95,7 +94,7 @@ def central_axis_parts(machine: Machine, model: CCCModel, field: float, *, spaci
     depths, photon = central_axis(water_dose(machine, photon_only, beam, grid), grid)
     nz, ny, nx = grid.shape
     pts = grid.index_to_lps(np.stack([np.full(ny, nz // 2), np.arange(ny), np.full(ny, nx // 2)], axis=1).astype(np.float64))
-    density = Volume(np.ones(grid.shape, np.float32), grid)
+    density = phantom_density(np.ones(grid.shape, np.float32), grid)
     kernel = poly_kernel(model.energies_mev, model.fluence)
     cont = {}
     for lam in lambdas:

@@ -48,7 +48,9 @@ def test_calibration_gives_dose_per_mu_at_the_calibration_depth(field10, machine
 
 
 def test_pdd_10x10_beyond_dmax_matches_the_machine_table(field10, machine):
-    """Within 2 % from d_max (15 mm) to 300 mm (the commissioning's fit: rms 0.9 %, at most 1.7 %)."""
+    """Within 2 % from d_max (15 mm) to 300 mm, rms 1 %. Measured (hardened kernels): −3.0 % at 300 mm, over
+    this limit (−2.8 % without hardening), rms 1.2 %; from 15 to 250 mm within 1.9 %. The table's values
+    beyond 200 mm are an extrapolation (art/dose/data/make_generic_machines.py), not data."""
     y, d = cax(field10)
     depths = np.array([15.0, 20, 30, 40, 50, 60, 80, 100, 120, 150, 200, 250, 300])
     pdd = 100 * np.interp(depths, y, d) / np.interp(15.0, y, d)
@@ -90,12 +92,12 @@ def test_inverse_square_ssd_90_against_100(machine):
         assert abs(ratio - isl) < 0.25 * (isl - 1.0)
 
 
-@pytest.mark.parametrize("side, tol", [(50.0, 0.03), (200.0, 0.05)])
+@pytest.mark.parametrize("side, tol", [(50.0, 0.03), (200.0, 0.03)])
 def test_pdd_other_fields(machine, side, tol):
-    """5×5 and 20×20 cm² (not fitted) from d_max to 250 mm: within 2.5 % and 4.6 % measured. The
-    generic table's field-size dependence is not that of the kernels (the exact superposition of
-    the same kernel and spectrum is +6 % at 20 cm for 20×20, normalised at d_max, without the
-    electron contamination), so the tolerance is what is reached, not the 1 % of the issue."""
+    """5×5 and 20×20 cm² (not fitted) from d_max to 250 mm. Measured with the kernels hardened by energy
+    groups: 3.3 % (5×5, at 250 mm: over this limit; 4.3 % without hardening) and 1.9 % (20×20; 2.7 %
+    without, when its limit was 5 %). The generic table's field-size dependence is not that of the
+    kernels (docs/dose_engines.md, small fields), so the tolerance is not the 1 % of the issue."""
     ct = water_ct(2.5, 0.6 * side + 40.0, 320.0)
     y, d = cax(ccc.dose(ct, one_beam(machine, side), machine, dose_grid_mm=None, backend="numpy"))
     depths = np.array([15.0, 30, 50, 100, 150, 200, 250])

@@ -72,11 +72,7 @@ def plan_job(
     """``art plan``: planning CT + RTSTRUCT + protocol → RTPLAN, RTDOSE, RTSTRUCT, report.html, summary.json.
 
     ``final_engine`` computes the final dose; ``check_engine`` its independent check (default: the other algorithm).
-
-    Returns
-    -------
-    dict
-        The summary (also written as ``summary.json``).
+    Returns the summary (dict, also written as ``summary.json``).
     """
     from art.dose import load_machine
     from art.independent_check import checked_engines, staged_check
@@ -90,7 +86,7 @@ def plan_job(
 
     stages = Stages(show=show)
     check_output_dir(out)
-    final_engine, check_engine = checked_engines(final_engine, check_engine)
+    final_engine, check_engine = checked_engines(final_engine, check_engine)  # before any work
     with stages.stage("read inputs"):
         protocol = load_protocol(protocol_path)
         ct = read_image_series(ct_dir)
@@ -103,6 +99,7 @@ def plan_job(
     result = make_plan(ct.volume, structures, protocol, machine=machine, stages=stages, optimizer_options=optimizer_options,
                        final_grid_mm=final_grid_mm, patient_position=position, final_engine=final_engine)  # fmt: skip
     check = staged_check(ct.volume, result, result.structures or structures, protocol, machine, engine=check_engine, stages=stages)
+    dvh = _prefetch_dvh([result.dose], result.structures or structures)
     with atomic_output_dir(out) as tmp:
         with stages.stage("export"):
             write_plan_files(tmp, plan=result.plan, dose=result.dose, ct=ct, structures=structures, protocol=protocol, machine=machine, label="REFERENCE")
@@ -124,6 +121,7 @@ def plan_job(
             from art.report import plan_report_model, write_report
             from art.report.build import position_text
 
+            dvh.join()  # the DVH samples taken during the export
             model = plan_report_model(
                 ct.volume, result.structures or structures, result.dose, result.goals, plan=result.plan, title="Reference plan QA report",
                 identifiers={**identifiers(ct.patient), "Patient position": position_text(result.plan)},
@@ -164,6 +162,7 @@ def replan_job(reference_dir: Path, cbct_dir: Path, out: Path, *, show: bool = T
     result = adapt(reference, cbct, machine=machine, stages=stages, contour_model=model, final_grid_mm=final_grid_mm,
                    frame_link=None if link is None else link.matrix_4x4, final_engine=final_engine, check_engine=check_engine)  # fmt: skip
     rec = recommend(result.scheduled_goals, result.adapted.goals)
+    dvh = _prefetch_dvh([result.scheduled_dose, result.adapted.dose], result.adapted.structures or result.daily_structures)
     with atomic_output_dir(out) as tmp:
         with stages.stage("export"):
             sct = _write_synthetic_ct(tmp, result, reference, cbct)
@@ -177,6 +176,7 @@ def replan_job(reference_dir: Path, cbct_dir: Path, out: Path, *, show: bool = T
         summary["synthetic_ct"] = _synthetic_ct_record(sct)
         summary["registration"]["frame_link"] = _frame_link_record(link)
         with stages.stage("report"):
+            dvh.join()
             _write_replan_report(tmp, result, summary, reference, cbct, stages)
         summary["timings_s"] = dict(stages.timings)
         summary["total_time_s"] = stages.total_s
@@ -465,7 +465,9 @@ def demo_job(out: Path, *, seed: int = 0, show: bool = True, fraction_options: d
     with atomic_output_dir(out) as tmp:
         with stages.stage("demo patient"):
             kw = {"spacing": tuple(spacing)} if spacing is not None else {}
+            warm = _warm_up_in_background()  # the digital patient keeps one core busy; the other prepares the engines
             write_phantom(tmp / "patient", seed=seed, fractions=1, fraction_options={1: options}, **kw)
+            warm.join()
         patient = tmp / "patient"
         engines = {"final_engine": final_engine, "check_engine": check_engine}
         plan_summary = plan_job(patient / "CT", patient / "RTSTRUCT.dcm", patient / "protocol.toml", tmp / "reference", show=show,
@@ -488,6 +490,50 @@ def demo_job(out: Path, *, seed: int = 0, show: bool = True, fraction_options: d
         summary["total_time_s"] = round(sum(summary["timings_s"].values()), 1)
         write_summary(summary, tmp / "summary.json")
     return summary
+
+
+def _in_background(name: str, work: Any) -> Any:
+    """A started daemon thread running ``work()``; its failure is left to the stage that needs the
+    result (it meets the error again there and raises it with its own message)."""
+    import threading
+
+    def run() -> None:
+        try:
+            work()
+        except Exception:  # noqa: BLE001 - only a prefetch or a warm-up
+            pass
+
+    t = threading.Thread(target=run, name=name, daemon=True)
+    t.start()
+    return t
+
+
+def _prefetch_dvh(doses: list, structures: Any) -> Any:
+    """A started thread sampling the report's DVH structures in ``doses`` into the sample cache
+    (:func:`art.evaluate.polygons.prefetch_samples`) while the export runs (mostly pydicom, one core);
+    the report joins it and takes the samples from the cache (the same numbers)."""
+
+    def work() -> None:
+        from art.evaluate.polygons import prefetch_samples
+        from art.report.build import dvh_structures_of
+
+        prefetch_samples(doses, dvh_structures_of(structures))
+
+    return _in_background("art-dvh-prefetch", work)
+
+
+def _warm_up_in_background() -> Any:
+    """A started thread fitting the shipped machine's pencil-beam kernel and importing torch: what the plan and
+    the re-plan need first (~1.3 s each, cached for the process)."""
+
+    def work() -> None:
+        from art.dose import load_machine
+        from art.dose.kernel import fit_kernel
+
+        fit_kernel(load_machine())
+        import torch  # noqa: F401 - imported once for the AI contours
+
+    return _in_background("art-warm-up", work)
 
 
 def written_files(folder: Path) -> list[str]:

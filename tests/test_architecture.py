@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 #: (the core's small modules, layer 0, may use each other).
 LAYERS: list[set[str]] = [
     # core data model and utilities
-    {"errors", "_version", "backend", "blas", "threads", "geometry", "structures", "plan", "outputs", "provenance", "progress", "privacy", "summary"},
+    {"errors", "_version", "backend", "blas", "threads", "content_cache", "geometry", "structures", "plan", "outputs", "provenance", "progress", "privacy", "summary"},
     # the clinical protocol (a domain concept used by every stage)
     {"protocol"},
     # stage packages that need only the core and the protocol

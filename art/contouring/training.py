@@ -362,7 +362,7 @@ def _load_init(net, path) -> dict:
 
     from .model import load_model
 
-    m = load_model(path)  # validates the card (classes, spacing, ...)
+    m = load_model(path, optimise=False)  # validates the card (classes, spacing, ...)
     if list(m.classes) != list(CLASSES):
         raise InputError(f"--init model {path}: classes {m.classes} differ from {list(CLASSES)}")
     with warnings.catch_warnings():

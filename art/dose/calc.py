@@ -179,12 +179,15 @@ def _sample_stack(stack, x0, y0, h, levels, u, v, sig) -> np.ndarray:
     return map_coordinates(stack, coords, order=1, mode="constant", cval=0.0, prefilter=False)
 
 
-def beam_dose_at(density: Volume, beam: Beam, machine: Machine, points_lps: np.ndarray, *, fluence_mm: float = 1.25, patient_position: str = "HFS") -> np.ndarray:
+def beam_dose_at(density: Volume, beam: Beam, machine: Machine, points_lps: np.ndarray, *, fluence_mm: float = 1.25, patient_position: str = "HFS",
+                 geometry_key: bytes | None = None) -> np.ndarray:  # fmt: skip
     """Per-fraction dose (Gy) of one beam at LPS points (n, 3).
 
     The fluence map is convolved with pixel-integrated Gaussians for a ladder of
     widths (ratio 1.06) and each point interpolates bilinearly in position and
     linearly in width; the primary uses the fine map, the scatter components a 5 mm copy.
+    ``geometry_key`` (:func:`art.dose.engine.geometry_key` of ``density`` and ``points_lps``): the
+    beam's radiological depths are kept for, and taken from, an earlier call with the same geometry.
     """
     kernel = fit_kernel(machine)
     flu, ex, ey = beam_fluence(beam, machine, fluence_mm=fluence_mm)
@@ -194,7 +197,7 @@ def beam_dose_at(density: Volume, beam: Beam, machine: Machine, points_lps: np.n
     out = np.zeros(points_lps.shape[0], np.float32)
     if ok.size == 0 or not np.any(flu > 0):
         return out
-    pts = beam_points(density, frame, points_lps[ok])
+    pts = beam_points(density, frame, points_lps[ok], geometry_key=geometry_key)
     amp, sig = kernel_terms(kernel, pts)
     soft = softening_factor(machine, pts)
     if soft is not None:
@@ -224,8 +227,12 @@ def _beam_doses(setup, beams: list[Beam], machines: list[Machine], *, fluence_mm
 
     from art.blas import single_threaded_blas
 
+    from art.dose.engine import geometry_key
+
+    key = geometry_key(setup.density, setup.points)  # the beams' ray traces are kept for a recomputation on this geometry
+
     def one(bm: tuple[Beam, Machine]) -> np.ndarray:
-        return beam_dose_at(setup.density, bm[0], bm[1], setup.points, fluence_mm=fluence_mm, patient_position=patient_position)
+        return beam_dose_at(setup.density, bm[0], bm[1], setup.points, fluence_mm=fluence_mm, patient_position=patient_position, geometry_key=key)
 
     pairs = list(zip(beams, machines))
     workers = min(2, len(beams), os.cpu_count() or 1)

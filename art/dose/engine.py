@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from art.backend import array_namespace
+from art.content_cache import ContentCache, Digest
 from art.dose.beam_geometry import BeamFrame
 from art.dose.kernel import LATERAL_DENSITY_FLOOR, PencilKernel, gaussian_bin_integrals
 from art.dose.raytrace import radiological_depth, sample_density
@@ -32,15 +33,38 @@ class BeamPoints:
     rho: np.ndarray
 
 
-def beam_points(density: Volume, frame: BeamFrame, points_lps: np.ndarray, *, lateral_step_mm: float = 2.0, bev: tuple | None = None) -> BeamPoints:
+#: Radiological depths and densities of beams at point sets (:func:`beam_points` with ``geometry_key``):
+#: a plan recomputed on the same density and grid (the scheduled and adapted plans of a day share their
+#: beams' geometry; normalisation and the correction stage recompute a plan's final dose) traces its rays once.
+DEPTHS = ContentCache(192 * 2**20)
+
+
+def beam_points(density: Volume, frame: BeamFrame, points_lps: np.ndarray, *, lateral_step_mm: float = 2.0, bev: tuple | None = None,
+                geometry_key: bytes | None = None) -> BeamPoints:  # fmt: skip
     """Geometry of LPS points (n, 3) for one beam: BEV (u, v) at the isocentre plane (mm),
     axial distance from the source z (mm), radiological depth (mm) and relative density.
-    ``bev``: ``frame.to_bev(points_lps)`` if the caller already has it."""
+    ``bev``: ``frame.to_bev(points_lps)`` if the caller already has it. ``geometry_key``: a digest of
+    the density (values and grid) and of ``points_lps`` (:func:`geometry_key`); with it the depth and
+    density are kept in (and taken from) :data:`DEPTHS` under that key and the beam's frame."""
     u, v, z = frame.to_bev(points_lps) if bev is None else bev
+    key = None
+    if geometry_key is not None:
+        key = Digest(geometry_key, frame.rotation, frame.isocenter, frame.sad, float(lateral_step_mm)).digest()
+        hit = DEPTHS.get(key)
+        if hit is not None:
+            f4 = np.float32
+            return BeamPoints(u.astype(f4), v.astype(f4), z.astype(f4), hit[0], hit[1])
     d = radiological_depth(density, frame, points_lps, lateral_step_mm=lateral_step_mm, bev=(u, v, z))
     rho = sample_density(density, points_lps)
+    if key is not None:
+        DEPTHS.put(key, d, rho)
     f4 = np.float32
     return BeamPoints(u.astype(f4), v.astype(f4), z.astype(f4), d, rho)
+
+
+def geometry_key(density: Volume, points_lps: np.ndarray) -> bytes:
+    """The digest of a density (values and grid) and of LPS points (n, 3) that keys :data:`DEPTHS`."""
+    return Digest("beam points", density.grid, np.asarray(density.array), np.asarray(points_lps)).digest()
 
 
 def softening_factor(machine, pts: BeamPoints) -> np.ndarray | None:

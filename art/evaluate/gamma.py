@@ -122,8 +122,8 @@ def gamma_index(
     sel, idx, d_ref, inv_dd2 = _select_voxels(ref, m, norm, threshold_percent=threshold_percent, dose_percent=dose_percent, global_norm=global_norm)
     spacing = np.asarray(grid.spacing, dtype=np.float64)  # (dz, dy, dx)
     offs = _offsets(max_gamma * distance_mm, step, distance_mm, spacing, grid.shape)
-    best = _search_threads(ev, idx.astype(np.float64), d_ref, inv_dd2, offs, spacing=spacing, shape=grid.shape,
-                           inv_dta2=1.0 / distance_mm**2, max_gamma=max_gamma)
+    best = _search(ev, idx.astype(np.float64), d_ref, inv_dd2, offs, spacing=spacing, shape=grid.shape,
+                   inv_dta2=1.0 / distance_mm**2, max_gamma=max_gamma)
     gam = np.sqrt(best)
     out = np.full(grid.shape, np.nan, np.float32)
     out[sel] = gam
@@ -218,26 +218,6 @@ def _select_voxels(ref: np.ndarray, m: np.ndarray, norm: float, *, threshold_per
     return sel, idx, d_ref, 1.0 / np.maximum(dd, 1e-30) ** 2
 
 
-#: Voxels from which the search is shared between two threads (each voxel's γ is its own: the same numbers).
-_THREADED_FROM = 20_000
-
-
-def _search_threads(ev: np.ndarray, base: np.ndarray, d_ref: np.ndarray, inv_dd2: Any, offs: np.ndarray, **kw: Any) -> np.ndarray:
-    """:func:`_search` with the voxels dealt alternately to two threads (:mod:`art.threads`; SciPy's interpolation releases the GIL)."""
-    from art.threads import parallel, threads
-
-    n = d_ref.size
-    if n < _THREADED_FROM or threads() < 2:
-        return _search(ev, base, d_ref, inv_dd2, offs, **kw)
-    local = np.ndim(inv_dd2) > 0
-    parts = [np.arange(k, n, 2) for k in (0, 1)]  # interleaved: failing voxels cluster, so both halves get their share
-    found = parallel(lambda p: _search(ev, base[p], d_ref[p], inv_dd2[p] if local else inv_dd2, offs, **kw), parts)
-    best = np.empty(n)
-    for p, b in zip(parts, found):
-        best[p] = b
-    return best
-
-
 def _search(ev: np.ndarray, base: np.ndarray, d_ref: np.ndarray, inv_dd2: Any, offs: np.ndarray, *, spacing: np.ndarray,
             shape: tuple, inv_dta2: float, max_gamma: float) -> np.ndarray:
     """Squared γ of each evaluated voxel, capped at ``max_gamma²``.
@@ -245,7 +225,7 @@ def _search(ev: np.ndarray, base: np.ndarray, d_ref: np.ndarray, inv_dd2: Any, o
     Parameters
     ----------
     ev : (z, y, x) float64, evaluated dose on the reference grid, Gy (NaN = no dose there)
-    base : (n, 3) float64, (z, y, x) indices of the evaluated voxels
+    base : (n, 3) float64, (z, y, x) indices of the evaluated voxels (integers)
     d_ref : (n,) float64, their reference dose, Gy
     inv_dd2 : float or (n,), 1 / ΔD², Gy⁻²
     offs : (m, 3) displacements in mm, (z, y, x), by increasing length
@@ -257,28 +237,68 @@ def _search(ev: np.ndarray, base: np.ndarray, d_ref: np.ndarray, inv_dd2: Any, o
     (n,) float64
         A voxel stops being searched once the distance term alone exceeds its best γ²;
         displacements that leave the grid or meet a NaN dose are skipped.
-    """
-    from scipy.ndimage import map_coordinates
 
+    Notes
+    -----
+    Every evaluated voxel sits on the grid and a displacement is the same for all of them, so
+    the trilinear interpolation has the same cell offset and weights for every voxel: it is
+    done with one gather per corner of the cell (only along the axes where the displacement is
+    not a whole number of voxels) and a linear blend along each such axis — 2.5× cheaper than
+    interpolating at arbitrary points. A NaN dose at a corner of zero weight does not count.
+    """
     n = d_ref.size
     best = np.full(n, max_gamma**2)
-    hi = np.array(shape, dtype=np.float64) - 1.0
-    active = np.arange(n)
+    hi = np.array(shape, dtype=np.int64) - 1
+    padded = np.pad(ev, [(0, 1)] * 3, mode="edge").ravel()  # the "+1" corner of the last voxels (zero weight there)
+    strides = np.array([(shape[1] + 1) * (shape[2] + 1), shape[2] + 1, 1], dtype=np.int64)
+    cells = base.astype(np.int64)
+    # the active voxels' data kept compact (compressed when the distance term rises past some voxels' best γ²)
+    act = np.arange(n)
+    flat, dref, g_best = cells @ strides, d_ref.copy(), best.copy()
+    inv = np.asarray(inv_dd2, dtype=np.float64).copy() if np.ndim(inv_dd2) else float(inv_dd2)
+    margin = np.minimum(cells, hi - cells).min(axis=1)  # voxels from the nearest grid face
+    last_r2 = -1.0
     for off in offs:
         r2 = float(off @ off) * inv_dta2
-        active = active[best[active] > r2]
-        if active.size == 0:
+        if r2 > last_r2:
+            keep = g_best > r2
+            if not keep.all():
+                best[act[~keep]] = g_best[~keep]
+                act, flat, dref, g_best, margin = act[keep], flat[keep], dref[keep], g_best[keep], margin[keep]
+                inv = inv[keep] if np.ndim(inv) else inv
+            last_r2 = r2
+        if act.size == 0:
             break
-        c = base[active] + off / spacing
-        inside = np.all((c >= -1e-9) & (c <= hi + 1e-9), axis=1)
-        a = active[inside]
-        if a.size == 0:
-            continue
-        c = np.clip(c[inside], 0.0, hi)
-        val = map_coordinates(ev, c.T, order=1, mode="nearest", prefilter=False)
-        ok = np.isfinite(val)
-        a, val = a[ok], val[ok]
-        g2 = r2 + (val - d_ref[a]) ** 2 * (inv_dd2[a] if np.ndim(inv_dd2) else inv_dd2)
-        better = g2 < best[a]
-        best[a[better]] = g2[better]
+        q = off / spacing
+        whole = np.round(q)
+        q = np.where(np.abs(q - whole) < 1e-9, whole, q)
+        f = np.floor(q).astype(np.int64)
+        t = q - f
+        up = (t > 0).astype(np.int64)
+        need = int(np.max(np.maximum(-f, f + up)))
+        at = flat + int(f @ strides)
+        near = np.flatnonzero(margin < need)  # only these can leave the grid
+        outside = np.empty(0, np.int64)
+        if near.size:
+            c = cells[act[near]]
+            outside = near[~np.all((c >= -f) & (c <= hi - f - up), axis=1)]
+            at[outside] = flat[outside]  # a valid index; their value is discarded below
+        val = _blend(padded, at, t, strides)
+        val[outside] = np.nan
+        g2 = r2 + (val - dref) ** 2 * inv
+        np.fmin(g_best, g2, out=g_best)  # NaN (no dose there, or off the grid) never wins
+    best[act] = g_best
     return best
+
+
+def _blend(padded: np.ndarray, corner: np.ndarray, t: np.ndarray, strides: np.ndarray) -> np.ndarray:
+    """Trilinear values at ``corner`` (flat indices into ``padded``) + fractions ``t`` (z, y, x) of a voxel."""
+    axes = [ax for ax in range(3) if t[ax] > 0]
+    shifts = [0]
+    for ax in axes:
+        shifts = shifts + [s + int(strides[ax]) for s in shifts]
+    vals = [padded.take(corner + s) if s else padded.take(corner) for s in shifts]
+    for ax in reversed(axes):  # the last axis added splits the corners into halves
+        half = len(vals) // 2
+        vals = [vals[i] + (vals[i + half] - vals[i]) * t[ax] for i in range(half)]
+    return vals[0]

@@ -345,8 +345,8 @@ def _sample_plane(arr: np.ndarray, inside: np.ndarray, start: tuple[int, int], s
     z_step : float, keyword-only
         Finest sub-piece along z, in dose slices (``step_mm`` / dz).
     z_dose_gy : float, keyword-only
-        A piece across which some cell's dose changes by more than this is cut into sub-pieces
-        (at most ``z_step`` long), so that a steep gradient along z is sampled like one in-plane.
+        A cell whose dose changes across a piece by more than this is cut into sub-pieces (at most
+        ``z_step`` long, :func:`_add_piece`), so that a steep gradient along z is sampled like one in-plane.
     """
     nz, ny, nx = arr.shape
     (j0, i0), (sy, sx) = start, sub
@@ -359,11 +359,15 @@ def _sample_plane(arr: np.ndarray, inside: np.ndarray, start: tuple[int, int], s
     a, xa = ylo - ja, xlo - ia
     xb = np.minimum(xa + 1, ib - ia - 1)
 
+    done: dict[int, np.ndarray] = {}  # a dose slice shared by two pieces of the slab is interpolated once
+
     def bilinear(k: int) -> np.ndarray:  # dose slice k at the inside sub-cell centres
-        block = arr[k, ja:jb, ia:ib].astype(np.float64)
-        along_x = block[:, xa] * (1 - xt) + block[:, xb] * xt  # (dose rows, sub-cell columns)
-        b = np.minimum(a + 1, along_x.shape[0] - 1)
-        return (along_x[a] * (1 - yt)[:, None] + along_x[b] * yt[:, None])[inside]
+        if k not in done:
+            block = arr[k, ja:jb, ia:ib].astype(np.float64)
+            along_x = block[:, xa] * (1 - xt) + block[:, xb] * xt  # (dose rows, sub-cell columns)
+            b = np.minimum(a + 1, along_x.shape[0] - 1)
+            done[k] = (along_x[a] * (1 - yt)[:, None] + along_x[b] * yt[:, None])[inside]
+        return done[k]
 
     for km, length in _z_pieces(slab[0], slab[1], nz):
         k0 = min(max(int(math.floor(km)), 0), max(nz - 2, 0))
@@ -374,12 +378,31 @@ def _sample_plane(arr: np.ndarray, inside: np.ndarray, start: tuple[int, int], s
         # along z the dose is linear between the slice centres: the piece is cut into sub-pieces of at most
         # ``z_step`` slices where the dose changes across it by more than ``z_dose_gy`` (a steep z gradient)
         lo_t, hi_t = km - 0.5 * length - k0, km + 0.5 * length - k0
-        spread = float(np.max(np.abs(d1 - d0))) * length if d0.size else 0.0
-        n = 1 if spread <= z_dose_gy else min(int(math.ceil(spread / z_dose_gy)), max(1, int(math.ceil(length / z_step))))
+        if nz <= 1:
+            lo_t = hi_t = 0.0
+        _add_piece(pool, d0, d1, (lo_t, hi_t), cell_cc * length, max(1, int(math.ceil(length / z_step))), z_dose_gy / length)
+
+
+def _add_piece(pool: _DosePool, d0: np.ndarray, d1: np.ndarray, t_range: tuple[float, float], piece_cc: float, n_max: int, per_slice_gy: float) -> None:
+    """Pool one piece of a plane's cells, the dose linear along z from ``d0`` (t = 0) to ``d1`` (t = 1).
+
+    A cell whose dose changes across the piece by more than ``per_slice_gy`` × (its change per
+    slice) allows is cut into ``n`` equal sub-pieces (``n`` ≤ ``n_max``): ``n = ceil(change / z_dose_gy)``;
+    the cells of equal ``n`` are pooled together. Only the cells in a steep z gradient get the extra
+    samples (a whole plane was cut as finely as its steepest cell: ~7× the samples for the bones).
+    """
+    lo_t, hi_t = t_range
+    slope = np.abs(d1 - d0)
+    if n_max <= 1 or slope.size == 0 or float(slope.max()) <= per_slice_gy:
+        groups = [(1, None)]
+    else:
+        n_cell = np.clip(np.ceil(slope / per_slice_gy), 1, n_max).astype(np.int64)
+        groups = [(int(n), np.flatnonzero(n_cell == n)) for n in np.unique(n_cell)]
+    for n, sel in groups:
+        e0, e1 = (d0, d1) if sel is None else (d0[sel], d1[sel])
         for q in range(n):
-            t = lo_t + (hi_t - lo_t) * (q + 0.5) / n
-            t = min(max(t, 0.0), 1.0) if nz > 1 else 0.0
-            pool.add(d0 + (d1 - d0) * t, cell_cc * length / n)
+            t = min(max(lo_t + (hi_t - lo_t) * (q + 0.5) / n, 0.0), 1.0)
+            pool.add(e0 + (e1 - e0) * t, piece_cc / n)
 
 
 def polygon_samples(
@@ -462,23 +485,39 @@ def polygon_samples(
     return doses, volumes
 
 
-def prefetch_samples(dose: Volume, structures: Iterable[Structure], *, threads: int = 2) -> None:
-    """Sample the structures with polygons in ``dose`` on up to ``threads`` threads (:mod:`art.threads`), into :mod:`~art.evaluate.sample_cache`.
+def prefetch_samples(dose: Volume | Iterable[Volume], structures: Iterable[Structure], *, threads: int = 2) -> None:
+    """Sample the structures with polygons in ``dose`` (one dose or several) on up to ``threads`` threads
+    (:mod:`art.threads`), into :mod:`~art.evaluate.sample_cache`.
 
     The later :func:`polygon_samples` calls of the same structures (default parameters) then take
     their samples from the cache: the same numbers, sooner (NumPy releases the GIL for most of the
-    work). Errors are not raised here: the later call meets (and raises) them in its own order.
+    work). The (dose, structure) pairs run largest structure first, so that one large structure
+    (the bones) does not finish alone on one thread. Errors are not raised here: the later call
+    meets (and raises) them in its own order.
     """
     from art.threads import parallel
 
+    doses = [dose] if isinstance(dose, Volume) else [d for d in dose if isinstance(d, Volume)]
     todo = [s for s in structures if isinstance(s, Structure) and s.contours is not None]
-    if len(todo) < 2 or threads < 2 or not isinstance(dose, Volume):
+    pairs = [(d, s) for s in sorted(todo, key=_polygon_area, reverse=True) for d in doses]
+    if len(pairs) < 2 or threads < 2:
         return
 
-    def one(s: Structure) -> None:
+    def one(pair: tuple[Volume, Structure]) -> None:
         try:
-            polygon_samples(dose, s)
+            polygon_samples(*pair)
         except (GeometryError, InputError):
             pass
 
-    parallel(one, todo, most=threads)
+    parallel(one, pairs, most=threads)
+
+
+def _polygon_area(s: Structure) -> float:
+    """Σ |shoelace area| of the structure's polygons (mm², in the LPS x-y plane): the sampling work's scale."""
+    total = 0.0
+    for c in s.contours or ():
+        p = np.asarray(c, dtype=np.float64)
+        if p.ndim == 2 and p.shape[0] >= 3:
+            x, y = p[:, 0], p[:, 1]
+            total += abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))) / 2.0
+    return total

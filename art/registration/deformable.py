@@ -207,6 +207,25 @@ def extend_field(u: np.ndarray, grid: Grid, points: np.ndarray, *, fade_mm: floa
     return out.reshape(np.shape(points))
 
 
+def extend_onto_padded(u: np.ndarray, grid: Grid, pad, *, fade_mm: float = EDGE_FADE_MM) -> np.ndarray:
+    """:func:`extend_field` at the voxel centres of ``grid.pad(pad)``: the border values continued
+    (edge padding) times the same fade ``max(0, 1 - distance / fade_mm)``, without interpolating
+    (the padded grid's voxels are the grid's continued, whole indices).
+
+    Returns
+    -------
+    ndarray, float32, shape ``grid.pad(pad).shape + (3,)``
+    """
+    pad = [int(v) for v in np.broadcast_to(np.asarray(pad), (3,))]
+    d2 = np.zeros(tuple(n + 2 * p for n, p in zip(grid.shape, pad)), dtype=np.float64)
+    for ax, (n, p, s) in enumerate(zip(grid.shape, pad, grid.spacing)):
+        i = np.arange(-p, n + p)
+        beyond = np.maximum(np.maximum(-i, i - (n - 1)), 0) * float(s)
+        d2 += (beyond**2).reshape([-1 if a == ax else 1 for a in range(3)])
+    w = np.clip(1.0 - np.sqrt(d2) / float(fade_mm), 0.0, 1.0).astype(np.float32)
+    return np.pad(np.asarray(u, dtype=np.float32), [(p, p) for p in pad] + [(0, 0)], mode="edge") * w[..., None]
+
+
 # --------------------------------------------------------------- main
 def register_deformable(
     ct: Volume, cbct: Volume, *, rigid: RigidResult, body_mask: Volume | None = None, guide_structures: dict | None = None,
@@ -376,8 +395,9 @@ def _inverse_field(u: np.ndarray, cg: Grid, ct_grid: Grid, rigid: RigidResult) -
 
     sp = cg.spacing
     # the inverse is computed on the CBCT grid grown by the edge fade, where the extended field reaches zero
-    pg = cg.pad([int(np.ceil(EDGE_FADE_MM / s)) + 1 for s in sp])
-    u_pg = extend_field(u, cg, grid_points(pg))
+    pad = [int(np.ceil(EDGE_FADE_MM / s)) + 1 for s in sp]
+    pg = cg.pad(pad)
+    u_pg = extend_onto_padded(u, cg, pad)
     w_img = sitk.InvertDisplacementField(
         _field_to_sitk(u_pg, pg), maximumNumberOfIterations=30, maxErrorToleranceThreshold=0.05, meanErrorToleranceThreshold=0.001, enforceBoundaryCondition=True
     )

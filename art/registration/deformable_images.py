@@ -106,15 +106,29 @@ def _inpaint_gas(img: np.ndarray, body: np.ndarray, spacing) -> tuple[np.ndarray
     return out, gas
 
 
+#: Beyond this distance from a mask (mm) :func:`_signed_distance` may give this value instead of the
+#: exact distance: the guides use ``tanh(d / 4 mm)``, which is 1 in float32 from d = 37 mm on.
+_GUIDE_REACH_MM = 50.0
+
+
 def _signed_distance(mask: np.ndarray, spacing) -> np.ndarray:
+    """Signed distance (mm, float32, + outside) to the mask's boundary, exact up to :data:`_GUIDE_REACH_MM`
+    outside it (beyond: that value). The transforms run on the mask's bounding box grown by the reach:
+    a voxel inside it has its nearest other-side voxel inside it too (the same distances as on the
+    whole grid, to the bit)."""
     mask = np.asarray(mask, dtype=bool)
     if not mask.any():
-        return np.full(mask.shape, 50.0, dtype=np.float32)
+        return np.full(mask.shape, _GUIDE_REACH_MM, dtype=np.float32)
     from art.threads import parallel
 
+    grow = [int(np.ceil(_GUIDE_REACH_MM / float(s))) + 1 for s in spacing]
+    box = tuple(slice(max(int(np.min(ix)) - g, 0), min(int(np.max(ix)) + g + 1, n)) for ix, g, n in zip(np.nonzero(mask), grow, mask.shape))
+    sub = mask[box]
     # the two transforms on two threads (SciPy releases the GIL in them): the same arrays, sooner
-    out, inn = parallel(lambda m: ndimage.distance_transform_edt(m, sampling=spacing), [~mask, mask])
-    return (out - inn).astype(np.float32)
+    out, inn = parallel(lambda m: ndimage.distance_transform_edt(m, sampling=spacing), [~sub, sub])
+    full = np.full(mask.shape, _GUIDE_REACH_MM, dtype=np.float32)
+    full[box] = np.minimum(out - inn, _GUIDE_REACH_MM)
+    return full
 
 
 # --------------------------------------------------------------- stages

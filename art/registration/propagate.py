@@ -13,7 +13,7 @@ import numpy as np
 from art.errors import InputError
 from art.geometry import Grid
 from art.registration.deformable import DeformableResult
-from art.registration.fields import grid_points, jacobian_determinant, sample_image
+from art.registration.fields import grid_points, jacobian_determinant
 from art.registration.rigid import RigidResult
 from art.structures import Structure, StructureSet
 
@@ -21,10 +21,31 @@ __all__ = ["propagate_structures", "propagate_rigid", "volume_changes"]
 
 
 def _pull(structures: StructureSet, planning_points: np.ndarray, target_grid: Grid) -> StructureSet:
+    """Each structure's mask interpolated (linear) at the planning points, ``>= 0.5``, on ``target_grid``.
+
+    The points' planning-grid indices are computed once per grid, and a mask is interpolated only
+    at the points within one voxel of its bounding box (elsewhere all eight neighbours are
+    outside it: 0): the same masks as :func:`~art.registration.fields.sample_image` at every point."""
+    from art.registration.fields import _map_coordinates
+
     out = StructureSet(target_grid)
+    pts = np.asarray(planning_points, dtype=np.float64).reshape(-1, 3)
+    coords: list[tuple[Grid, np.ndarray]] = []
     for s in structures:
-        frac = sample_image(s.mask.astype(np.float32), s.grid, planning_points, order=1, fill_value=0.0)
-        out.add(Structure(s.name, frac >= 0.5, target_grid, roi_type=s.roi_type, color=s.color))
+        c = next((c for g, c in coords if g.same_as(s.grid, tol_mm=0.0)), None)
+        if c is None:
+            c = s.grid.lps_to_index(pts).T  # (3, n): (k, j, i)
+            coords.append((s.grid, c))
+        inside = np.zeros(pts.shape[0], dtype=bool)
+        m = np.asarray(s.mask, dtype=bool)
+        if m.any():
+            nz = np.nonzero(m)
+            lo = np.array([ix.min() for ix in nz], dtype=np.float64) - 1.0
+            hi = np.array([ix.max() for ix in nz], dtype=np.float64) + 1.0
+            near = np.flatnonzero(np.all((c >= lo[:, None]) & (c <= hi[:, None]), axis=0))
+            frac = _map_coordinates(m.astype(np.float32), c[:, near], order=1, mode="constant", cval=0.0, prefilter=False)
+            inside[near] = frac.astype(np.float32, copy=False) >= 0.5
+        out.add(Structure(s.name, inside.reshape(target_grid.shape), target_grid, roi_type=s.roi_type, color=s.color))
     return out
 
 

@@ -54,10 +54,7 @@ def dvh_curves(
     from art.evaluate import dvh
     from art.evaluate.polygons import prefetch_samples
 
-    if names is None:
-        chosen = [s for s in structures if s.roi_type != "EXTERNAL" and not s.is_empty]
-    else:
-        chosen = [structures[n] for n in names]
+    chosen = dvh_structures_of(structures, names)
     top = float(np.nanmax(dose.array)) if np.size(dose.array) else 0.0
     width = max(top / 1000.0, 0.01)
     prefetch_samples(dose, chosen)  # the polygon samples on two threads (the same numbers, sooner)
@@ -148,6 +145,13 @@ def _beam_tables(plans: Mapping[str, Any]) -> tuple[dict[str, dict[str, float]],
     return mu, seg
 
 
+def dvh_structures_of(structures: StructureSet, names: Sequence[str] | None = None) -> list:
+    """The structures of :func:`dvh_curves`: ``names``, or every non-empty one but the EXTERNAL."""
+    if names is None:
+        return [s for s in structures if s.roi_type != "EXTERNAL" and not s.is_empty]
+    return [structures[n] for n in names]
+
+
 def _common(
     model: ReportModel,
     *,
@@ -164,6 +168,10 @@ def _common(
     check_label: str | None = None,
 ) -> np.ndarray:
     curves = {}
+    if len(doses) > 1:  # every dose's structures on the threads together, the largest first
+        from art.evaluate.polygons import prefetch_samples
+
+        prefetch_samples(list(doses.values()), dvh_structures_of(structures, dvh_structures))
     for label, d in doses.items():
         c = dvh_curves(d, structures, names=dvh_structures, warnings=model.warnings if not curves else None)
         if c:

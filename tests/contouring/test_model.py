@@ -159,9 +159,24 @@ def test_fine_tuning_starts_from_the_given_weights(tmp_path):
 
     net = UNet3D(1, len(CLASSES), CHANNELS)
     rec = _load_init(net, shipped_model_path())
-    ref = load_model(device="cpu").module.state_dict()
+    ref = load_model(device="cpu", optimise=False).module.state_dict()
     for k, v in net.state_dict().items():
         assert torch.equal(v, ref[k].cpu()), k
     assert len(rec["weights_sha256"]) == 64 and "train-contours" in rec["command"]
     with pytest.raises(InputError):
         _load_init(net, tmp_path / "missing.pt")
+
+
+def test_the_shipped_network_is_optimised_for_inference_with_the_same_outputs():
+    """On the CPU the loaded network is frozen and optimised (its weights folded into the graph: no
+    state_dict left) and gives the loaded module's logits on a CBCT-like input."""
+    import torch
+
+    fast = load_model(device="cpu")
+    plain = load_model(device="cpu", optimise=False)
+    assert len(plain.module.state_dict()) > 0 and len(fast.module.state_dict()) == 0
+    x = torch.from_numpy(np.random.default_rng(1).standard_normal((1, 1, 16, 32, 32)).astype(np.float32))
+    with torch.no_grad():
+        a, b = fast.module(x), plain.module(x)
+    assert float((a - b).abs().max()) < 1e-3
+    assert float(b.abs().max()) > 0.1

@@ -57,3 +57,32 @@ def test_refinement_reduces_the_dose_difference(setup):
     rows = d_opt >= 0.1 * d_opt.max()
     rms = np.sqrt(np.mean((d_ref[rows] - d_opt[rows]) ** 2)) / d_opt.max()
     assert rms == pytest.approx(st["rms_after"], rel=1e-3)
+
+
+def test_reduced_problem_has_the_full_problems_bounded_solution():
+    """The Cholesky-reduced least-squares problem gives the same bounded optimum (active bounds included)."""
+    from scipy.optimize import lsq_linear
+
+    from art.delivery.refine import _reduced
+
+    rng = np.random.default_rng(3)
+    a = rng.random((4000, 30)) * (rng.random((4000, 30)) < 0.7)
+    b = a @ rng.normal(1.0, 2.0, 30) + rng.normal(0, 0.1, 4000)  # some weights negative: bounds active
+    lb = np.full(30, 0.5)
+    r, c = _reduced(a, b)
+    assert r.shape == (30, 30)
+    full = lsq_linear(a, b, bounds=(lb, np.inf), method="trf", tol=1e-12)
+    red = lsq_linear(r, c, bounds=(lb, np.inf), method="trf", tol=1e-12)
+    assert np.sum(np.isclose(full.x, 0.5)) >= 3
+    np.testing.assert_allclose(red.x, full.x, atol=1e-6 * np.abs(full.x).max())
+    assert np.sum((a @ red.x - b) ** 2) == pytest.approx(np.sum((a @ full.x - b) ** 2), rel=1e-9)
+
+
+def test_reduced_problem_keeps_a_rank_deficient_matrix():
+    from art.delivery.refine import _reduced
+
+    a = np.random.default_rng(4).random((500, 6))
+    a[:, 5] = 0.0  # a segment without dose in the fitted voxels
+    b = np.ones(500)
+    r, c = _reduced(a, b)
+    assert r is a and c is b

@@ -131,23 +131,56 @@ def test_validation():
         gamma_index(Volume(np.zeros(g.shape, np.float32), g), ref)
 
 
-@pytest.mark.parametrize("global_norm", [True, False])
-def test_the_two_thread_search_gives_the_one_thread_numbers(monkeypatch, global_norm):
-    """Each voxel's γ is its own: dealing the voxels to two threads changes no value, to the last bit."""
+def _brute_force_gamma2(ref, ev, spacing, offs, norm, dose_percent, distance_mm, max_gamma, sel):
+    """γ² by exhaustive search: every displacement for every voxel, the evaluated dose interpolated at
+    arbitrary points (scipy map_coordinates), displacements leaving the grid skipped."""
+    from scipy.ndimage import map_coordinates
+
+    idx = np.argwhere(sel).astype(np.float64)
+    hi = np.array(ref.shape, dtype=np.float64) - 1
+    best = np.full(idx.shape[0], max_gamma**2)
+    d_ref = ref[sel].astype(np.float64)
+    for off in offs:
+        c = idx + off / spacing
+        inside = np.all((c >= -1e-9) & (c <= hi + 1e-9), axis=1)
+        val = map_coordinates(ev, np.clip(c[inside], 0, hi).T, order=1, mode="nearest", prefilter=False)
+        g2 = off @ off / distance_mm**2 + (val - d_ref[inside]) ** 2 / (dose_percent / 100 * norm) ** 2
+        best[inside] = np.minimum(best[inside], g2)
+    return best
+
+
+@pytest.mark.parametrize("spacing", [(2.5, 2.5, 2.5), (3.0, 1.2, 0.9)])
+def test_search_matches_an_exhaustive_search_with_point_interpolation(spacing):
+    """The gather-and-blend search (same cell for every voxel) against an exhaustive search interpolating
+    at arbitrary points: the same γ, including voxels on the grid's faces (displacements leaving the grid)."""
     from scipy.ndimage import gaussian_filter
 
-    from art.evaluate import gamma as gm
+    from art.evaluate.gamma import _offsets
 
-    rng = np.random.default_rng(11)
-    grid = Grid((16, 20, 24), (2.5, 2.5, 2.5), (0.0, 0.0, 0.0))
-    ref = gaussian_filter(rng.random(grid.shape), 2) * 400.0
-    ev = ref * (1.0 + 0.04 * gaussian_filter(rng.standard_normal(grid.shape), 1)) + np.roll(ref, 1, axis=2) * 0.02
-    r, e = Volume(ref.astype(np.float32), grid), Volume(ev.astype(np.float32), grid)
-    monkeypatch.setattr(gm, "_THREADED_FROM", 10**12)
-    one = gm.gamma_index(r, e, global_norm=global_norm)
-    monkeypatch.setattr(gm, "_THREADED_FROM", 1000)
-    assert one.n_evaluated > 1000
-    two = gm.gamma_index(r, e, global_norm=global_norm)
-    assert 0.0 < one.pass_rate < 100.0  # a case with failing voxels: the search runs deep
-    np.testing.assert_array_equal(two.gamma.array, one.gamma.array)
-    assert two.pass_rate == one.pass_rate and two.mean_gamma == one.mean_gamma
+    rng = np.random.default_rng(5)
+    grid = Grid((9, 11, 13), spacing, (0.0, 0.0, 0.0))
+    ref = gaussian_filter(rng.random(grid.shape), 1.5) * 300.0 + 5.0
+    ev = ref * (1.06 + 0.05 * gaussian_filter(rng.standard_normal(grid.shape), 1))
+    res = gamma_index(Volume(ref.astype(np.float32), grid), Volume(ev.astype(np.float32), grid), threshold_percent=0.0)
+    assert res.n_evaluated == ref.size  # every voxel, those on the faces included
+    assert 5.0 < res.pass_rate < 95.0
+    r32, e32 = ref.astype(np.float32).astype(np.float64), ev.astype(np.float32).astype(np.float64)
+    offs = _offsets(4.0, 0.2, 2.0, np.asarray(spacing), grid.shape)
+    want = _brute_force_gamma2(r32, e32, np.asarray(spacing), offs, float(r32.max()), 3.0, 2.0, 2.0, np.ones(grid.shape, bool))
+    np.testing.assert_allclose(res.gamma.array.ravel().astype(np.float64), np.sqrt(want), rtol=1e-5, atol=1e-6)
+
+
+def test_nan_evaluated_dose_is_never_a_match():
+    """Where the evaluated dose is NaN (outside its grid) no displacement lands; a zero-weight NaN corner
+    (a whole-voxel displacement next to it) does not spoil a finite value."""
+    g = _grid((4, 10, 30), (2.0, 1.0, 1.0))
+    ref = Volume(np.full(g.shape, 10.0, np.float32), g)
+    ev = np.full(g.shape, 10.0, np.float32)
+    ev[:, :, 15:] = np.nan
+    res = gamma_index(ref, Volume(ev, g), threshold_percent=0.0)
+    gam = res.gamma.array
+    assert np.all(gam[:, :, :15] == 0.0)  # the same dose in place
+    # x = 15 is 1 mm from x = 14 (finite, same dose): γ = 1 mm / 2 mm; x = 16 is 2 mm away: γ = 1
+    np.testing.assert_allclose(gam[:, :, 15], 0.5, atol=1e-6)
+    np.testing.assert_allclose(gam[:, :, 16], 1.0, atol=1e-6)
+    assert np.all(gam[:, :, 19:] == 2.0)  # nothing finite within the search: capped

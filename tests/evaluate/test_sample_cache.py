@@ -11,6 +11,7 @@ from art.evaluate import polygons, sample_cache
 from art.evaluate.polygons import polygon_samples
 from art.geometry import Grid, Volume
 from art.structures import Structure
+from tests.call_counter import count_calls
 
 GRID = Grid((16, 24, 24), (2.5, 2.5, 2.5), (-28.7, -29.1, -18.9))
 TINY = Grid((1, 1, 1), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
@@ -37,15 +38,7 @@ def empty_cache():
 @pytest.fixture
 def planes(monkeypatch):
     """Counts the planes sampled (the real sampler runs)."""
-    calls = [0]
-    real = polygons._sample_plane
-
-    def counting(*a, **k):
-        calls[0] += 1
-        return real(*a, **k)
-
-    monkeypatch.setattr(polygons, "_sample_plane", counting)
-    return calls
+    return count_calls(monkeypatch, polygons, "_sample_plane")
 
 
 def test_the_same_structure_in_the_same_dose_is_sampled_once(planes):
@@ -135,3 +128,21 @@ def test_prefetch_on_threads_gives_the_sequential_numbers_and_skips_bad_structur
     assert planes[0] == n  # all from the cache
     with pytest.raises(GeometryError, match="'outside'"):
         polygon_samples(dose, disc_structure(40.0, name="outside"))
+
+
+def test_prefetch_of_several_doses_caches_every_pair_with_the_sequential_numbers(planes):
+    from art.evaluate.polygons import _polygon_area, prefetch_samples
+
+    doses = [gradient_dose(0.3), gradient_dose(0.5)]
+    good = [disc_structure(r, name=f"S{r}") for r in (6.0, 12.0)]
+    assert _polygon_area(good[1]) == pytest.approx(4 * _polygon_area(good[0]), rel=0.01)
+    sequential = [polygon_samples(d, s) for d in doses for s in good]
+    sample_cache.clear()
+    prefetch_samples(doses, good, threads=2)
+    assert sample_cache.info()["entries"] == 4
+    n = planes[0]
+    for (d, s), (want_d, want_v) in zip([(d, s) for d in doses for s in good], sequential):
+        got_d, got_v = polygon_samples(d, s)
+        np.testing.assert_array_equal(got_d, want_d)
+        np.testing.assert_array_equal(got_v, want_v)
+    assert planes[0] == n

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from art.dose.ccc.kernels import SCALES_MM, load_tables, poly_kernel, reference_spectrum
+from art.dose.ccc.kernels import SCALES_MM, group_kernels, load_tables, poly_kernel, reference_spectrum
 
 
 def test_tables_as_converted():
@@ -65,3 +65,40 @@ def test_bad_spectra_are_refused():
         poly_kernel([1.0, 2.0], [1.0, -1.0])
     with pytest.raises(ValueError, match="same length"):
         poly_kernel([1.0, 2.0], [1.0])
+
+
+def _ten_mv_spectrum():
+    t = load_tables()
+    e = t.energies_mev[:16]  # 0.2-6 MeV tabulated, 8 and 10 MeV extrapolated
+    f = np.concatenate([t.fluence_6mv, [0.004, 0.003]])
+    return e, f
+
+
+def test_energy_groups_partition_the_spectrum_and_keep_its_terma():
+    e, f = _ten_mv_spectrum()
+    gk = group_kernels(e, f, edges_mev=(2.0, 4.0, 7.0))
+    assert [idx.tolist() for idx in gk.groups] == [list(range(9)), [9, 10], [11, 12, 13], [14, 15]]
+    assert gk.kernel.energies_mev[[8, 9, 13, 14]] == pytest.approx([1.5, 2.0, 6.0, 8.0], rel=1e-6)
+    w = gk.terma_weights()  # (n_E, G): each energy's weight in its own group only
+    assert w.shape == (16, 4)
+    np.testing.assert_allclose(w.sum(axis=1), gk.kernel.terma_weights(), rtol=1e-12)
+    assert np.all((w > 0).sum(axis=1) == 1)
+    # each group's kernel is the polyenergetic kernel of the spectrum restricted to the group
+    mid = poly_kernel(e[9:11], f[9:11])
+    np.testing.assert_allclose(gk.kernels[1].amplitudes, mid.amplitudes, rtol=1e-12)
+    # no edges: one group, the spectrum's own kernel; a group without fluence is dropped
+    one = group_kernels(e, f, edges_mev=())
+    assert len(one.kernels) == 1 and one.kernels[0] is one.kernel
+    assert len(group_kernels(e[:14], f[:14], edges_mev=(2.0, 4.0, 7.0)).kernels) == 3
+    f0 = f.copy()
+    f0[9:11] = 0.0
+    assert len(group_kernels(e, f0, edges_mev=(2.0, 4.0, 7.0)).kernels) == 3
+
+
+def test_harder_groups_have_more_forward_kernels():
+    """Hardening: the higher the group's energies, the more of its energy goes forward (0-15 deg)."""
+    gk = group_kernels(*_ten_mv_spectrum(), edges_mev=(2.0, 4.0, 7.0))
+    forward = [k.cumulative[:4, -1].sum() / k.cumulative[:, -1].sum() for k in gk.kernels]
+    assert np.all(np.diff(forward) > 0.02), forward
+    for k in gk.kernels:  # every group's fit keeps the kernel's energy
+        assert k.amplitudes.sum() == pytest.approx(k.cumulative[:, -1].sum(), rel=0.12)

@@ -5,6 +5,9 @@ import numpy as np
 import pytest
 
 from art.dose import ccc
+from art.dose.ccc import kernels
+from art.dose.ccc.calibration import open_field_beam, water_dose, water_grid
+from art.dose.ccc.model import ccc_model
 from art.geometry import Grid, Volume
 from art.plan import Beam, Plan
 
@@ -45,7 +48,10 @@ def test_calibration_gives_dose_per_mu_at_the_calibration_depth(field10, machine
 
 
 def test_pdd_10x10_beyond_dmax_matches_the_machine_table(field10, machine):
-    """Within 2 % from d_max (15 mm) to 300 mm (the commissioning's fit: rms 0.9 %, at most 1.7 %)."""
+    """Within 2 % from d_max (15 mm) to 300 mm, rms 1 %. Measured with the multi-field commissioning
+    (art.dose.ccc.commission.FIT_FIELDS): 1.84 % (−1.8 % at 300 mm), rms 0.81 % (before it, fitting the
+    10×10 alone on a smoothed central axis: 3.0 % at 300 mm, rms 1.2 %, over these limits). The table's
+    values beyond 200 mm are an extrapolation (art/dose/data/make_generic_machines.py), not data."""
     y, d = cax(field10)
     depths = np.array([15.0, 20, 30, 40, 50, 60, 80, 100, 120, 150, 200, 250, 300])
     pdd = 100 * np.interp(depths, y, d) / np.interp(15.0, y, d)
@@ -87,14 +93,36 @@ def test_inverse_square_ssd_90_against_100(machine):
         assert abs(ratio - isl) < 0.25 * (isl - 1.0)
 
 
-@pytest.mark.parametrize("side, tol", [(50.0, 0.03), (200.0, 0.05)])
+@pytest.mark.parametrize("side, tol", [(50.0, 0.025), (200.0, 0.03)])
 def test_pdd_other_fields(machine, side, tol):
-    """5×5 and 20×20 cm² (not fitted) from d_max to 250 mm: within 2.5 % and 4.6 % measured. The
-    generic table's field-size dependence is not that of the kernels (the exact superposition of
-    the same kernel and spectrum is +6 % at 20 cm for 20×20, normalised at d_max, without the
-    electron contamination), so the tolerance is what is reached, not the 1 % of the issue."""
+    """5×5 and 20×20 cm² from d_max to 250 mm (fitted with the 10×10, commission.FIT_FIELDS). Measured with
+    the multi-field commissioning: 2.17 % (5×5, −2.2 % at 250 mm; limit 3 → 2.5 %) and 2.70 % (20×20, at
+    200 mm); fitting the 10×10 alone: 3.3 % and 1.9 %. The generic table's field-size dependence is not that
+    of the kernels (docs/dose_engines.md, small fields): one spectrum leaves the 5×5 below and the 20×20
+    above the table at depth, so the tolerance is not the 1 % of the issue."""
     ct = water_ct(2.5, 0.6 * side + 40.0, 320.0)
     y, d = cax(ccc.dose(ct, one_beam(machine, side), machine, dose_grid_mm=None, backend="numpy"))
     depths = np.array([15.0, 30, 50, 100, 150, 200, 250])
     pdd = 100 * np.interp(depths, y, d) / np.interp(15.0, y, d)
     np.testing.assert_allclose(pdd, machine.pdd(depths, side), rtol=tol)
+
+
+def test_kernel_hardening_by_energy_groups_approaches_one_group_per_energy(machine, monkeypatch):
+    """5×5 cm², SSD 100 cm: the dose at 250 mm relative to 50 mm with the engine's energy groups is within
+    0.8 % of one group per tabulated energy (the exact hardening with depth of these kernels; 0.4 %
+    measured); with one kernel for the whole spectrum (no hardening) it is more than 2 % lower (2.5 %)."""
+    beam = open_field_beam(machine, 50.0, mu=100.0, isocenter_lps=(0.0, 0.0, 0.0))
+    grid = water_grid((2.5,) * 3, half_width_mm=55.0, depth_mm=300.0)
+    model = ccc_model(machine)
+    e = kernels.load_tables().energies_mev
+
+    def ratio(edges) -> float:
+        monkeypatch.setattr(kernels, "GROUP_EDGES_MEV", edges)
+        y, d = cax(Volume(water_dose(machine, model, beam, grid), grid))
+        return float(np.interp(250.0, y, d) / np.interp(50.0, y, d))
+
+    groups = ratio(kernels.GROUP_EDGES_MEV)
+    exact = ratio(tuple((e[1:] + e[:-1]) / 2))
+    none = ratio(())
+    assert groups == pytest.approx(exact, rel=0.008)
+    assert none < 0.98 * exact

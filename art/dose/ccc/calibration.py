@@ -42,15 +42,39 @@ def water_grid(spacing, *, half_width_mm: float, depth_mm: float) -> Grid:
     return Grid((nz, ny, nx), (dz, dy, dx), (-(nx // 2) * dx, 0.5 * dy, -(nz // 2) * dz))
 
 
+#: voxels of air put in front of a phantom's surface for the radiological depths (:func:`phantom_density`)
+AIR_VOXELS = 2
+#: the air's density (the default CT calibration's at −1000 HU)
+AIR_DENSITY = 0.001
+
+
+def phantom_density(rho: np.ndarray, grid: Grid) -> Volume:
+    """The density of a :func:`water_grid` phantom for the radiological depths, with ``AIR_VOXELS`` slices
+    of air in front of its surface (y < 0), as a CT has around a patient.
+
+    The ray trace samples the density trilinearly and takes the medium outside the volume as vacuum, so
+    on the bare phantom grid the half voxel in front of the first voxel centres would count as vacuum:
+    the depths would be about 0.6 mm (2.5 mm voxels) shallower than in a CT of the same phantom, and the
+    calibration (the electron contamination, exp(−d/λ), most) not that of the patients' CTs.
+    """
+    dz, dy, dx = (float(s) for s in grid.spacing)
+    nz, ny, nx = grid.shape
+    padded = np.full((nz, ny + AIR_VOXELS, nx), AIR_DENSITY, np.float32)
+    padded[:, AIR_VOXELS:] = rho
+    ox, oy, oz = (float(v) for v in grid.origin)
+    return Volume(padded, Grid((nz, ny + AIR_VOXELS, nx), (dz, dy, dx), (ox, oy - AIR_VOXELS * dy, oz)))
+
+
 def water_dose(machine: Machine, model: CCCModel, beam: Beam, grid: Grid, *, factor: float = 1.0, fluence_mm: float = 1.25,
                xp: ModuleType = np, rho: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
     """Dose of one beam (gantry 0, HFS: travelling along +y) in the water phantom on ``grid``.
 
-    ``rho``: the phantom's density (default water everywhere); returns (nz, ny, nx) float32.
+    ``rho``: the phantom's density (default water everywhere); the radiological depths with air in
+    front of the surface (:func:`phantom_density`); returns (nz, ny, nx) float32.
     """
     if rho is None:
         rho = np.ones(grid.shape, np.float32)
-    density = Volume(rho, grid)
+    density = phantom_density(rho, grid)
     box = transport_box(rho)
     out = np.zeros(grid.shape, np.float32)
     out[box] = box_dose([source_for(beam, machine, model, factor)], density, grid, rho, box, patient_position="HFS", fluence_mm=fluence_mm, xp=xp)
@@ -80,9 +104,13 @@ def calibration_factor(machine: Machine, model: CCCModel, spacing, *, fluence_mm
 
 
 def computed_factor(machine: Machine, model: CCCModel, spacing, *, fluence_mm: float = 1.25, xp: ModuleType = np) -> float:
-    """:func:`calibration_factor` computed by the engine in its water phantom (never from the table; cached per process)."""
+    """:func:`calibration_factor` computed by the engine in its water phantom (never from the table; cached per
+    process, also under the engine's digest: a change of its numerics at run time, e.g. its energy groups, recomputes)."""
+    from art.dose.ccc.calibration_table import engine_digest
+
     sp = tuple(round(float(s), 6) for s in spacing)
-    return _factor(machine.digest, machine.source, model.key(), sp, round(float(fluence_mm), 6), xp.__name__, _Ref(machine, model, xp))
+    return _factor(machine.digest, machine.source, model.key(), sp, round(float(fluence_mm), 6), xp.__name__, engine_digest(),
+                   _Ref(machine, model, xp))  # fmt: skip
 
 
 class _Ref:
@@ -99,7 +127,7 @@ class _Ref:
 
 
 @functools.lru_cache(maxsize=32)
-def _factor(digest, source, model_key, spacing, fluence_mm, xp_name, ref: _Ref) -> float:  # noqa: ARG001 - the keys
+def _factor(digest, source, model_key, spacing, fluence_mm, xp_name, engine, ref: _Ref) -> float:  # noqa: ARG001 - the keys
     m, model = ref.machine, ref.model
     field = m.calib_field_mm
     iso_depth = m.sad_mm - m.calib_ssd_mm  # the isocentre below the surface

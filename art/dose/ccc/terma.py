@@ -14,7 +14,10 @@ and radiological depth ``d`` (water-equivalent mm, :func:`art.dose.raytrace.radi
 * off-axis softening: where the machine gives ``off_axis_mu_ratio(r)`` (μ relative to the
   axis at radius r in the isocentre plane), ``d' = d + (ratio − 1)(d − d_ref)`` with d_ref the
   calibration depth, so the ratio leaves the fluence at d_ref unchanged;
-* the spectrum's kernel is not hardened with depth (one polyenergetic kernel per beam).
+* kernel hardening with depth: the spectrum's energies are split into groups
+  (:data:`art.dose.ccc.kernels.GROUP_EDGES_MEV`) and each group's TERMA is kept apart,
+  ``T_g = Ψ (SAD/z)² Σ_{E∈g} w_E exp(−μ_E d')``; the transport gives each group its own kernel, so
+  where the low energies have been attenuated (at depth) the harder groups' kernels dominate.
 
 The electron contamination of the model (when given) is a dose added without transport:
 ``C = f · Ψ (SAD/z)² Σ_E w_E · exp(−d / λ)``, in the same units as T.
@@ -27,7 +30,7 @@ from scipy import ndimage
 
 from art.dose.beam_geometry import BeamFrame
 from art.dose.calc import beam_fluence
-from art.dose.ccc.kernels import PolyKernel
+from art.dose.ccc.kernels import GroupedKernel, PolyKernel
 from art.dose.ccc.model import CCCModel
 from art.dose.ccc.output import corrected_beam
 from art.dose.machine import Machine
@@ -65,7 +68,7 @@ def _softening(machine: Machine, u: np.ndarray, v: np.ndarray) -> np.ndarray | N
     return None if np.allclose(ratio, 1.0) else ratio
 
 
-def beam_terma(beam: Beam, machine: Machine, model: CCCModel, kernel: PolyKernel, density_ct: Volume, points_lps: np.ndarray, *,
+def beam_terma(beam: Beam, machine: Machine, model: CCCModel, kernel: PolyKernel | GroupedKernel, density_ct: Volume, points_lps: np.ndarray, *,
                fluence_mm: float = 1.25, voxel_mm: float, patient_position: str = "HFS") -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """TERMA and electron-contamination dose of one beam at LPS points (units ∝ MU, calibrated by the caller).
 
@@ -74,8 +77,9 @@ def beam_terma(beam: Beam, machine: Machine, model: CCCModel, kernel: PolyKernel
     beam : Beam
     machine : Machine
     model : CCCModel
-    kernel : PolyKernel
-        The spectrum's kernel (its energies, μ and weights).
+    kernel : PolyKernel or GroupedKernel
+        The spectrum's kernel (its energies, μ and weights), or the spectrum split into energy groups
+        (:func:`art.dose.ccc.kernels.group_kernels`): one TERMA per group.
     density_ct : Volume
         Relative density on the CT grid (for the radiological depth).
     points_lps : (n, 3)
@@ -88,9 +92,13 @@ def beam_terma(beam: Beam, machine: Machine, model: CCCModel, kernel: PolyKernel
 
     Returns
     -------
-    terma, contamination : (n,) float32
+    terma : (G, n) float32
+        Per energy group (G = 1 for a PolyKernel); their sum is the spectrum's TERMA.
+    contamination : (n,) float32
     """
-    out = np.zeros(points_lps.shape[0], np.float32)
+    whole = kernel.kernel if isinstance(kernel, GroupedKernel) else kernel
+    w = kernel.terma_weights() if isinstance(kernel, GroupedKernel) else whole.terma_weights()[:, None]  # (n_E, G)
+    out = np.zeros((w.shape[1], points_lps.shape[0]), np.float32)
     cont = np.zeros(points_lps.shape[0], np.float32)
     flu, x0, y0, h = blurred_fluence(beam, machine, model, fluence_mm=fluence_mm, voxel_mm=voxel_mm)
     frame = BeamFrame.of(beam, patient_position=patient_position)
@@ -107,9 +115,8 @@ def beam_terma(beam: Beam, machine: Machine, model: CCCModel, kernel: PolyKernel
     ratio = _softening(machine, u[sel], v[sel])
     if ratio is not None:
         depth = np.maximum(depth + (ratio - 1.0) * (depth - machine.calib_depth_mm), 0.0)
-    w = kernel.terma_weights()
     fluence = psi[sel] * (frame.sad / z[sel]) ** 2
-    out[sel] = (fluence * (np.exp(-np.outer(depth, kernel.mu_per_mm)) @ w)).astype(np.float32)
+    out[:, sel] = (fluence[:, None] * (np.exp(-np.outer(depth, whole.mu_per_mm)) @ w)).T.astype(np.float32)
     if model.contamination_fraction > 0:
         surface = fluence * (model.contamination_fraction * float(w.sum()))
         cont[sel] = (surface * np.exp(-depth / model.contamination_depth_mm)).astype(np.float32)

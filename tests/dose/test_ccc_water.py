@@ -1,6 +1,9 @@
 """The collapsed-cone engine in water against the machine data: calibration, depth doses, MU,
 symmetry, inverse square (art.dose.ccc.dose on CT phantoms)."""
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -8,21 +11,15 @@ from art.dose import ccc
 from art.dose.ccc import kernels
 from art.dose.ccc.calibration import open_field_beam, water_dose, water_grid
 from art.dose.ccc.model import ccc_model
-from art.geometry import Grid, Volume
+from art.geometry import Volume
 from art.plan import Beam, Plan
 
 from .conftest import open_segment
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from ccc_water_pdds import water_ct  # noqa: E402  (the phantom benchmarks/ccc_water_pdds.py scores every machine on)
 
-def water_ct(h: float, half: float, depth: float, *, air: float = 10.0) -> Volume:
-    """Water (HU 0) for 0 < y < depth under ``air`` mm of air; voxel faces on y = 0; voxel centres on x = z = 0."""
-    n = 2 * int(round(half / h)) + 1
-    ny = int(round((depth + air) / h))
-    g = Grid((n, ny, n), (h, h, h), (-(n // 2) * h, -air + h / 2, -(n // 2) * h))
-    _, y, _ = g.axis_positions()
-    hu = np.zeros(g.shape, np.float32)
-    hu[:, y < 0, :] = -1000.0
-    return Volume(hu, g)
+
 
 
 def one_beam(machine, side, *, mu=100.0, iso_y=0.0, fractions=1):

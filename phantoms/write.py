@@ -136,9 +136,10 @@ def start_phantom(
     ``folder`` (which the caller makes atomic, e.g. inside an :func:`art.outputs.atomic_output_dir`),
     then simulates and writes the fractions on a background thread of the lowest priority
     (:func:`art.threads.lower_this_threads_priority`), so that a plan can be made on the planning
-    CT meanwhile (``art demo``) and the fractions take only the CPU time it leaves idle. :meth:`PhantomInProgress.finish` waits for them
-    and writes ``manifest.json``; the files are those :func:`write_phantom` writes, byte for byte
-    (the fractions depend only on the seed and the planning case, not on what runs beside them).
+    CT meanwhile (``art demo``) and the fractions take only the CPU time it leaves idle.
+    :meth:`PhantomInProgress.finish` waits for them and writes ``manifest.json``; the files are
+    those :func:`write_phantom` writes, byte for byte (the fractions depend only on the seed and
+    the planning case, not on what runs beside them).
 
     Parameters
     ----------

@@ -111,7 +111,7 @@ def plan_job(
             from art.report.build import position_text
             from art.report.pdf import print_pdf_or_note
 
-            dvh.join()  # the DVH samples taken during the export
+            dvh.exception()  # waits for the DVH samples taken during the export
             model = plan_report_model(
                 ct.volume, result.structures or structures, result.dose, result.goals, plan=result.plan, title="Reference plan QA report",
                 identifiers={**identifiers(ct.patient), "Patient position": position_text(result.plan)},
@@ -167,7 +167,7 @@ def replan_job(reference_dir: Path, cbct_dir: Path, out: Path, *, show: bool = T
         summary["synthetic_ct"] = _synthetic_ct_record(sct)
         summary["registration"]["frame_link"] = _frame_link_record(link)
         with stages.stage("report"):
-            dvh.join()
+            dvh.exception()
             _write_replan_report(tmp, result, summary, reference, cbct, stages)
         summary["timings_s"] = dict(stages.timings)
         summary["total_time_s"] = stages.total_s
@@ -462,7 +462,7 @@ def demo_job(out: Path, *, seed: int = 0, show: bool = True, fraction_options: d
             warm = _warm_up_in_background()  # the digital patient keeps one core busy; the other prepares the engines
             # the planning files now; the day's CBCT and truth on a thread while the reference plan is made
             phantom = start_phantom(patient, seed=seed, fractions=1, fraction_options={1: options}, **kw)
-            warm.join()
+            warm.exception()  # waits; a failed warm-up is met again where its result is needed
         engines = {"final_engine": final_engine, "check_engine": check_engine}
         try:
             plan_summary = plan_job(patient / "CT", patient / "RTSTRUCT.dcm", patient / "protocol.toml", tmp / "reference", show=show,
@@ -500,19 +500,12 @@ def demo_job(out: Path, *, seed: int = 0, show: bool = True, fraction_options: d
 
 
 def _in_background(name: str, work: Any) -> Any:
-    """A started daemon thread running ``work()``; its failure is left to the stage that needs the
-    result (it meets the error again there and raises it with its own message)."""
-    import threading
+    """``work()`` started on a thread (:func:`art.threads.in_background`); the returned future's
+    ``exception()`` waits for it. Its failure is left to the stage that needs the result (it meets
+    the error again there and raises it with its own message)."""
+    from art.threads import in_background
 
-    def run() -> None:
-        try:
-            work()
-        except Exception:  # noqa: BLE001 - only a prefetch or a warm-up
-            pass
-
-    t = threading.Thread(target=run, name=name, daemon=True)
-    t.start()
-    return t
+    return in_background(work, name=name)
 
 
 def _prefetch_dvh(doses: list, structures: Any) -> Any:

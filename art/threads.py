@@ -39,6 +39,20 @@ def parallel(fn: Callable[[Any], Any], items: Iterable[Any], *, most: int | None
         return list(pool.map(fn, items))
 
 
+def in_background(fn: Callable[..., Any], *args: Any, name: str) -> Any:
+    """Start ``fn(*args)`` on a new thread named ``name`` and return its
+    :class:`concurrent.futures.Future`: ``result()`` waits and gives what ``fn`` returned or raises
+    what it raised. The one way art runs work beside a job's stages (the demo's daily CBCT, the
+    report's PDF, the DVH prefetch, the warm-up)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+    try:
+        return pool.submit(fn, *args)
+    finally:
+        pool.shutdown(wait=False)  # the thread ends with the work
+
+
 def lower_this_threads_priority(nice: int = 19) -> bool:
     """Give the calling thread the scheduling priority ``nice`` (Linux: a thread's id is a task
     the kernel schedules on its own), so that it takes only CPU time the process's other threads

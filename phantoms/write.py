@@ -184,19 +184,17 @@ class PhantomInProgress:
         self.seed, self.fractions, self.spacing, self.fraction_options = seed, fractions, spacing, fraction_options
         self.timings: dict[str, float] = {}
         self._future: Any = None
-        self._pool: Any = None
 
     def start(self, case: PlanningCase, ids: "_SeriesIds", *, background: bool) -> None:
         """Simulate and write the fractions, on a background thread when ``background``."""
         if not background:
             self._write_fractions(case, ids)
             return
-        from concurrent.futures import ThreadPoolExecutor
+        from art.threads import in_background
 
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="art-phantom-fractions")
-        self._future = self._pool.submit(self._write_fractions, case, ids, background=True)
+        self._future = in_background(self._write_fractions, case, ids, True, name="art-phantom-fractions")
 
-    def _write_fractions(self, case: PlanningCase, ids: "_SeriesIds", *, background: bool = False) -> None:
+    def _write_fractions(self, case: PlanningCase, ids: "_SeriesIds", background: bool = False) -> None:
         from art_phantoms import make_fraction
 
         if background:  # only the CPU time the caller's work leaves idle (the files do not depend on it)
@@ -211,12 +209,9 @@ class PhantomInProgress:
             self.timings[f"fraction_{k:02d}_s"] = time.perf_counter() - t0
 
     def _wait(self) -> None:
-        if self._future is not None:
-            try:
-                self._future.result()
-            finally:
-                self._pool.shutdown(wait=True)
-                self._future = self._pool = None
+        future, self._future = self._future, None
+        if future is not None:
+            future.result()
 
     def finish(self) -> dict[str, Any]:
         """Wait for the fractions (their error, if any, is raised here), write ``manifest.json``

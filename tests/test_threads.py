@@ -6,6 +6,7 @@ import os
 import threading
 
 import numpy as np
+import pytest
 from scipy import sparse
 
 from art.optimize.products import SparseProducts
@@ -74,3 +75,24 @@ def test_lower_this_threads_priority_changes_only_the_calling_thread():
         assert seen["lowered"] is True and seen["nice"] == 19
     else:
         assert seen["lowered"] is False
+
+
+def test_in_background_runs_on_its_own_named_thread_and_gives_result_or_error():
+    from art.threads import in_background
+
+    seen = {}
+
+    def work(x):
+        seen["thread"] = threading.current_thread().name
+        return 2 * x
+
+    assert in_background(work, 21, name="art-test").result() == 42
+    assert seen["thread"].startswith("art-test") and seen["thread"] != threading.current_thread().name
+
+    def fail():
+        raise ValueError("the work failed")
+
+    future = in_background(fail, name="art-test")
+    assert isinstance(future.exception(), ValueError)
+    with pytest.raises(ValueError, match="the work failed"):
+        future.result()

@@ -120,30 +120,22 @@ def print_pdf_beside(html: str | Path) -> Callable[[Any], None]:
     :class:`InputError` for a missing HTML file); called with None (the caller failed and will remove
     the folder), it only waits.
     """
-    import threading
+    from art.threads import in_background
 
     notes: list[str] = []
-    errors: list[BaseException] = []
 
     class _Notes:
         def note(self, message: str) -> None:
             notes.append(message)
 
-    def work() -> None:
-        try:
-            print_pdf_or_note(html, _Notes())
-        except BaseException as exc:  # noqa: BLE001 - raised again by the waiter
-            errors.append(exc)
-
-    t = threading.Thread(target=work, name="art-report-pdf", daemon=True)
-    t.start()
+    printing = in_background(print_pdf_or_note, html, _Notes(), name="art-report-pdf")
 
     def wait(stages: Any) -> None:
-        t.join()
+        error = printing.exception()  # waits
         if stages is not None:
             for message in notes:
                 stages.note(message)
-            if errors:
-                raise errors[0]
+            if error is not None:
+                raise error
 
     return wait

@@ -9,6 +9,7 @@ import pytest
 from art.dose.ccc import commission
 from art.dose.ccc.calibration import central_axis, water_dose
 from art.dose.ccc.field_basis import field_basis, fit_phantom
+from art.dose.ccc.model import spectrum_model
 
 SPACING = 5.0  # coarse: the tests check the algebra, not the commissioning's accuracy
 DEPTH = 200.0
@@ -23,7 +24,7 @@ def bases(machine):
 def engine_cax(machine, side, alpha, fraction, lam):
     e, f = commission.spectrum(alpha)
     beam, grid = fit_phantom(machine, side, spacing=SPACING, depth_mm=DEPTH)
-    return central_axis(water_dose(machine, commission._model(e, f, 1.0, (fraction, lam)), beam, grid), grid)[1]
+    return central_axis(water_dose(machine, spectrum_model(e, f, contamination=(fraction, lam)), beam, grid), grid)[1]
 
 
 def test_the_basis_gives_the_engines_dose_for_its_kernels_spectrum(machine, bases):

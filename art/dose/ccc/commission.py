@@ -43,7 +43,7 @@ from art.dose.ccc.calibration import central_axis, computed_factor, open_field_b
 from art.dose.ccc.core import FINE_ANGLE_DEG, FINE_REACH, REACH
 from art.dose.ccc.directions import lattice_vectors
 from art.dose.ccc.kernels import GROUP_EDGES_MEV, SCALES_MM, load_tables, reference_spectrum
-from art.dose.ccc.model import CCCModel, ccc_model, parse_section
+from art.dose.ccc.model import CCCModel, ccc_model, spectrum_model
 from art.dose.machine import Machine, load_machine
 from art.errors import MachineDataError
 
@@ -78,11 +78,6 @@ def spectrum(alpha: float, beta: float = 0.0, *, nominal: float = 6.0) -> tuple[
         e = np.concatenate([e, hi])
         f = np.concatenate([f, beta * f[-1] * (hi / 6.0) ** alpha])
     return e, f / f.sum()
-
-
-def _model(e, f, sigma: float = 1.0, contamination: tuple[float, float] = (0.0, 10.0)) -> CCCModel:
-    return parse_section({"spectrum": {"energies_mev": list(map(float, e)), "fluence": list(map(float, f))}, "source_sigma_mm": sigma,
-                          "electron_contamination": {"fraction": contamination[0], "depth_mm": contamination[1]}}, "<fit>")  # fmt: skip
 
 
 def _pdd_phantom(machine: Machine, field: float, spacing: float, depth: float):
@@ -322,7 +317,7 @@ def commission(path, *, write: bool = True, progress=print) -> dict:
     progress(f"{p.name}: fitting the spectrum and electron contamination to the PDDs of the {sides} mm fields")
     fit = fit_spectrum(machine, progress=progress)
     e, f = spectrum(fit["alpha"], fit["beta"], nominal=nominal_mv(machine))
-    model = _model(e, f, 1.0, (fit["fraction"], fit["depth_mm"]))
+    model = spectrum_model(e, f, contamination=(fit["fraction"], fit["depth_mm"]))
     progress(f"{p.name}: fitting the source size to the penumbrae")
     start = float(machine.ccc.get("source_sigma_mm", 1.5)) if machine.ccc is not None else 1.5
     sigma, pens = fit_source_sigma(machine, model, start=start, progress=progress)

@@ -79,17 +79,18 @@ def transport_box(rho: np.ndarray, keep: np.ndarray | None = None) -> tuple[slic
     return tuple(out)
 
 
-def directions_for(sources: list[BeamSource], grid: Grid, patient_position: str) -> tuple[np.ndarray, np.ndarray]:
+def directions_for(sources: list[BeamSource], grid: Grid, patient_position: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The transport directions of these beams on this grid (:func:`transport_vectors` with
-    REACH, FINE_REACH, FINE_ANGLE_DEG) and the cone weights c_mpj (M, P, J), float32, of the P
-    sources: each beam's energy groups in turn (beam 0's groups, then beam 1's, …)."""
+    REACH, FINE_REACH, FINE_ANGLE_DEG), their lengths (M,) in mm, and the cone weights c_mpj
+    (M, P, J), float32, of the P sources: each beam's energy groups in turn (beam 0's groups, then beam 1's, …)."""
     dirs = [BeamFrame.of(s.beam, patient_position=patient_position).direction for s in sources]
     vectors = transport_vectors(dirs, grid.spacing, grid.direction_matrix, reach=REACH, fine_reach=FINE_REACH, fine_angle_deg=FINE_ANGLE_DEG)
     w = []
     for s, d in zip(sources, dirs):
         frac = cone_fractions(s.kernel.angle_edges_deg, d, grid.spacing, grid.direction_matrix, vectors=vectors)
         w += [frac @ k.amplitudes for k in s.grouped.kernels]
-    return vectors, np.stack(w, axis=1).astype(np.float32)
+    lengths = np.linalg.norm(physical_vectors(grid.spacing, grid.direction_matrix, vectors=vectors), axis=1)
+    return vectors, lengths, np.stack(w, axis=1).astype(np.float32)
 
 
 def box_dose(sources: list[BeamSource], density_ct: Volume, grid: Grid, rho: np.ndarray, box: tuple[slice, slice, slice], *,
@@ -140,8 +141,7 @@ def box_dose(sources: list[BeamSource], density_ct: Volume, grid: Grid, rho: np.
             terma[first[b] : first[b + 1]] = (t * np.float32(s.factor)).reshape((-1,) + sub.shape)
             direct += (c * np.float32(s.factor)).reshape(sub.shape)
     points = None  # noqa: F841 - freed before the transport
-    vectors, weights = directions_for(sources, grid, patient_position)
-    lengths = np.linalg.norm(physical_vectors(grid.spacing, grid.direction_matrix, vectors=vectors), axis=1)
+    vectors, lengths, weights = directions_for(sources, grid, patient_position)
     a = 1.0 / np.asarray(SCALES_MM)
     if workers is None:
         workers = min(2, os.cpu_count() or 1)

@@ -22,9 +22,8 @@ import numpy as np
 
 from art.dose.ccc.calibration import central_axis, open_field_beam, phantom_density, water_grid
 from art.dose.ccc.core import BeamSource, directions_for
-from art.dose.ccc.directions import physical_vectors
 from art.dose.ccc.kernels import SCALES_MM, GroupedKernel, energy_groups, load_tables, poly_kernel
-from art.dose.ccc.model import CCCModel, parse_section
+from art.dose.ccc.model import CCCModel, spectrum_model
 from art.dose.ccc.terma import beam_terma
 from art.dose.machine import Machine
 
@@ -67,11 +66,6 @@ class FieldBasis:
         return out
 
 
-def _model(energies, fluence, contamination: tuple[float, float] = (0.0, 10.0)):
-    return parse_section({"spectrum": {"energies_mev": list(map(float, energies)), "fluence": list(map(float, fluence))}, "source_sigma_mm": 1.0,
-                          "electron_contamination": {"fraction": contamination[0], "depth_mm": contamination[1]}}, "<fit>")  # fmt: skip
-
-
 def fit_phantom(machine: Machine, field_mm: float, *, spacing: float, depth_mm: float):
     """The beam (100 MU, gantry 0, the surface at the PDD table's SSD) and water grid of a square
     field of side ``field_mm`` at that SSD: (beam, grid). The phantom extends
@@ -104,13 +98,12 @@ def field_basis(machine: Machine, field_mm: float, energies_mev, kernel_fluence,
     groups = energy_groups(e, np.ones(n))
     kernels = tuple(poly_kernel(e[idx], kf[idx] if kf[idx].sum() > 0 else np.ones(idx.size)) for idx in groups)
     singles = GroupedKernel(flat, tuple(np.array([i]) for i in range(n)), (flat,) * n)
-    model = _model(e, np.ones(n) / n)
+    model = spectrum_model(e, np.ones(n) / n)
     points = grid.index_to_lps(np.indices(grid.shape).reshape(3, -1).T.astype(np.float64))
     terma = beam_terma(beam, machine, model, singles, density, points, voxel_mm=spacing)[0] * np.float32(n)
     terma = terma.reshape((n,) + grid.shape)
     points = None  # noqa: F841 - freed before the transport
-    vectors, weights = directions_for([BeamSource(beam, machine, model, GroupedKernel(flat, groups, kernels))], grid, "HFS")
-    lengths = np.linalg.norm(physical_vectors(grid.spacing, grid.direction_matrix, vectors=vectors), axis=1)
+    vectors, lengths, weights = directions_for([BeamSource(beam, machine, model, GroupedKernel(flat, groups, kernels))], grid, "HFS")
     a = 1.0 / np.asarray(SCALES_MM)
     group_of = {int(i): g for g, idx in enumerate(groups) for i in idx}
     photon = []

@@ -123,6 +123,15 @@ def parse_section(section, path) -> CCCModel:
                     output_field_mm=oc_field, output_factor=oc_factor)  # fmt: skip
 
 
+def spectrum_model(energies_mev, fluence, *, source_sigma_mm: float = 1.0, contamination: tuple[float, float] = (0.0, 10.0)) -> CCCModel:
+    """A model of a trial spectrum for the commissioning fits (:mod:`art.dose.ccc.commission`,
+    :mod:`art.dose.ccc.field_basis`): ``energies_mev`` (MeV) with relative ``fluence``, the source
+    σ (mm) and the electron contamination ``(fraction, depth mm)``; validated as a machine file's section."""
+    return parse_section({"spectrum": {"energies_mev": list(map(float, energies_mev)), "fluence": list(map(float, fluence))},
+                          "source_sigma_mm": source_sigma_mm,
+                          "electron_contamination": {"fraction": contamination[0], "depth_mm": contamination[1]}}, "<fit>")  # fmt: skip
+
+
 def _output_correction(r: _Reader, section: dict) -> tuple[np.ndarray, np.ndarray]:
     """The optional ``output_correction`` table: (field sizes mm, factors), empty when absent."""
     if "output_correction" not in section:

@@ -7,8 +7,8 @@ and both fluence pixels (1.0 mm: the independent check, 1.25 mm: the final dose)
 kept in ``art/dose/data/ccc_calibration.json``, each under the SHA-256 of the machine file, a
 digest of the collapsed-cone model's numbers and a digest of the engine's numerics (kernel file,
 transport directions, kernel exponents and energy groups), with the factor the engine computed
-itself. A machine file edited by one byte, another model, kernel set, direction set or grouping finds no entry and is computed as before, so a
-stale entry cannot be used; ``tests/dose/test_ccc_calibration_table.py`` recomputes one entry on
+itself. A machine file edited by one byte, another model, kernel set, direction set or grouping
+finds no entry and is computed as before, so a stale entry cannot be used; ``tests/dose/test_ccc_calibration_table.py`` recomputes one entry on
 every run (all of them with ``-m slow``) to catch a change of the engine's code.
 
 Regenerate after re-commissioning a machine or changing the engine::
@@ -46,8 +46,8 @@ def engine_digest() -> str:
     from art.dose.ccc import core, kernels
 
     h = _kernel_file_hash().copy()
-    h.update(repr((core.REACH, getattr(core, "FINE_REACH", 0), getattr(core, "FINE_ANGLE_DEG", 0.0))).encode())
-    h.update(repr((tuple(kernels.SCALES_MM), tuple(getattr(kernels, "GROUP_EDGES_MEV", ())))).encode())
+    h.update(repr((core.REACH, core.FINE_REACH, core.FINE_ANGLE_DEG)).encode())
+    h.update(repr((tuple(kernels.SCALES_MM), tuple(kernels.GROUP_EDGES_MEV))).encode())
     return h.hexdigest()[:16]
 
 

@@ -17,7 +17,7 @@ from art.plan import Beam, Plan
 from .conftest import open_segment
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from ccc_water_pdds import water_ct  # noqa: E402  (the phantom benchmarks/ccc_water_pdds.py scores every machine on)
+from water_machine_data import gamma_1d, water_ct  # noqa: E402  (the phantom benchmarks/water_machine_data.py scores every machine on)
 
 
 
@@ -55,6 +55,16 @@ def test_pdd_10x10_beyond_dmax_matches_the_machine_table(field10, machine):
     np.testing.assert_allclose(pdd, machine.pdd(depths, 100.0), rtol=0.02)
     assert np.sqrt(np.mean((pdd / machine.pdd(depths, 100.0) - 1) ** 2)) < 0.01
     assert 10.0 <= y[np.argmax(d)] <= 20.0
+
+
+def test_pdd_10x10_meets_1_percent_1_mm_in_gamma(field10, machine):
+    """γ (1 % of the d_max dose, 1 mm) ≤ 1 at every table depth from d_max to 300 mm: measured 0.90.
+    The only field and machine whose collapsed-cone PDD meets the issue's 1 %/1 mm (docs/dose_engines.md,
+    *Both engines against the machine data*)."""
+    y, d = cax(field10)
+    at = machine.pdd_depth_mm[(machine.pdd_depth_mm >= machine.calib_depth_mm) & (machine.pdd_depth_mm <= 300.0)]
+    g = gamma_1d(at, machine.pdd(at, 100.0), y, 100 * d / np.interp(machine.calib_depth_mm, y, d))
+    assert g.max() <= 1.0, dict(zip(at.tolist(), np.round(g, 2).tolist()))
 
 
 def test_dose_is_linear_in_mu_and_fractions(machine):

@@ -131,20 +131,12 @@ def pdd_metrics(machine, side: float, depths, dose) -> dict:
 
 def edge_measures(x, row, machine, depth: float) -> tuple[float, float]:
     """(80–20 % penumbra, 50 % point) in mm of a crossline profile through the axis (mean of both edges),
-    after division by the off-axis fluence ratio; normalised at the central value."""
-    from art.dose.ccc.commission import penumbra_80_20
+    after division by the off-axis fluence ratio; levels relative to the value on the axis (the
+    crossings of :mod:`ccc_common`: a monotone cubic through the samples)."""
+    from ccc_common import field_width_50, penumbra_80_20
 
     r = row / machine.off_axis_ratio(np.abs(x) * machine.sad_mm / (machine.pdd_ssd_mm + depth))
-    centre = float(np.interp(0.0, x, r))
-    pen = penumbra_80_20(r, x, centre)
-    halves = []
-    for side in (x >= 0, x <= 0):
-        xs, ps = np.abs(x[side]), r[side] / centre
-        order = np.argsort(xs)
-        xs, ps = xs[order], ps[order]
-        far = xs > xs[np.argmax(ps < 0.9)] - 1e-9
-        halves.append(float(np.interp(-0.5, -ps[far], xs[far])))
-    return pen, float(np.mean(halves))
+    return penumbra_80_20(x, r), 0.5 * field_width_50(x, r)
 
 
 def profile_metrics(machine, engine: str) -> dict:
@@ -172,9 +164,9 @@ def profile_metrics(machine, engine: str) -> dict:
         ct = water_ct(SPACING_MM, 0.5 * side * 1.4 + 30.0, float(depths.max()) + 40.0)
         rho = Volume(hu_to_density(ct.array), ct.grid)
         x = np.arange(-0.5 * side * 1.4 - 20.0, 0.5 * side * 1.4 + 20.0 + 1e-9, 0.25)
-        for d in depths:
-            pts = np.column_stack([x, np.full_like(x, d), np.zeros_like(x)])
-            rows.append((x, beam_dose_at(rho, open_plan(machine, side).beams[0], machine, pts).astype(np.float64)))
+        pts = np.column_stack([np.tile(x, depths.size), np.repeat(depths, x.size), np.zeros(x.size * depths.size)])
+        dose = beam_dose_at(rho, open_plan(machine, side).beams[0], machine, pts).astype(np.float64).reshape(depths.size, x.size)
+        rows = [(x, row) for row in dose]
     out = []
     for d, (x, row) in zip(depths, rows):
         pen, half = edge_measures(x, row, machine, float(d))

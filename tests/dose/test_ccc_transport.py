@@ -63,7 +63,7 @@ def test_recurrence_equals_brute_force_line_sum():
     terma = rng.uniform(0.0, 2.0, (2,) + shape).astype(np.float32)
     a = np.array([0.9, 0.2, 0.03])
     w = rng.random((len(pick), 2, 3)).astype(np.float32)
-    got = transport(terma, rho, w, a, v[pick], lengths[pick])
+    got = transport(terma, rho, w, a, v[pick], lengths[pick], entry=False)  # the plain recurrence
     want = _brute_force(terma, rho, w, a, v[pick], lengths[pick])
     np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-5 * want.max())
 
@@ -114,6 +114,45 @@ def test_lockstep_sweep_of_equal_lengths_and_slices_without_release_equal_brute_
     terma[1, :, :, :3] = 0.0  # ... and a source that is 0 where the others are not
     a = np.array([0.9, 0.2, 0.03])
     w = rng.random((len(v), 3, 3)).astype(np.float32)
-    got = transport(terma, rho, w, a, v, lengths, workers=2)
+    got = transport(terma, rho, w, a, v, lengths, workers=2, entry=False)  # the plain recurrence
     want = _brute_force(terma, rho, w, a, v, lengths)
     np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-5 * want.max())
+
+
+@pytest.mark.parametrize("vector", [(3, 1, -2), (-2, 1, 0), (5, 2, 1), (1, 0, 0)])
+def test_entry_correction_gives_each_line_the_flux_from_the_surface(vector):
+    """Uniform release in a half-space (medium for z ≥ 3 on one side, nothing in front): with the entry
+    correction each voxel's dose is the exact one of its segment, q − q e^{−a ℓ0} g(aL), ℓ0 the path
+    from the surface to the segment's start (negative where the segment reaches out of the medium),
+    whatever the phase of its line; without it the lines of a stride s > 1 start late or early."""
+    v = np.array([vector])
+    spacing = (2.0, 2.5, 3.0)
+    length = float(np.linalg.norm(physical_vectors(spacing, np.eye(3), vectors=v), axis=1)[0])
+    shape, z0, a, q = (16, 9, 11), 3, np.array([0.08, 0.01]), 1.3
+    rho = np.full(shape, 0.001, np.float32)
+    terma = np.zeros((1,) + shape, np.float32)
+    if v[0, 0] > 0:
+        rho[z0:], terma[0, z0:] = 1.0, q
+        depth = np.arange(shape[0]) - (z0 - 0.5)  # index units from the surface, along z
+    else:
+        rho[: shape[0] - z0], terma[0, : shape[0] - z0] = 1.0, q
+        depth = (shape[0] - z0 - 0.5) - np.arange(shape[0])
+    w = np.ones((1, 1, a.size), np.float32)
+    got = transport(terma, rho, w, a, v, [length])
+    plain = transport(terma, rho, w, a, v, [length], entry=False)
+    s = abs(int(v[0, 0]))
+    ell0 = depth / s * length - length / 2  # mm along the line
+    x = a * length
+    g = -np.expm1(-x) / x
+    want = (q - q * np.exp(-np.outer(ell0, a)) * g).sum(axis=1)  # (nz,) per exponent summed
+    # voxels whose line reaches the surface inside the grid (not through a lateral face)
+    zz, yy, xx = np.indices(shape)
+    back = np.where(depth[zz] > 0, depth[zz] / s, 0.0)
+    ok = (depth[zz] > 0) & (yy - v[0, 1] * back >= -0.5) & (yy - v[0, 1] * back <= shape[1] - 0.5) \
+        & (xx - v[0, 2] * back >= -0.5) & (xx - v[0, 2] * back <= shape[2] - 0.5)
+    assert ok.sum() > 300
+    np.testing.assert_allclose(got[ok], want[zz[ok]], rtol=2e-4)
+    if s > 1:
+        assert np.max(np.abs(plain[ok] - want[zz[ok]])) > 0.01 * q
+    else:
+        np.testing.assert_allclose(plain[ok], got[ok], rtol=1e-6)

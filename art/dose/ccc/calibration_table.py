@@ -42,11 +42,13 @@ def _kernel_file_hash() -> Any:
 
 def engine_digest() -> str:
     """A digest of what the factor depends on in the engine besides the machine: the kernel file, the
-    transport directions, the kernel's exponents and its energy groups (hardening)."""
-    from art.dose.ccc import core, kernels
+    transport directions, the kernel's exponents, its energy groups (hardening) and the transport's
+    entry correction (its medium density)."""
+    from art.dose.ccc import core, kernels, transport
 
     h = _kernel_file_hash().copy()
     h.update(repr((core.REACH, core.FINE_REACH, core.FINE_ANGLE_DEG)).encode())
+    h.update(repr(("entry", transport.MEDIUM_DENSITY)).encode())
     h.update(repr((tuple(kernels.SCALES_MM), tuple(kernels.GROUP_EDGES_MEV))).encode())
     return h.hexdigest()[:16]
 

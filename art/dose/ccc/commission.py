@@ -43,6 +43,7 @@ from art.dose.ccc.calibration import central_axis, computed_factor, open_field_b
 from art.dose.ccc.core import FINE_ANGLE_DEG, FINE_REACH, REACH
 from art.dose.ccc.directions import lattice_vectors
 from art.dose.ccc.kernels import GROUP_EDGES_MEV, SCALES_MM, load_tables, reference_spectrum
+from art.dose.ccc.transport import MEDIUM_DENSITY
 from art.dose.ccc.model import CCCModel, ccc_model, spectrum_model
 from art.dose.machine import Machine, load_machine
 from art.errors import MachineDataError
@@ -357,7 +358,8 @@ def _section(machine: Machine, model: CCCModel, fit: dict, pens: np.ndarray, *, 
             "by": "python -m art.dose.ccc.commission (art.dose.ccc.commission.commission)",
             "kernels": "opentps-core 2.0.0 Kernels_6MV (Apache-2.0, OpenTPS consortium)",
             "engine": {"lattice_directions": int(lattice_vectors(REACH).shape[0]), "fine_reach": FINE_REACH, "fine_angle_deg": FINE_ANGLE_DEG,
-                       "kernel_scales_mm": list(SCALES_MM), "energy_group_edges_mev": list(GROUP_EDGES_MEV)},
+                       "kernel_scales_mm": list(SCALES_MM), "energy_group_edges_mev": list(GROUP_EDGES_MEV),
+                       "entry_correction_medium_density": MEDIUM_DENSITY},
             "spectrum_model": "opentps 6 MV spectrum x (E / 2 MeV)^alpha (bins above 6 MeV: beta x the 6 MeV bin x (E / 6)^alpha)",
             "alpha": round(fit["alpha"], 4), "beta": round(fit["beta"], 4),
             "pdd_fit": "least squares of the fields' PDD differences from d_max (% of the table; each field's mean square x its weight), "

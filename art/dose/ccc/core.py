@@ -19,12 +19,14 @@ from art.dose.ccc.directions import cone_fractions, physical_vectors, transport_
 from art.dose.ccc.kernels import SCALES_MM, GroupedKernel, PolyKernel, group_kernels
 from art.dose.ccc.model import CCCModel
 from art.dose.ccc.terma import beam_terma
+from art.dose.ccc.transport import MEDIUM_DENSITY
 from art.dose.machine import Machine
 from art.geometry import Grid, Volume
 from art.plan import Beam
 
 #: density (relative to water) below which a dose-grid voxel counts as vacuum for the transport box
-MATERIAL_DENSITY = 0.05
+#: (the transport's entry correction takes the medium from the same density)
+MATERIAL_DENSITY = MEDIUM_DENSITY
 #: the transport directions: primitive vectors of {−REACH..REACH}³ (2: 98 directions, 3: 290) …
 REACH = 3
 #: … plus those of {−FINE_REACH..FINE_REACH}³ within FINE_ANGLE_DEG of each beam's direction (0: none):

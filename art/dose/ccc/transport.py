@@ -143,17 +143,17 @@ class EntryCandidates:
         return self._by_step[step]
 
 
-def _entries(candidates: EntryCandidates, v, a_per_mm, length_mm: float, xp) -> tuple:
+def _entries(candidates: EntryCandidates, v, a_per_mm, length_mm: float, xp) -> dict:
     """The voxels where the lines of ``v`` (major, y, x; ``|v[0]| > 1``) enter the medium, from
-    :class:`EntryCandidates`: (iy, ix, f) in ``xp`` sorted by slice, with ``f = 1 − e^{−x δ}`` (J, n)
+    :class:`EntryCandidates`, by slice: {k: (iy, ix, f)} in ``xp``, with ``f = 1 − e^{−x δ}`` (J, n)
     float32 (δ the signed missing fraction of the entering voxel's segment, the module docstring;
-    the entering flux is ``q f``), and {k: (start, stop)}."""
+    the entering flux is ``q f``)."""
     kk, iy, ix, flat = candidates(abs(int(v[0])))
     sk, sy, sx = candidates.strides()
     shifts = [dk * sk + oy * sy + ox * sx for dk, oy, ox in _entry_offsets(v)]
     enters = ~candidates.padded[flat + shifts[0]]  # shifts[0]: the predecessor p − v
     if not enters.any():
-        return None, None, None, {}
+        return {}
     k, flat = kk[enters], flat[enters]
     n_out = sum((~candidates.padded[flat + sh]).astype(np.int32) for sh in shifts)
     delta = 0.5 - (n_out - 0.5) / len(shifts)
@@ -162,8 +162,8 @@ def _entries(candidates: EntryCandidates, v, a_per_mm, length_mm: float, xp) -> 
     f = (-np.expm1(-x_delta)).astype(np.float32)
     starts = np.flatnonzero(np.r_[True, np.diff(k) != 0])
     stops = np.r_[starts[1:], k.size]
-    ranges = {int(k[a]): (int(a), int(b)) for a, b in zip(starts, stops)}
-    return xp.asarray(iy), xp.asarray(ix), xp.asarray(f), ranges
+    iy, ix, f = xp.asarray(iy), xp.asarray(ix), xp.asarray(f)  # one transfer; the slices below are views
+    return {int(k[a]): (iy[a:b], ix[a:b], f[:, a:b]) for a, b in zip(starts, stops)}
 
 
 def sweep(terma, w, e, g, vectors, dose, *, busy=None, candidates=None, a_per_mm=None, length_mm: float = 0.0) -> None:
@@ -193,7 +193,7 @@ def sweep(terma, w, e, g, vectors, dose, *, busy=None, candidates=None, a_per_mm
     busy : (nk,) bool, keyword-only
         The slices where some source is not 0 (default: all); elsewhere the release is 0 and
         only the flux is carried on.
-    candidates : tuple, keyword-only
+    candidates : EntryCandidates, keyword-only
         :class:`EntryCandidates` of the medium (density ≥ :data:`MEDIUM_DENSITY`) in the same layout:
         the lines entering it get the entry correction of the module docstring (None: every line
         starts with no flux).
@@ -211,8 +211,7 @@ def sweep(terma, w, e, g, vectors, dose, *, busy=None, candidates=None, a_per_mm
     tmp = xp.empty((nj, ny, nx), np.float32)
     red = xp.empty((ny, nx), np.float32)
     qk = xp.empty((nd * nj, ny * nx), np.float32)
-    entry = [_entries(candidates, v, a_per_mm, length_mm, xp) if candidates is not None and abs(int(v[0])) > 1 else (None, None, None, {})
-             for v in vectors]  # fmt: skip
+    entry = [_entries(candidates, v, a_per_mm, length_mm, xp) if candidates is not None and abs(int(v[0])) > 1 else {} for v in vectors]
     order = range(nk) if vectors[0][0] > 0 else range(nk - 1, -1, -1)
     for t, k in enumerate(order):
         if busy[k]:
@@ -225,10 +224,9 @@ def sweep(terma, w, e, g, vectors, dose, *, busy=None, candidates=None, a_per_mm
             cur[:, :, zx] = 0.0
             q = qk[d * nj : (d + 1) * nj].reshape(nj, ny, nx)
             if busy[k]:
-                if k in entry[d][3]:  # lines entering the medium: Φ_in = q (1 − e^{−x δ})
-                    a, b = entry[d][3][k]
-                    iy, ix = entry[d][0][a:b], entry[d][1][a:b]
-                    cur[:, iy, ix] = q[:, iy, ix] * entry[d][2][:, a:b]
+                if k in entry[d]:  # lines entering the medium: Φ_in = q (1 − e^{−x δ})
+                    iy, ix, f = entry[d][k]
+                    cur[:, iy, ix] = q[:, iy, ix] * f
                 cur -= q  # Φ_in − q
             xp.multiply(cur, g[:, k], out=tmp)
             dose[k] += xp.sum(tmp, axis=0, out=red)

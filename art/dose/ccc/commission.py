@@ -2,7 +2,7 @@
 
 Run once per machine file (10–20 minutes on two cores)::
 
-    python -m art.dose.ccc.commission art/dose/data/generic_6x.json [--dry-run] [--output-correction]
+    python -m art.dose.ccc.commission art/dose/data/generic_6x.json [--dry-run] [--output-correction | --depth-correction]
 
 What is fitted, in the engine itself (water phantoms on a 2.5 mm grid, SSD of the PDD table):
 
@@ -19,11 +19,17 @@ What is fitted, in the engine itself (water phantoms on a 2.5 mm grid, SSD of th
    the fitted model;
 2. the source size ``source_sigma_mm`` to the 80–20 % penumbrae of the ``profile`` section
    (1.25 mm grid);
-3. the output correction (``output_correction``): for each square field s of the
+3. the depth correction (``depth_correction``): for each square field of the PDD table, factors on
+   the TERMA at the table's depths from d_max (1) to 300 mm that make the engine's central-axis PDD
+   the table's (:func:`fit_depth_correction`, a fixed point of :data:`DEPTH_STEPS` steps, 2.5 mm
+   grid): the kernels' field-size dependence at depth is not the machine's (the spectrum fit leaves
+   the small fields above, the large fields below the table, by 1–9 %);
+4. the output correction (``output_correction``): for each square field s of the
    ``output_factors`` table, the table's dose per MU (``dose_per_mu_gy`` × S_cp(s)) at the
    calibration depth and SSD over the engine's (calibrated, 2.5 mm grid), exactly 1 at the
    calibration field. ``--output-correction`` runs only this step on a commissioned file (seconds
-   to minutes; the other steps take much longer).
+   to minutes; the other steps take much longer), ``--depth-correction`` steps 3 and 4 (about
+   10 minutes).
 
 The machine file is rewritten with its ``ccc`` section replaced (everything else is kept
 byte for byte as ``json.dumps(data, indent=1)`` writes it, the format of the shipped files),
@@ -55,6 +61,8 @@ LAMBDAS_MM = (4.0, 5.0, 6.0, 7.0, 8.0, 9.5, 11.0, 13.0, 15.0, 17.5, 20.0)
 #: the square fields whose central-axis PDDs the spectrum is fitted to: (side at the PDD table's SSD in
 #: mm, the deepest depth scored in mm, the weight of the field's mean square difference)
 FIT_FIELDS = ((50.0, 250.0, 1.0), (100.0, 300.0, 2.0), (200.0, 250.0, 1.0))
+#: fixed-point steps of the depth correction (each one engine dose per field of the PDD table)
+DEPTH_STEPS = 3
 
 
 def nominal_mv(machine: Machine) -> float:
@@ -289,21 +297,79 @@ def fit_output_correction(machine: Machine, model: CCCModel, *, spacing: float =
     return {"field_sizes_mm": fields, "factor": factors}, record
 
 
-def commission_output_correction(path, *, write: bool = True, progress=print) -> dict:
-    """Fit only the output correction of an already commissioned machine file ``path`` (its other
-    ``ccc`` values kept) and (``write``) rewrite the file. Returns the new ``ccc`` section."""
+def fit_depth_correction(machine: Machine, model: CCCModel, *, steps: int = DEPTH_STEPS, spacing: float = PDD_GRID_MM,
+                         deepest: float = PDD_MAX_DEPTH_MM, fields=None, progress=print) -> tuple[dict, dict]:  # fmt: skip
+    """The ``depth_correction`` table of a model: for each field of the PDD table, factors at the table's
+    depths from the calibration depth (factor 1) to ``deepest`` that make the engine's central-axis PDD
+    (the fit's phantom, :func:`engine_pdd_errors`) the table's.
+
+    A fixed point: the factors start at 1 and are divided, ``steps`` times, by the engine's PDD over the
+    table's at each depth (the correction multiplies the TERMA, which the kernels spread over a few
+    millimetres; where the dose is not made by the TERMA at its own depth, near d_max, each step
+    closes part of the gap). ``fields``: the square fields (sides at the PDD table's SSD, mm; default the
+    table's). Returns (the section's ``depth_correction``, a record of the fit: the PDD
+    differences before and after, per field).
+    """
+    from art.dose.ccc.field_basis import fit_phantom
+
+    m = machine
+    scale = m.sad_mm / m.pdd_ssd_mm
+    depths = m.pdd_depth_mm[(m.pdd_depth_mm >= m.calib_depth_mm) & (m.pdd_depth_mm <= deepest + 1e-9)]
+    sides = m.pdd_field_mm if fields is None else np.asarray(fields, dtype=np.float64)
+    rows, records = [], []
+    for side in sides:
+        beam, grid = fit_phantom(m, float(side), spacing=spacing, depth_mm=deepest + 120.0)
+        row, history = np.ones(depths.size), []
+        for step in range(steps + 1):
+            trial = CCCModel(**{**model.__dict__, "depth_field_mm": np.array([side * scale]), "depth_mm": depths, "depth_factor": row[None, :]})
+            d, cax = central_axis(water_dose(m, trial, beam, grid), grid)
+            at, err = pdd_errors(m, float(side), d, cax, max_depth_mm=deepest)
+            history.append(err)
+            if step < steps:
+                row = np.clip(row / (1.0 + err / 100.0), 0.5, 1.5)
+                row[np.abs(at - m.calib_depth_mm) < 1e-9] = 1.0
+        progress(f"  {side:g} mm: PDD max |difference| {np.abs(history[0]).max():.2f} % -> {np.abs(history[-1]).max():.2f} %, "
+                 f"factors {row.min():.3f}-{row.max():.3f}")  # fmt: skip
+        rows.append([round(float(v), 4) for v in row])
+        records.append({"field_mm": float(side), "max_abs_percent_before": round(float(np.abs(history[0]).max()), 2),
+                       "max_abs_percent_after": round(float(np.abs(history[-1]).max()), 2),
+                       "difference_percent_after": [round(float(v), 2) for v in history[-1]]})  # fmt: skip
+    table = {"field_sizes_mm": [round(float(s) * scale, 3) for s in sides], "depths_mm": [float(v) for v in depths], "factor": rows}
+    record = {"by": "art.dose.ccc.commission.fit_depth_correction", "steps": steps, "grid_mm": spacing, "ssd_mm": m.pdd_ssd_mm,
+              "note": "PDD differences (% of the table, from d_max) of the engine in the fit's phantom before (the model without a depth "
+                      "correction, as pdd_fields) and after (with it)",
+              "depths_mm": [float(v) for v in depths], "fields": records}  # fmt: skip
+    return table, record
+
+
+def commission_output_correction(path, *, write: bool = True, depth: bool = False, progress=print) -> dict:
+    """Fit only the output correction of an already commissioned machine file ``path`` (``depth``: the
+    depth correction first, then the output correction; its other ``ccc`` values kept) and (``write``)
+    rewrite the file. Returns the new ``ccc`` section."""
     p = Path(path)
     machine = load_machine(p)
     model = ccc_model(machine)
+    section = dict(machine.ccc)
+    if depth:
+        progress(f"{p.name}: fitting the depth correction to the PDD table")
+        model, section = _with_depth_correction(machine, model, section, progress)
     progress(f"{p.name}: fitting the output correction to the output factor table")
     table, record = fit_output_correction(machine, model, progress=progress)
-    section = dict(machine.ccc)
     section["output_correction"] = table
     section["commissioning"] = {**section.get("commissioning", {}), "output_correction": record}
     if write:
         write_section(p, section)
         progress(f"{p.name}: ccc section written (a shipped machine: regenerate its calibration factors with python -m art.dose.ccc.calibration_table)")
     return section
+
+
+def _with_depth_correction(machine: Machine, model: CCCModel, section: dict, progress) -> tuple[CCCModel, dict]:
+    """The model and section with a freshly fitted depth correction (and its record)."""
+    table, record = fit_depth_correction(machine, model, progress=progress)
+    model = CCCModel(**{**model.__dict__, "depth_field_mm": np.asarray(table["field_sizes_mm"]), "depth_mm": np.asarray(table["depths_mm"]),
+                        "depth_factor": np.asarray(table["factor"])})  # fmt: skip
+    section = {**section, "depth_correction": table, "commissioning": {**section.get("commissioning", {}), "depth_correction": record}}
+    return model, section
 
 
 def commission(path, *, write: bool = True, progress=print) -> dict:
@@ -324,6 +390,8 @@ def commission(path, *, write: bool = True, progress=print) -> dict:
     sigma, pens = fit_source_sigma(machine, model, start=start, progress=progress)
     model = CCCModel(**{**model.__dict__, "source_sigma_mm": sigma})
     section = _section(machine, model, fit, pens)
+    progress(f"{p.name}: fitting the depth correction to the PDD table")
+    model, section = _with_depth_correction(machine, model, section, progress)
     progress(f"{p.name}: fitting the output correction to the output factor table")
     table, record = fit_output_correction(machine, model, progress=progress)
     section = {**{k: v for k, v in section.items() if k != "commissioning"}, "output_correction": table,
@@ -390,9 +458,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="print the section, do not rewrite the file")
     ap.add_argument("--output-correction", action="store_true",
                     help="fit only the output correction of an already commissioned file (the other ccc values kept)")
+    ap.add_argument("--depth-correction", action="store_true",
+                    help="fit only the depth correction, then the output correction, of an already commissioned file")
     args = ap.parse_args(argv)
-    run = commission_output_correction if args.output_correction else commission
-    section = run(args.machine_file, write=not args.dry_run)
+    if args.output_correction or args.depth_correction:
+        section = commission_output_correction(args.machine_file, write=not args.dry_run, depth=args.depth_correction)
+    else:
+        section = commission(args.machine_file, write=not args.dry_run)
     print(json.dumps(section, indent=1))
     return 0
 

@@ -23,6 +23,12 @@
   plane), the machine's dose per MU of a square field over the engine's, applied to the TERMA of
   each segment by its aperture's equivalent square (interpolated, clamped to the table's ends;
   :mod:`art.dose.ccc.output`); ``field_sizes_mm`` increasing, ``factor`` in 0.5–1.5;
+* ``depth_correction`` (optional; absent = 1): a factor by equivalent square and radiological depth,
+  ``field_sizes_mm`` (n, increasing), ``depths_mm`` (m, increasing, mm of water) and ``factor`` (n rows
+  of m, 0.5–1.5), applied to the TERMA of each segment at each voxel (bilinear, clamped to the table's
+  ends): what makes the engine's central-axis PDD of each square field the machine's beyond the
+  calibration depth, where the kernels' field-size dependence is not the table's
+  (:mod:`art.dose.ccc.output`, fitted by :mod:`art.dose.ccc.commission`);
 * ``commissioning`` (optional, not read): the record the fit left (what was fitted, to what).
 
 :func:`ccc_model` validates it and raises :class:`~art.errors.MachineDataError` naming the
@@ -58,6 +64,8 @@ class CCCModel:
         The machine file.
     output_field_mm, output_factor : (k,) float64
         The output correction table (empty: none, factor 1).
+    depth_field_mm : (n,) float64 ; depth_mm : (m,) float64 ; depth_factor : (n, m) float64
+        The depth correction table (empty: none, factor 1).
     """
 
     energies_mev: np.ndarray
@@ -70,12 +78,16 @@ class CCCModel:
     source: str
     output_field_mm: np.ndarray = field(default_factory=lambda: np.zeros(0))
     output_factor: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    depth_field_mm: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    depth_mm: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    depth_factor: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
 
     def key(self) -> tuple:
         """A hashable identity of the model's numbers (for caches)."""
         return (tuple(self.energies_mev.tolist()), tuple(self.fluence.tolist()), self.source_sigma_mm,
                 self.extra_focal_fraction, self.extra_focal_sigma_mm, self.contamination_fraction, self.contamination_depth_mm,
-                tuple(self.output_field_mm.tolist()), tuple(self.output_factor.tolist()))  # fmt: skip
+                tuple(self.output_field_mm.tolist()), tuple(self.output_factor.tolist()),
+                tuple(self.depth_field_mm.tolist()), tuple(self.depth_mm.tolist()), tuple(map(tuple, self.depth_factor.tolist())))  # fmt: skip
 
 
 def ccc_model(machine: Machine) -> CCCModel:
@@ -118,9 +130,11 @@ def parse_section(section, path) -> CCCModel:
         ce = r.number("ccc.electron_contamination.fraction", lo=0.0, hi=0.5)
         ce_depth = r.number("ccc.electron_contamination.depth_mm", positive=True, hi=50.0)
     oc_field, oc_factor = _output_correction(r, section)
+    dc_field, dc_depth, dc_factor = _depth_correction(r, section)
     return CCCModel(energies_mev=e, fluence=f, source_sigma_mm=sigma, extra_focal_fraction=frac, extra_focal_sigma_mm=ef_sigma,
                     contamination_fraction=ce, contamination_depth_mm=ce_depth, source=str(path),
-                    output_field_mm=oc_field, output_factor=oc_factor)  # fmt: skip
+                    output_field_mm=oc_field, output_factor=oc_factor,
+                    depth_field_mm=dc_field, depth_mm=dc_depth, depth_factor=dc_factor)  # fmt: skip
 
 
 def spectrum_model(energies_mev, fluence, *, source_sigma_mm: float = 1.0, contamination: tuple[float, float] = (0.0, 10.0)) -> CCCModel:
@@ -145,3 +159,19 @@ def _output_correction(r: _Reader, section: dict) -> tuple[np.ndarray, np.ndarra
     if np.any(k < 0.5) or np.any(k > 1.5):
         raise r.fail("ccc.output_correction.factor", "must lie within 0.5-1.5")
     return s, k
+
+
+def _depth_correction(r: _Reader, section: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The optional ``depth_correction`` table: (field sizes mm, depths mm, factors (n, m)), empty when absent."""
+    if "depth_correction" not in section:
+        return np.zeros(0), np.zeros(0), np.zeros((0, 0))
+    if not isinstance(section["depth_correction"], dict):
+        raise r.fail("ccc.depth_correction", "must be an object/table with field_sizes_mm, depths_mm and factor")
+    s = r.array("ccc.depth_correction.field_sizes_mm", increasing=True, positive=True)
+    d = r.array("ccc.depth_correction.depths_mm", increasing=True, nonneg=True)
+    k = r.array("ccc.depth_correction.factor", ndim=2)
+    if k.shape != (s.size, d.size):
+        raise r.fail("ccc.depth_correction.factor", f"must have {s.size} rows (field sizes) of {d.size} values (depths), got shape {k.shape}")
+    if np.any(k < 0.5) or np.any(k > 1.5):
+        raise r.fail("ccc.depth_correction.factor", "must lie within 0.5-1.5")
+    return s, d, k

@@ -10,6 +10,11 @@ per segment, by the equivalent square ``4 · area / perimeter`` of the segment's
 (the union of its leaf-pair openings clipped to the jaws), interpolated in the table and clamped
 to its ends. A beam given by a beamlet fluence map (no segments) uses the equivalent square of
 the region where its fluence is > 0 (the bixels' union, its staircase perimeter).
+
+The depth correction (``ccc.depth_correction``) is a factor by equivalent square **and** radiological
+depth, applied to the TERMA (:mod:`art.dose.ccc.terma`): :func:`depth_parts` splits a beam's
+segments between the table's field sizes (linear weights in the equivalent square, clamped to the
+table's ends), so that each part's fluence carries one row of factors over depth.
 """
 
 from __future__ import annotations
@@ -100,3 +105,50 @@ def corrected_beam(beam: Beam, machine: Machine, model: CCCModel) -> Beam:
         f = float(output_correction(model, mask_equivalent_square(beam.fluence > 0, ex, ey)))
         return dataclasses.replace(beam, fluence=beam.fluence * f)
     return beam
+
+
+def _hat_weights(nodes: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """(len(s), len(nodes)) weights of linear interpolation at ``s`` between increasing ``nodes``, clamped."""
+    w = np.zeros((s.size, nodes.size))
+    if nodes.size == 1:
+        w[:, 0] = 1.0
+        return w
+    x = np.clip(s, nodes[0], nodes[-1])
+    j = np.clip(np.searchsorted(nodes, x, side="right") - 1, 0, nodes.size - 2)
+    t = (x - nodes[j]) / (nodes[j + 1] - nodes[j])
+    rows = np.arange(s.size)
+    w[rows, j] = 1.0 - t
+    w[rows, j + 1] += t
+    return w
+
+
+def depth_correction_row(model: CCCModel, equivalent_square_mm: float) -> np.ndarray:
+    """The depth correction's factors over ``model.depth_mm`` at one equivalent square (mm), interpolated, clamped."""
+    w = _hat_weights(model.depth_field_mm, np.array([float(equivalent_square_mm)]))[0]
+    return w @ model.depth_factor
+
+
+def depth_parts(beam: Beam, machine: Machine, model: CCCModel) -> list[tuple[Beam, np.ndarray | None]]:
+    """The beam split for the depth correction: ``[(part, factors over model.depth_mm or None)]``.
+
+    The parts' fluences add up to the beam's. Segments: each segment's MU shared between the two
+    field sizes of the table around its aperture's equivalent square (linear weights, clamped to the
+    table's ends), one part per field size used, with that size's row of factors. A beamlet fluence
+    map: itself, with the row at the equivalent square of its region with fluence > 0. Without a
+    depth correction in the model (or a beam with neither): ``[(beam, None)]``.
+    """
+    if model.depth_field_mm.size == 0:
+        return [(beam, None)]
+    if beam.segments:
+        bnd = machine.mlc.boundaries_mm
+        s = np.array([aperture_equivalent_square(g.leaf_positions, bnd, g.jaws) for g in beam.segments])
+        w = _hat_weights(model.depth_field_mm, s)
+        parts = []
+        for j in np.flatnonzero(w.max(axis=0) > 0):
+            segs = [dataclasses.replace(g, mu=g.mu * float(wj)) for g, wj in zip(beam.segments, w[:, j]) if wj > 0]
+            parts.append((dataclasses.replace(beam, segments=segs), model.depth_factor[j]))
+        return parts
+    if beam.fluence is not None:
+        ex, ey = beam.fluence_grid["x_edges_mm"], beam.fluence_grid["y_edges_mm"]
+        return [(beam, depth_correction_row(model, mask_equivalent_square(beam.fluence > 0, ex, ey)))]
+    return [(beam, None)]

@@ -11,6 +11,11 @@ and radiological depth ``d`` (water-equivalent mm, :func:`art.dose.raytrace.radi
   equivalent square (:func:`art.dose.ccc.output.corrected_beam`), blurred by
   the source (``source_sigma_mm``) and by the voxel (a Gaussian of the voxel's σ, h/√12, so that
   the voxel average is sampled), plus the optional extra-focal part;
+* the depth correction (``ccc.depth_correction``, when the model has one): each segment's fluence
+  is shared between the table's field sizes around its aperture's equivalent square
+  (:func:`art.dose.ccc.output.depth_parts`), and each part's photon TERMA is multiplied by its
+  field size's factor at the voxel's radiological depth ``d`` (interpolated, clamped): the
+  commissioned correction of the kernels' PDD shape per field size;
 * off-axis softening: where the machine gives ``off_axis_mu_ratio(r)`` (μ relative to the
   axis at radius r in the isocentre plane), ``d' = d + (ratio − 1)(d − d_ref)`` with d_ref the
   calibration depth, so the ratio leaves the fluence at d_ref unchanged;
@@ -32,21 +37,22 @@ from art.dose.beam_geometry import BeamFrame
 from art.dose.calc import beam_fluence
 from art.dose.ccc.kernels import GroupedKernel, PolyKernel
 from art.dose.ccc.model import CCCModel
-from art.dose.ccc.output import corrected_beam
+from art.dose.ccc.output import corrected_beam, depth_parts
 from art.dose.machine import Machine
 from art.dose.raytrace import radiological_depth
 from art.geometry import Volume
 from art.plan import Beam
 
 
-def blurred_fluence(beam: Beam, machine: Machine, model: CCCModel, *, fluence_mm: float, voxel_mm: float):
-    """The beam's fluence map (output-corrected) blurred by the source, the voxel and the extra-focal source.
+def blurred_fluence(beam: Beam, machine: Machine, model: CCCModel, *, fluence_mm: float, voxel_mm: float, corrected: bool = False):
+    """The beam's fluence map (output-corrected; ``corrected``: the beam given already is) blurred by the
+    source, the voxel and the extra-focal source.
 
     Returns
     -------
     flu : (ny, nx) float64 ; x0, y0 : float, centre of pixel [0, 0] (mm) ; h : float, pixel size (mm)
     """
-    flu, ex, ey = beam_fluence(corrected_beam(beam, machine, model), machine, fluence_mm=fluence_mm)
+    flu, ex, ey = beam_fluence(beam if corrected else corrected_beam(beam, machine, model), machine, fluence_mm=fluence_mm)
     h = float(ex[1] - ex[0])
     sigma = float(np.hypot(model.source_sigma_mm, voxel_mm / np.sqrt(12.0)))
     wide = model.extra_focal_sigma_mm if model.extra_focal_fraction > 0 else 0.0
@@ -100,23 +106,32 @@ def beam_terma(beam: Beam, machine: Machine, model: CCCModel, kernel: PolyKernel
     w = kernel.terma_weights() if isinstance(kernel, GroupedKernel) else whole.terma_weights()[:, None]  # (n_E, G)
     out = np.zeros((w.shape[1], points_lps.shape[0]), np.float32)
     cont = np.zeros(points_lps.shape[0], np.float32)
-    flu, x0, y0, h = blurred_fluence(beam, machine, model, fluence_mm=fluence_mm, voxel_mm=voxel_mm)
+    parts = depth_parts(corrected_beam(beam, machine, model), machine, model)
     frame = BeamFrame.of(beam, patient_position=patient_position)
     u, v, z = frame.to_bev(points_lps)
-    front = np.isfinite(u) & (z > 1.0)
+    idx = np.flatnonzero(np.isfinite(u) & (z > 1.0))
+    psis, peak = [], 0.0
+    for part, _ in parts:
+        flu, x0, y0, h = blurred_fluence(part, machine, model, fluence_mm=fluence_mm, voxel_mm=voxel_mm, corrected=True)
+        psis.append(ndimage.map_coordinates(flu, np.stack([(v[idx] - y0) / h, (u[idx] - x0) / h]), order=1, mode="constant", cval=0.0, prefilter=False))
+        peak += float(flu.max())
     psi = np.zeros(points_lps.shape[0], np.float64)
-    idx = np.flatnonzero(front)
-    psi[idx] = ndimage.map_coordinates(flu, np.stack([(v[idx] - y0) / h, (u[idx] - x0) / h]), order=1, mode="constant", cval=0.0, prefilter=False)
-    sel = np.flatnonzero(psi > 1e-9 * max(float(flu.max()), 1e-30))
+    psi[idx] = psis[0] if len(psis) == 1 else np.sum(psis, axis=0)
+    sel = np.flatnonzero(psi > 1e-9 * max(peak, 1e-30))
     if sel.size == 0:
         return out, cont
     bev = (u[sel], v[sel], z[sel])
     depth = radiological_depth(density_ct, frame, points_lps[sel], bev=bev).astype(np.float64)
+    geometric = (frame.sad / z[sel]) ** 2
+    fluence = psi[sel] * geometric
+    photons = fluence
+    if parts[0][1] is not None:  # the depth correction: each part's fluence × its factors at the radiological depth
+        at = np.searchsorted(idx, sel)
+        photons = geometric * sum(p[at] * np.interp(depth, model.depth_mm, row) for p, (_, row) in zip(psis, parts))
     ratio = _softening(machine, u[sel], v[sel])
     if ratio is not None:
         depth = np.maximum(depth + (ratio - 1.0) * (depth - machine.calib_depth_mm), 0.0)
-    fluence = psi[sel] * (frame.sad / z[sel]) ** 2
-    out[:, sel] = (fluence[:, None] * (np.exp(-np.outer(depth, whole.mu_per_mm)) @ w)).T.astype(np.float32)
+    out[:, sel] = (photons[:, None] * (np.exp(-np.outer(depth, whole.mu_per_mm)) @ w)).T.astype(np.float32)
     if model.contamination_fraction > 0:
         surface = fluence * (model.contamination_fraction * float(w.sum()))
         cont[sel] = (surface * np.exp(-depth / model.contamination_depth_mm)).astype(np.float32)

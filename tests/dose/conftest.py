@@ -1,9 +1,12 @@
 """Water/slab phantoms for the dose tests (built directly on art.geometry grids)."""
 
+import json
+
 import numpy as np
 import pytest
 
 from art.dose import load_machine
+from art.dose.machine import DEFAULT_MACHINE
 from art.geometry import Grid, Volume
 from art.plan import Segment
 
@@ -39,3 +42,11 @@ def open_segment(machine, x, y=None, mu=100.0, *, leaves_at_jaws=False) -> Segme
     else:
         lp[0], lp[1] = machine.mlc.position_limits_mm[0], machine.mlc.position_limits_mm[1]
     return Segment(lp, (-x / 2, x / 2, -y / 2, y / 2), mu)
+
+
+def machine_with_ccc(path, section):
+    """The generic 6X machine with its ``ccc`` section replaced by ``section``, written to ``path`` and loaded."""
+    data = json.loads(DEFAULT_MACHINE.read_text(encoding="utf-8"))
+    data["ccc"] = section
+    path.write_text(json.dumps(data))
+    return load_machine(path)

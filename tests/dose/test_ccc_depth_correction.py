@@ -3,12 +3,10 @@ segments split between its field sizes, applied to the TERMA at the radiological
 the commissioning (art.dose.ccc.commission.fit_depth_correction)."""
 
 import dataclasses
-import json
 
 import numpy as np
 import pytest
 
-from art.dose import load_machine
 from art.dose.ccc import ccc_model
 from art.dose.ccc.calibration import central_axis, open_field_beam, phantom_density, water_dose, water_grid
 from art.dose.ccc.commission import fit_depth_correction, pdd_errors
@@ -16,22 +14,13 @@ from art.dose.ccc.kernels import group_kernels
 from art.dose.ccc.model import parse_section
 from art.dose.ccc.output import depth_correction_row, depth_parts
 from art.dose.ccc.terma import beam_terma
-from art.dose.machine import DEFAULT_MACHINE
 from art.errors import MachineDataError
 from art.plan import Beam
 
-from .conftest import open_segment
+from .conftest import machine_with_ccc, open_segment
 
 GOOD = {"spectrum": {"energies_mev": [1.0, 2.0, 6.0], "fluence": [0.5, 0.3, 0.2]}, "source_sigma_mm": 1.0}
 TABLE = {"field_sizes_mm": [30, 100, 200], "depths_mm": [15, 50, 300], "factor": [[1.0, 0.9, 0.8], [1.0, 1.0, 1.0], [1.0, 1.1, 1.2]]}
-
-
-def _machine_with(tmp_path, section):
-    data = json.loads(DEFAULT_MACHINE.read_text(encoding="utf-8"))
-    data["ccc"] = section
-    p = tmp_path / "dc.json"
-    p.write_text(json.dumps(data))
-    return load_machine(p)
 
 
 @pytest.mark.parametrize("table, field", [
@@ -47,7 +36,7 @@ def _machine_with(tmp_path, section):
 ])  # fmt: skip
 def test_a_bad_depth_correction_is_refused_naming_file_and_field(tmp_path, table, field):
     with pytest.raises(MachineDataError, match=rf"dc\.json.*field '{field}'"):
-        ccc_model(_machine_with(tmp_path, {**GOOD, "depth_correction": table}))
+        ccc_model(machine_with_ccc(tmp_path / "dc.json", {**GOOD, "depth_correction": table}))
 
 
 def test_the_table_is_read_and_interpolated_in_field_size_clamped_at_its_ends():

@@ -1,20 +1,18 @@
 """The collapsed-cone output correction: equivalent squares of apertures, the ``output_correction``
 table (read, validated, applied per segment) and its fit to the machine's output factors."""
 
-import json
 
 import numpy as np
 import pytest
 
-from art.dose import ccc, load_machine
+from art.dose import ccc
 from art.dose.ccc import ccc_model
 from art.dose.ccc.model import parse_section
 from art.dose.ccc.output import aperture_equivalent_square, corrected_beam, mask_equivalent_square, output_correction
-from art.dose.machine import DEFAULT_MACHINE
 from art.errors import MachineDataError
 from art.plan import Beam, Plan, Segment
 
-from .conftest import open_segment
+from .conftest import machine_with_ccc, open_segment
 from .test_ccc_water import cax, water_ct
 
 GOOD = {"spectrum": {"energies_mev": [1.0, 2.0, 6.0], "fluence": [0.5, 0.3, 0.2]}, "source_sigma_mm": 1.0}
@@ -47,14 +45,6 @@ def test_equivalent_square_of_an_l_shape():
     assert mask_equivalent_square(np.zeros_like(mask), e, e) == 0.0
 
 
-def _section_machine(tmp_path, section):
-    data = json.loads(DEFAULT_MACHINE.read_text(encoding="utf-8"))
-    data["ccc"] = section
-    p = tmp_path / "oc.json"
-    p.write_text(json.dumps(data))
-    return load_machine(p)
-
-
 @pytest.mark.parametrize("table, field", [
     ({"field_sizes_mm": [30, 20], "factor": [1.0, 1.0]}, "ccc.output_correction.field_sizes_mm"),
     ({"field_sizes_mm": [30, 100], "factor": [1.0]}, "ccc.output_correction.factor"),
@@ -64,7 +54,7 @@ def _section_machine(tmp_path, section):
 ])  # fmt: skip
 def test_a_bad_output_correction_is_refused_naming_file_and_field(tmp_path, table, field):
     with pytest.raises(MachineDataError, match=rf"oc\.json.*field '{field}'"):
-        ccc_model(_section_machine(tmp_path, {**GOOD, "output_correction": table}))
+        ccc_model(machine_with_ccc(tmp_path / "oc.json", {**GOOD, "output_correction": table}))
 
 
 def test_the_correction_scales_each_segment_by_its_equivalent_square(machine):

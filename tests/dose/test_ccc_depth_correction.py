@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from art.dose.ccc import ccc_model
-from art.dose.ccc.calibration import central_axis, open_field_beam, phantom_density, water_dose, water_grid
-from art.dose.ccc.commission import fit_depth_correction, pdd_errors
+from art.dose.ccc.calibration import open_field_beam, phantom_density, water_grid
+from art.dose.ccc.commission import engine_pdd_errors, fit_depth_correction
 from art.dose.ccc.kernels import group_kernels
 from art.dose.ccc.model import parse_section
 from art.dose.ccc.output import depth_correction_row, depth_parts
@@ -62,6 +62,22 @@ def test_segments_are_shared_between_the_field_sizes_around_their_equivalent_squ
     [(fb, row)] = depth_parts(Beam("F", 0.0, fluence=flu, fluence_grid={"x_edges_mm": e, "y_edges_mm": e}), machine, model)
     np.testing.assert_allclose(row, [1.0, 0.9, 0.8])
     assert fb.fluence is flu
+
+
+def test_the_parts_carry_the_output_correction_of_each_segment(machine):
+    """With both tables, each part's MU is the segment's MU × its output correction × its share."""
+    oc = {"field_sizes_mm": [30, 100, 200], "factor": [0.9, 1.0, 1.1]}
+    model = parse_section({**GOOD, "depth_correction": TABLE, "output_correction": oc}, "<t>")
+    segs = [open_segment(machine, 30.0, mu=10.0), open_segment(machine, 65.0, mu=20.0)]
+    parts = depth_parts(Beam("A", 0.0, segments=segs), machine, model)
+    mus = {tuple(row): [s.mu for s in part.segments] for part, row in parts}
+    assert mus == {(1.0, 0.9, 0.8): [pytest.approx(9.0), pytest.approx(20.0 * 0.95 * 0.5)], (1.0, 1.0, 1.0): [pytest.approx(20.0 * 0.95 * 0.5)]}
+    flu = np.zeros((8, 8))
+    flu[2:5, 2:5] = 1.0
+    e = np.arange(-40.0, 41.0, 10.0)
+    [(fb, row)] = depth_parts(Beam("F", 0.0, fluence=flu, fluence_grid={"x_edges_mm": e, "y_edges_mm": e}), machine, model)
+    np.testing.assert_allclose(fb.fluence, 0.9 * flu)
+    np.testing.assert_allclose(row, [1.0, 0.9, 0.8])
 
 
 def _plain(machine):
@@ -121,13 +137,9 @@ def test_the_fit_makes_a_small_field_pdd_the_tables(machine):
     assert f["max_abs_percent_after"] < 1.0
     assert table["factor"][0][0] == 1.0 and table["depths_mm"][0] == machine.calib_depth_mm
     # the engine with the fitted table gives the recorded differences
-    from art.dose.ccc.field_basis import fit_phantom
-
     model = dataclasses.replace(base, depth_field_mm=np.array(table["field_sizes_mm"]), depth_mm=np.array(table["depths_mm"]),
                                 depth_factor=np.array(table["factor"]))  # fmt: skip
-    beam, grid = fit_phantom(machine, 30.0, spacing=5.0, depth_mm=320.0)
-    d, cax = central_axis(water_dose(machine, model, beam, grid), grid)
-    _, err = pdd_errors(machine, 30.0, d, cax, max_depth_mm=200.0)
+    _, err = engine_pdd_errors(machine, model, 30.0, deepest=200.0, spacing=5.0)
     np.testing.assert_allclose(err, f["difference_percent_after"], atol=0.02)
 
 

@@ -310,20 +310,16 @@ def fit_depth_correction(machine: Machine, model: CCCModel, *, steps: int = DEPT
     table's). Returns (the section's ``depth_correction``, a record of the fit: the PDD
     differences before and after, per field).
     """
-    from art.dose.ccc.field_basis import fit_phantom
-
     m = machine
     scale = m.sad_mm / m.pdd_ssd_mm
     depths = m.pdd_depth_mm[(m.pdd_depth_mm >= m.calib_depth_mm) & (m.pdd_depth_mm <= deepest + 1e-9)]
     sides = m.pdd_field_mm if fields is None else np.asarray(fields, dtype=np.float64)
     rows, records = [], []
     for side in sides:
-        beam, grid = fit_phantom(m, float(side), spacing=spacing, depth_mm=deepest + 120.0)
         row, history = np.ones(depths.size), []
         for step in range(steps + 1):
             trial = CCCModel(**{**model.__dict__, "depth_field_mm": np.array([side * scale]), "depth_mm": depths, "depth_factor": row[None, :]})
-            d, cax = central_axis(water_dose(m, trial, beam, grid), grid)
-            at, err = pdd_errors(m, float(side), d, cax, max_depth_mm=deepest)
+            at, err = engine_pdd_errors(m, trial, float(side), deepest=deepest, spacing=spacing)
             history.append(err)
             if step < steps:
                 row = np.clip(row / (1.0 + err / 100.0), 0.5, 1.5)

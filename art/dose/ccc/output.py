@@ -90,20 +90,27 @@ def output_correction(model: CCCModel, equivalent_square_mm) -> np.ndarray:
     return np.interp(s, model.output_field_mm, model.output_factor)
 
 
+def _segment_squares(beam: Beam, machine: Machine) -> np.ndarray:
+    """Equivalent squares (mm) of the beam's segments' apertures (:func:`aperture_equivalent_square`)."""
+    bnd = machine.mlc.boundaries_mm
+    return np.array([aperture_equivalent_square(g.leaf_positions, bnd, g.jaws) for g in beam.segments])
+
+
+def _fluence_square(beam: Beam) -> float:
+    """Equivalent square (mm) of the region of a beamlet fluence map with fluence > 0 (:func:`mask_equivalent_square`)."""
+    return mask_equivalent_square(beam.fluence > 0, beam.fluence_grid["x_edges_mm"], beam.fluence_grid["y_edges_mm"])
+
+
 def corrected_beam(beam: Beam, machine: Machine, model: CCCModel) -> Beam:
     """The beam with each segment's MU (or its fluence map) scaled by the model's output
     correction at the aperture's equivalent square (the beam itself when the model has none)."""
     if model.output_field_mm.size == 0:
         return beam
     if beam.segments:
-        bnd = machine.mlc.boundaries_mm
-        segs = [dataclasses.replace(s, mu=s.mu * float(output_correction(model, aperture_equivalent_square(s.leaf_positions, bnd, s.jaws))))
-                for s in beam.segments]  # fmt: skip
-        return dataclasses.replace(beam, segments=segs)
+        k = output_correction(model, _segment_squares(beam, machine))
+        return dataclasses.replace(beam, segments=[dataclasses.replace(g, mu=g.mu * float(f)) for g, f in zip(beam.segments, k)])
     if beam.fluence is not None:
-        ex, ey = beam.fluence_grid["x_edges_mm"], beam.fluence_grid["y_edges_mm"]
-        f = float(output_correction(model, mask_equivalent_square(beam.fluence > 0, ex, ey)))
-        return dataclasses.replace(beam, fluence=beam.fluence * f)
+        return dataclasses.replace(beam, fluence=beam.fluence * float(output_correction(model, _fluence_square(beam))))
     return beam
 
 
@@ -129,26 +136,30 @@ def depth_correction_row(model: CCCModel, equivalent_square_mm: float) -> np.nda
 
 
 def depth_parts(beam: Beam, machine: Machine, model: CCCModel) -> list[tuple[Beam, np.ndarray | None]]:
-    """The beam split for the depth correction: ``[(part, factors over model.depth_mm or None)]``.
+    """The beam with its output correction (:func:`corrected_beam`), split for the depth correction:
+    ``[(part, factors over model.depth_mm or None)]``.
 
-    The parts' fluences add up to the beam's. Segments: each segment's MU shared between the two
-    field sizes of the table around its aperture's equivalent square (linear weights, clamped to the
-    table's ends), one part per field size used, with that size's row of factors. A beamlet fluence
-    map: itself, with the row at the equivalent square of its region with fluence > 0. Without a
-    depth correction in the model (or a beam with neither): ``[(beam, None)]``.
+    The parts' fluences add up to the corrected beam's. Segments: each segment's corrected MU shared
+    between the two field sizes of the table around its aperture's equivalent square (linear weights,
+    clamped to the table's ends), one part per field size used, with that size's row of factors. A
+    beamlet fluence map: itself (corrected), with the row at the equivalent square of its region with
+    fluence > 0. Without a depth correction in the model (or a beam with neither): ``[(corrected
+    beam, None)]``. Each aperture's equivalent square is computed once for both corrections.
     """
     if model.depth_field_mm.size == 0:
-        return [(beam, None)]
+        return [(corrected_beam(beam, machine, model), None)]
     if beam.segments:
-        bnd = machine.mlc.boundaries_mm
-        s = np.array([aperture_equivalent_square(g.leaf_positions, bnd, g.jaws) for g in beam.segments])
+        s = _segment_squares(beam, machine)
+        k = output_correction(model, s)
         w = _hat_weights(model.depth_field_mm, s)
         parts = []
         for j in np.flatnonzero(w.max(axis=0) > 0):
-            segs = [dataclasses.replace(g, mu=g.mu * float(wj)) for g, wj in zip(beam.segments, w[:, j]) if wj > 0]
+            segs = [dataclasses.replace(g, mu=g.mu * float(kg) * float(wj)) for g, kg, wj in zip(beam.segments, k, w[:, j]) if wj > 0]
             parts.append((dataclasses.replace(beam, segments=segs), model.depth_factor[j]))
         return parts
     if beam.fluence is not None:
-        ex, ey = beam.fluence_grid["x_edges_mm"], beam.fluence_grid["y_edges_mm"]
-        return [(beam, depth_correction_row(model, mask_equivalent_square(beam.fluence > 0, ex, ey)))]
+        s = _fluence_square(beam)
+        if model.output_field_mm.size:
+            beam = dataclasses.replace(beam, fluence=beam.fluence * float(output_correction(model, s)))
+        return [(beam, depth_correction_row(model, s))]
     return [(beam, None)]

@@ -37,22 +37,23 @@ from art.dose.beam_geometry import BeamFrame
 from art.dose.calc import beam_fluence
 from art.dose.ccc.kernels import GroupedKernel, PolyKernel
 from art.dose.ccc.model import CCCModel
-from art.dose.ccc.output import corrected_beam, depth_parts
+from art.dose.ccc.output import depth_parts
 from art.dose.machine import Machine
 from art.dose.raytrace import radiological_depth
 from art.geometry import Volume
 from art.plan import Beam
 
 
-def blurred_fluence(beam: Beam, machine: Machine, model: CCCModel, *, fluence_mm: float, voxel_mm: float, corrected: bool = False):
-    """The beam's fluence map (output-corrected; ``corrected``: the beam given already is) blurred by the
-    source, the voxel and the extra-focal source.
+def blurred_fluence(beam: Beam, machine: Machine, model: CCCModel, *, fluence_mm: float, voxel_mm: float):
+    """The fluence map of the beam as given (the caller applies the output correction: :func:`beam_terma`
+    takes its parts from :func:`art.dose.ccc.output.depth_parts`) blurred by the source, the voxel and
+    the extra-focal source.
 
     Returns
     -------
     flu : (ny, nx) float64 ; x0, y0 : float, centre of pixel [0, 0] (mm) ; h : float, pixel size (mm)
     """
-    flu, ex, ey = beam_fluence(beam if corrected else corrected_beam(beam, machine, model), machine, fluence_mm=fluence_mm)
+    flu, ex, ey = beam_fluence(beam, machine, fluence_mm=fluence_mm)
     h = float(ex[1] - ex[0])
     sigma = float(np.hypot(model.source_sigma_mm, voxel_mm / np.sqrt(12.0)))
     wide = model.extra_focal_sigma_mm if model.extra_focal_fraction > 0 else 0.0
@@ -106,13 +107,13 @@ def beam_terma(beam: Beam, machine: Machine, model: CCCModel, kernel: PolyKernel
     w = kernel.terma_weights() if isinstance(kernel, GroupedKernel) else whole.terma_weights()[:, None]  # (n_E, G)
     out = np.zeros((w.shape[1], points_lps.shape[0]), np.float32)
     cont = np.zeros(points_lps.shape[0], np.float32)
-    parts = depth_parts(corrected_beam(beam, machine, model), machine, model)
+    parts = depth_parts(beam, machine, model)  # output-corrected
     frame = BeamFrame.of(beam, patient_position=patient_position)
     u, v, z = frame.to_bev(points_lps)
     idx = np.flatnonzero(np.isfinite(u) & (z > 1.0))
     psis, peak = [], 0.0
     for part, _ in parts:
-        flu, x0, y0, h = blurred_fluence(part, machine, model, fluence_mm=fluence_mm, voxel_mm=voxel_mm, corrected=True)
+        flu, x0, y0, h = blurred_fluence(part, machine, model, fluence_mm=fluence_mm, voxel_mm=voxel_mm)
         psis.append(ndimage.map_coordinates(flu, np.stack([(v[idx] - y0) / h, (u[idx] - x0) / h]), order=1, mode="constant", cval=0.0, prefilter=False))
         peak += float(flu.max())
     psi = np.zeros(points_lps.shape[0], np.float64)
